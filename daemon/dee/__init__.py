@@ -1,0 +1,52 @@
+"""DEE, the Deterministic Execution Engine: the public API (SPEC section 3) and nothing else."""
+
+from dee.config import (
+    AuditConfig,
+    ChannelsConfig,
+    EmailChannelConfig,
+    EngineConfig,
+    SchedulerConfig,
+    SenderConfig,
+    VoiceChannelConfig,
+)
+from dee.engine import Engine
+from dee.errors import (
+    AlreadyEnrolledError,
+    AuditChainError,
+    ClockModeError,
+    ConditionError,
+    ConfigError,
+    ContactSuppressedError,
+    DeeError,
+    EngineUnavailableError,
+    InvalidTransitionError,
+    PlanFileError,
+    PlanProblem,
+    PlanValidationError,
+    PluginError,
+    RunNotFoundError,
+    StartInPastError,
+    TemplateError,
+)
+from dee.kernel.audit import AuditEntry, ChainVerification
+from dee.kernel.contact import Contact
+from dee.kernel.replay import ReplayDiff, ReplayResult, ReplayStep
+from dee.kernel.state import StepResult
+from dee.kernel.timeline import TimelineEntry
+from dee.plan import steps, transitions
+from dee.plan.create import create_plan
+from dee.plan.files import load_plan
+from dee.plan.model import Condition, Duration, Edge, ExitCondition, Plan, Step, Tracking, Voicemail
+from dee.routing import partition_for
+from dee.runs import BulkError, BulkResult, ConsentRecord, ExecutionRun, RunPage, Suppression
+
+__all__ = [
+    "AlreadyEnrolledError", "AuditChainError", "AuditConfig", "AuditEntry", "BulkError", "BulkResult",
+    "ChainVerification", "ChannelsConfig", "ClockModeError", "Condition", "ConditionError", "ConfigError",
+    "ConsentRecord", "Contact", "ContactSuppressedError", "DeeError", "Duration", "Edge", "EmailChannelConfig",
+    "Engine", "EngineConfig", "EngineUnavailableError", "ExecutionRun", "ExitCondition", "InvalidTransitionError",
+    "Plan", "PlanFileError", "PlanProblem", "PlanValidationError", "PluginError", "ReplayDiff", "ReplayResult",
+    "ReplayStep", "RunNotFoundError", "RunPage", "SchedulerConfig", "SenderConfig", "StartInPastError", "Step",
+    "StepResult", "Suppression", "TemplateError", "TimelineEntry", "Tracking", "VoiceChannelConfig", "Voicemail",
+    "create_plan", "load_plan", "partition_for", "steps", "transitions",
+]  # fmt: skip

@@ -1,0 +1,160 @@
+"""Engine configuration: msgspec Structs, loadable from TOML with environment overrides.
+
+`EngineConfig.load("config/dee.toml")` reads the file, then applies `DATABASE_URL`,
+`REDIS_URL` and `DEE_<SECTION>_<FIELD>` variables (e.g. `DEE_SCHEDULER_TICK_INTERVAL_MS=500`,
+`DEE_SCHEDULER_CLOCK=manual`, `DEE_CHANNELS_EMAIL_ADAPTER=smtp`). Unknown keys are errors:
+a typo in a config file must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from dee.errors import ConfigError
+
+
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class SchedulerConfig(_Section):
+    tick_interval_ms: int = 1000
+    max_runs_per_tick: int = 500
+    partitions: int = 16
+    partition_key: str | None = None
+    clock: Literal["wall", "manual"] = "wall"
+    lease_ttl_ms: int = 10_000
+
+
+class SenderConfig(_Section):
+    email: str = "outreach@example.com"
+    name: str = "DEE"
+
+
+class EmailChannelConfig(_Section):
+    adapter: str = "simulated"
+    sender: SenderConfig = SenderConfig()
+    tracking_domain: str = "t.dee.local"
+    unsubscribe_base: str = "https://u.dee.local/unsubscribe"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 1025
+
+
+class VoiceChannelConfig(_Section):
+    adapter: str = "simulated"
+    caller_id: str = "+15550000000"
+    api_url: str | None = None
+
+
+class ChannelsConfig(_Section):
+    email: EmailChannelConfig = EmailChannelConfig()
+    voice: VoiceChannelConfig = VoiceChannelConfig()
+
+
+class AuditConfig(_Section):
+    retention_days: int | None = None
+    archive_to: str | None = None
+
+
+class PluginsConfig(_Section):
+    disabled: tuple[str, ...] = ()
+
+
+class EngineConfig(_Section):
+    database: str = "postgresql://postgres@127.0.0.1:5432/dee"
+    redis: str = "redis://127.0.0.1:6379/0"
+    scheduler: SchedulerConfig = SchedulerConfig()
+    channels: ChannelsConfig = ChannelsConfig()
+    audit: AuditConfig = AuditConfig()
+    plugins: PluginsConfig = PluginsConfig()
+    config_dir: str = "config"
+    message_domain: str = "dee.local"
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> EngineConfig:
+        """Read a TOML file (optional) and apply environment overrides."""
+        data: dict[str, Any] = {}
+        if path is not None:
+            try:
+                data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"{path}: {exc}") from exc
+        apply_env(data, os.environ if env is None else env)
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EngineConfig:
+        try:
+            return msgspec.convert(dict(data), cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"invalid configuration: {exc}") from exc
+
+    def kernel_settings(self) -> dict[str, dict[str, Any]]:
+        """The channel settings step types see (part of configuration, hence of replay)."""
+        email = self.channels.email
+        return {
+            "email": {
+                "sender": msgspec.to_builtins(email.sender),
+                "tracking_domain": email.tracking_domain,
+                "unsubscribe_base": email.unsubscribe_base,
+            },
+            "voice": {"caller_id": self.channels.voice.caller_id},
+        }
+
+
+SECTIONS = ("scheduler", "channels", "audit", "plugins")
+ENV_ALIASES = {"DATABASE_URL": ("database",), "REDIS_URL": ("redis",), "DEE_SCHEDULER_TICK_MS": ("scheduler", "tick_interval_ms")}
+
+
+def apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
+    """Write `DEE_A_B_C=value` overrides into `data` (matching known sections greedily).
+
+    Variables outside the configuration's sections (`DEE_TEST_PG`, ...) belong to someone else
+    and are left alone; a variable inside a section that names no field is a typo and an error.
+    """
+    for name, value in sorted(env.items()):
+        if name in ENV_ALIASES:
+            _set(data, ENV_ALIASES[name], value)
+        elif name.startswith("DEE_") and name != "DEE_CONFIG_DIR":
+            parts = name[4:].lower().split("_")
+            path = _resolve(parts, EngineConfig)
+            if path is not None:
+                _set(data, path, value)
+            elif parts[0] in SECTIONS:
+                raise ConfigError(f"environment variable {name} names no field of [{parts[0]}]")
+        elif name == "DEE_CONFIG_DIR":
+            _set(data, ("config_dir",), value)
+
+
+def _resolve(parts: list[str], struct: type) -> tuple[str, ...] | None:
+    fields = {f.name: f.type for f in msgspec.structs.fields(struct)}
+    for cut in range(len(parts), 0, -1):
+        name = "_".join(parts[:cut])
+        if name not in fields:
+            continue
+        rest = parts[cut:]
+        kind = fields[name]
+        if not rest:
+            return (name,)
+        if isinstance(kind, type) and issubclass(kind, msgspec.Struct):
+            sub = _resolve(rest, kind)
+            if sub is not None:
+                return (name, *sub)
+    return None
+
+
+def _set(data: dict[str, Any], path: tuple[str, ...], value: str) -> None:
+    for key in path[:-1]:
+        data = data.setdefault(key, {})
+    parsed: Any = value
+    if value.lower() in ("true", "false"):
+        parsed = value.lower() == "true"
+    elif value.lstrip("-").isdigit():
+        parsed = int(value)
+    data[path[-1]] = parsed

@@ -1,0 +1,127 @@
+"""The exception hierarchy: every error DEE raises on purpose is a `DeeError`.
+
+Callers catch the narrow class they can act on; anything else is a bug. Each class carries the
+facts a caller needs (run id, step id, partition) as attributes, not only inside its message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class DeeError(Exception):
+    """Base class of every error DEE raises deliberately."""
+
+
+class PlanProblem(Exception):
+    """One problem found in a plan: which step (if any) and what is wrong."""
+
+    def __init__(self, step_id: str | None, message: str) -> None:
+        super().__init__(f"{step_id}: {message}" if step_id else message)
+        self.step_id = step_id
+        self.message = message
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, PlanProblem)
+            and (self.step_id, self.message) == (other.step_id, other.message)
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.step_id, self.message))
+
+    def __repr__(self) -> str:
+        return f"PlanProblem({self.step_id!r}, {self.message!r})"
+
+
+class PlanValidationError(DeeError):
+    """A plan broke one or more validation rules; `problems` lists every one of them."""
+
+    def __init__(self, plan_id: str, problems: Sequence[PlanProblem]) -> None:
+        self.plan_id = plan_id
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"plan {plan_id!r} is invalid ({len(self.problems)} problems):\n{lines}")
+
+
+class PlanFileError(DeeError):
+    """A plan file could not be read or parsed (before validation could even start)."""
+
+
+class ConditionError(DeeError):
+    """A condition failed to evaluate at run time (e.g. a missing contact attribute)."""
+
+
+class TemplateError(DeeError):
+    """A template failed to render: unknown template, undefined variable, sandbox violation."""
+
+
+class InvalidTransitionError(DeeError):
+    """A run was asked to move between two statuses that SPEC section 4 does not allow."""
+
+    def __init__(self, run_id: str, from_status: str, to_status: str, why: str = "") -> None:
+        self.run_id = run_id
+        self.from_status = from_status
+        self.to_status = to_status
+        detail = f": {why}" if why else ""
+        super().__init__(f"run {run_id}: cannot go from {from_status} to {to_status}{detail}")
+
+
+class RunNotFoundError(DeeError):
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"run {run_id} not found")
+
+
+class AlreadyEnrolledError(DeeError):
+    """The contact already has a non-terminal run of this plan."""
+
+    def __init__(self, plan_id: str, contact_id: str, run_id: str) -> None:
+        self.plan_id = plan_id
+        self.contact_id = contact_id
+        self.run_id = run_id
+        super().__init__(f"contact {contact_id} is already enrolled in {plan_id} (run {run_id})")
+
+
+class StartInPastError(DeeError):
+    def __init__(self, start_at: int, current_tick: int) -> None:
+        self.start_at = start_at
+        self.current_tick = current_tick
+        super().__init__(f"start_at tick {start_at} is before the current tick {current_tick}")
+
+
+class EngineUnavailableError(DeeError):
+    """The daemon owning a partition did not answer in time."""
+
+    def __init__(self, partition: int, why: str = "no reply") -> None:
+        self.partition = partition
+        super().__init__(f"partition {partition} is unavailable: {why}")
+
+
+class ClockModeError(DeeError):
+    """A manual-clock operation was called on a wall-clock engine (or the reverse)."""
+
+
+class PluginError(DeeError):
+    """A plugin failed to load or registered something invalid; names the plugin."""
+
+    def __init__(self, plugin: str, message: str) -> None:
+        self.plugin = plugin
+        super().__init__(f"plugin {plugin!r}: {message}")
+
+
+class ConfigError(DeeError):
+    """The configuration is invalid or contradicts the deployment."""
+
+
+class AuditChainError(DeeError):
+    """An audit chain could not be loaded or replayed (distinct from a failed verification)."""
+
+
+class ContactSuppressedError(DeeError):
+    """The contact is on a suppression list that covers this plan; nothing was enrolled."""
+
+    def __init__(self, contact_id: str, level: str, reason: str) -> None:
+        self.contact_id = contact_id
+        self.level = level
+        super().__init__(f"contact {contact_id} is suppressed ({level}): {reason}")

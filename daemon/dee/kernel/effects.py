@@ -1,0 +1,32 @@
+"""Effects: what the kernel asks the shell to do after the tick commits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class DispatchRequest(msgspec.Struct, frozen=True, rename="camel"):
+    """A channel action for an adapter: never provider details, always the idempotency key."""
+
+    run_id: str
+    step_id: str
+    channel: str
+    idempotency_key: str
+    message_id: str
+    attempt: int
+    message: dict[str, Any]
+    tick: int
+
+
+class ContactFlagged(msgspec.Struct, frozen=True, rename="camel"):
+    """A contact-level flag changed (hard bounce): the shell stores it and tells the contact's
+    other runs, as a `ContactChanged` input at the same tick."""
+
+    contact_id: str
+    flag: str
+    tick: int
+
+
+Effect = DispatchRequest | ContactFlagged

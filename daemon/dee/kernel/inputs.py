@@ -1,0 +1,104 @@
+"""Inputs: everything from outside that can change a run, each stamped with its tick.
+
+The tick is the logical time at which the engine accepted the input; it is part of the input,
+journaled with it, and the only notion of time the kernel ever sees.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from dee.kernel.contact import Contact
+
+ErrorKind = Literal["transient", "permanent", "rate_limited", "soft_bounce", "hard_bounce"]
+
+
+class Input(msgspec.Struct, frozen=True, tag_field="kind", rename="camel"):
+    tick: int
+
+
+class Start(Input, tag="start"):
+    """Enrols a contact. `start_tick` is when the first step runs; `tick` when it was accepted."""
+
+    run_id: str
+    plan_id: str
+    plan_version: int
+    plan_checksum: str
+    contact: Contact
+    variables: dict[str, Any]
+    start_tick: int
+
+
+class Event(Input, tag="event"):
+    """An external event (`email.opened`, `call.completed`, ...) for this run."""
+
+    event_id: str
+    type: str
+    step_id: str | None = None
+    message_id: str | None = None
+    data: dict[str, Any] = {}
+    occurred_at: str | None = None
+
+
+class ChannelResult(Input, tag="result"):
+    """A channel adapter's answer to a dispatch, matched by idempotency key."""
+
+    idempotency_key: str
+    status: Literal["delivered", "failed"]
+    error_kind: ErrorKind | None = None
+    error: str | None = None
+    outcome: str | None = None
+    data: dict[str, Any] = {}
+
+
+class Pause(Input, tag="pause"):
+    command_id: str = ""
+
+
+class Resume(Input, tag="resume"):
+    command_id: str = ""
+
+
+class Cancel(Input, tag="cancel"):
+    reason: str = ""
+    command_id: str = ""
+
+
+class Retry(Input, tag="retry"):
+    command_id: str = ""
+
+
+class Suppressed(Input, tag="suppressed"):
+    """The contact was put on a suppression list that covers this run: the run is cancelled."""
+
+    level: Literal["global", "channel", "plan", "regulatory"]
+    reason: str
+    source: str = ""
+
+
+class ContactChanged(Input, tag="contact"):
+    """Contact-level state changed outside this run (a hard bounce seen by another run, an
+    unsubscribe, new attributes); fields left None are unchanged."""
+
+    unsubscribed: bool | None = None
+    bounced: bool | None = None
+    attributes: dict[str, Any] | None = None
+
+
+AnyInput = Start | Event | ChannelResult | Pause | Resume | Cancel | Retry | Suppressed | ContactChanged
+
+_decoder = msgspec.json.Decoder(AnyInput)
+
+
+def decode_input(data: bytes | str) -> AnyInput:
+    return _decoder.decode(data)
+
+
+def input_to_builtins(value: AnyInput) -> dict[str, Any]:
+    return msgspec.to_builtins(value)
+
+
+def input_from_builtins(value: dict[str, Any]) -> AnyInput:
+    return msgspec.convert(value, AnyInput)

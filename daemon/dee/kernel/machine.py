@@ -1,0 +1,432 @@
+"""`advance()`: the pure function from a run's state and its inputs to the next state.
+
+Given the same state, inputs (each with its tick) and environment, `advance` returns the same
+state, audit entry drafts and effects: it reads no clock, does no I/O and draws no randomness.
+Within one call, timers and inputs are taken in logical-time order, a timer before an input of
+the same tick; so feeding inputs one call at a time or all at once gives the same trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from dee.errors import InvalidTransitionError
+from dee.kernel.audit import EntryDraft
+from dee.kernel.context import StepContext, condition_snapshot
+from dee.kernel.effects import ContactFlagged, DispatchRequest, Effect
+from dee.kernel.idempotency import idempotency_key, message_id
+from dee.kernel.inputs import (
+    AnyInput, Cancel, ChannelResult, ContactChanged, Event, Pause, Resume, Retry, Start, Suppressed,
+)  # fmt: skip
+from dee.kernel.retry import RetryPolicy, next_retry
+from dee.kernel.state import PendingDispatch, RunState, StepResult
+from dee.kernel.transitions import check_transition
+from dee.kernel.outcomes import Done, Fail, Finish, Send, Sleep, StepOutcome
+from dee.plan.compiled import CompiledPlan
+from dee.plan.conditions import VisibleEvent
+
+# Event types that change contact-level flags, and the flag they set.
+CONTACT_FLAG_EVENTS = {"email.unsubscribed": "unsubscribed"}
+
+
+@dataclass(frozen=True, slots=True)
+class KernelEnv:
+    """Everything besides state and inputs that a run's behaviour depends on.
+
+    All of it is configuration or content (plan version, templates, settings), never live data:
+    replay builds the same env from the run's plan version and the current templates.
+    """
+
+    plan: CompiledPlan
+    templates: Any
+    tick_interval_ms: int = 1000
+    settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    message_domain: str = "dee.local"
+
+
+class Rejection(msgspec.Struct, frozen=True):
+    """A command refused because SPEC section 4 does not allow it; it changed nothing."""
+
+    input: AnyInput
+    from_status: str
+    to_status: str
+    reason: str
+
+    def error(self, run_id: str) -> InvalidTransitionError:
+        return InvalidTransitionError(run_id, self.from_status, self.to_status, self.reason)
+
+
+class Advance(msgspec.Struct, frozen=True):
+    state: RunState
+    entries: list[EntryDraft]
+    effects: list[Effect]
+    rejected: list[Rejection]
+    transitions: list[tuple[str, str]]
+
+
+def start_run(start: Start) -> Advance:
+    """A new run: `pending` until its start tick, with `run.started` journaling the start input."""
+    state = RunState(
+        run_id=start.run_id, plan_id=start.plan_id, plan_version=start.plan_version,
+        contact=start.contact, variables=dict(start.variables), status="pending",
+        start_tick=start.start_tick, current_tick=start.tick, wake_tick=start.start_tick, timer="start",
+    )  # fmt: skip
+    run = _Run(state, None)
+    run.entry("run.started", None, start.tick, input=msgspec.to_builtins(start),
+              output={"status": "pending", "planChecksum": start.plan_checksum})  # fmt: skip
+    return run.finish()
+
+
+def advance(state: RunState, inputs: Sequence[AnyInput], now: int, env: KernelEnv) -> Advance:
+    """Apply `inputs` (ordered by tick, then arrival) and every timer due up to tick `now`."""
+    run = _Run(state, env)
+    pending = list(inputs)
+    for a, b in zip(pending, pending[1:]):
+        if b.tick < a.tick:
+            raise ValueError("inputs must be ordered by tick")
+    if pending and pending[-1].tick > now:
+        raise ValueError(f"an input at tick {pending[-1].tick} is after now ({now})")
+    index = 0
+    while True:
+        wake = run.s.wake_tick
+        timer_due = wake is not None and run.s.status != "paused" and wake <= now
+        if timer_due and (index == len(pending) or wake <= pending[index].tick):  # type: ignore[operator]
+            run.fire_timer(max(wake, run.cursor))  # type: ignore[arg-type]
+        elif index < len(pending):
+            run.apply(pending[index])
+            index += 1
+        else:
+            break
+    run.s = msgspec.structs.replace(run.s, current_tick=max(run.s.current_tick, now))
+    return run.finish()
+
+
+class _Run:
+    """The mutable working copy of one `advance` call; nothing of it outlives the call."""
+
+    def __init__(self, state: RunState, env: KernelEnv | None) -> None:
+        self.s = state
+        self.env = env
+        self.cursor = state.current_tick
+        self.entries: list[EntryDraft] = []
+        self.effects: list[Effect] = []
+        self.rejected: list[Rejection] = []
+        self.transitions: list[tuple[str, str]] = []
+
+    # ---- bookkeeping -------------------------------------------------------------------
+    def finish(self) -> Advance:
+        return Advance(self.s, self.entries, self.effects, self.rejected, self.transitions)
+
+    def set(self, **changes: Any) -> None:
+        self.s = msgspec.structs.replace(self.s, **changes)
+
+    def entry(self, action: str, step_id: str | None, tick: int, **fields: Any) -> None:
+        seq = self.s.seq + 1
+        self.entries.append(EntryDraft(self.s.run_id, seq, self.s.plan_id, step_id, tick, action, **fields))
+        self.set(seq=seq)
+
+    def move(self, to: str, tick: int) -> None:
+        check_transition(self.s.run_id, self.s.status, to)
+        self.transitions.append((self.s.status, to))
+        self.set(status=to, current_tick=max(self.s.current_tick, tick))
+
+    @property
+    def plan(self) -> CompiledPlan:
+        assert self.env is not None
+        return self.env.plan
+
+    # ---- timers ------------------------------------------------------------------------
+    def fire_timer(self, at: int) -> None:
+        self.cursor = at
+        kind = self.s.timer
+        self.set(wake_tick=None, timer=None)
+        if kind == "start":
+            self.move("active", at)
+            if not self.touch(at):
+                self.enter(self.plan.plan.first_step, at)
+        elif kind == "wait":
+            self.move("active", at)
+            if self.touch(at):
+                return
+            step_id = self.s.current_step
+            assert step_id is not None
+            self.outcome(step_id, self.call(step_id, at, "on_timer"), at, timer=True)
+        elif kind == "retry":
+            self.move("active", at)
+            if not self.touch(at):
+                self.redispatch(at)
+
+    # ---- inputs ------------------------------------------------------------------------
+    def apply(self, inp: AnyInput) -> None:
+        at = max(inp.tick, self.cursor)
+        self.cursor = at
+        status = self.s.status
+        if self.s.terminal:
+            self.reject(inp, "run has ended")
+        elif isinstance(inp, Pause):
+            if status not in ("active", "waiting"):
+                return self.reject(inp, "only an active or waiting run can be paused", to="paused")
+            self.set(paused_from=status)
+            self.move("paused", at)
+            self.entry("run.paused", self.s.current_step, at, input=_b(inp))
+        elif isinstance(inp, Resume):
+            if status != "paused":
+                return self.reject(inp, "only a paused run can be resumed", to="active")
+            self.resume(inp, at)
+        elif isinstance(inp, Cancel | Suppressed):
+            reason = inp.reason if isinstance(inp, Cancel) else f"suppressed ({inp.level}): {inp.reason}"
+            self.cancel(at, reason, _b(inp))
+        elif isinstance(inp, Retry):
+            if status != "failed":
+                return self.reject(inp, "only a failed run can be retried", to="active")
+            self.retry(inp, at)
+        elif isinstance(inp, Event | ContactChanged):
+            self.observe(inp, at)
+        elif isinstance(inp, ChannelResult):
+            self.result(inp, at)
+
+    def reject(self, inp: AnyInput, reason: str, to: str = "-") -> None:
+        self.rejected.append(Rejection(inp, self.s.status, to, reason))
+
+    def observe(self, inp: Event | ContactChanged, at: int) -> None:
+        """Record an event; it becomes visible to conditions; contact flags follow it."""
+        contact = self.s.contact
+        if isinstance(inp, Event):
+            step_id = inp.step_id or self.step_of_message(inp.message_id)
+            self.set(events=(*self.s.events, VisibleEvent(inp.type, step_id, at)))
+            flag = CONTACT_FLAG_EVENTS.get(inp.type)
+            if inp.type == "email.bounced" and inp.data.get("kind") == "hard":
+                flag = "bounced"
+            if flag:
+                contact = msgspec.structs.replace(contact, **{flag: True})
+            self.entry("event.received", step_id, at, input=_b(inp), output={"eventType": inp.type, "stepId": step_id})
+        else:
+            changes = {k: getattr(inp, k) for k in ("unsubscribed", "bounced", "attributes") if getattr(inp, k) is not None}
+            contact = msgspec.structs.replace(contact, **changes)
+            self.entry("event.received", None, at, input=_b(inp), output={"contactChanged": sorted(changes)})
+        self.set(contact=contact)
+        if self.s.status in ("active", "waiting"):
+            self.touch(at)
+
+    def step_of_message(self, msg_id: str | None) -> str | None:
+        if msg_id is None:
+            return None
+        domain = self.env.message_domain if self.env else "dee.local"
+        for r in reversed(self.s.results):
+            if r.idempotency_key and message_id(r.idempotency_key, domain) == msg_id:
+                return r.step_id
+        return None
+
+    def resume(self, inp: Resume, at: int) -> None:
+        previous = self.s.paused_from or "waiting"
+        self.move("active", at)
+        self.entry("run.resumed", self.s.current_step, at, input=_b(inp))
+        if self.s.wake_tick is not None and self.s.wake_tick < at:
+            self.set(wake_tick=at)
+        if previous == "waiting":
+            self.move("waiting", at)
+        held = self.s.held
+        self.set(paused_from=None, held=())
+        if self.touch(at):
+            return
+        for result in held:
+            self.result(result, at, journaled=True)
+
+    def cancel(self, at: int, reason: str, inp: dict[str, Any] | None) -> None:
+        self.move("cancelled", at)
+        self.set(wake_tick=None, timer=None, dispatch=None, completed_tick=at, held=())
+        self.entry("run.cancelled", self.s.current_step, at, input=inp, output={"reason": reason})
+
+    def retry(self, inp: Retry, at: int) -> None:
+        self.move("active", at)
+        self.set(run_attempt=self.s.run_attempt + 1)
+        self.entry("run.retried", self.s.current_step, at, input=_b(inp), output={"attempt": self.s.run_attempt})
+        if not self.touch(at):
+            assert self.s.current_step is not None
+            self.enter(self.s.current_step, at)
+
+    # ---- exit conditions ---------------------------------------------------------------
+    def touch(self, at: int) -> bool:
+        """Check exit conditions (and the contact's unsubscribe); True when the run ended."""
+        snapshot = condition_snapshot(self.s.contact, self.s.variables, self.s.results, self.s.events, at)
+        for condition, outcome in self.plan.exit_conditions:
+            try:
+                hit = condition.evaluate(snapshot)
+            except Exception as exc:
+                self.fail(at, f"exit condition {condition.source!r}: {exc}")
+                return True
+            if hit:
+                self.complete(at, outcome, {"exitCondition": condition.source})
+                return True
+        if self.s.contact.unsubscribed:
+            self.cancel(at, "contact unsubscribed", None)
+            return True
+        return False
+
+    # ---- steps -------------------------------------------------------------------------
+    def context(self, step_id: str, at: int) -> StepContext:
+        env = self.env
+        assert env is not None
+        key = idempotency_key(self.s.run_id, step_id, self.s.step_tick)
+        if self.s.run_attempt > 1:
+            key = idempotency_key(self.s.run_id, step_id, self.s.step_tick) + f"-r{self.s.run_attempt}"
+        return StepContext(
+            run_id=self.s.run_id, plan_id=self.s.plan_id, plan_version=self.s.plan_version,
+            step_id=step_id, step_type=env.plan.step(step_id).type, tick=at, step_tick=self.s.step_tick,
+            contact=self.s.contact, variables=self.s.variables, results=self.s.results,
+            events=self.s.events, idempotency_key=key, message_id=message_id(key, env.message_domain),
+            tick_interval_ms=env.tick_interval_ms, templates=env.templates, settings=env.settings,
+            compiled=env.plan.condition,
+        )  # fmt: skip
+
+    def call(self, step_id: str, at: int, method: str, *args: Any) -> StepOutcome:
+        """Call a step type; whatever it raises fails the step (fail-closed), never the tick."""
+        step_type = self.plan.type_of(step_id)
+        try:
+            return getattr(step_type, method)(self.context(step_id, at), self.plan.params[step_id], *args)
+        except Exception as exc:
+            return Fail(f"{type(exc).__name__}: {exc}")
+
+    def enter(self, step_id: str, at: int) -> None:
+        self.set(current_step=step_id, step_tick=at)
+        self.entry("step.entered", step_id, at, context=self.context_record(at))
+        self.outcome(step_id, self.call(step_id, at, "enter"), at)
+
+    def context_record(self, at: int) -> dict[str, Any]:
+        return {
+            "tick": at,
+            "contact": msgspec.to_builtins(self.s.contact),
+            "variables": self.s.variables,
+            "events": msgspec.to_builtins(self.s.events),
+            "results": msgspec.to_builtins(self.s.results),
+        }
+
+    def outcome(self, step_id: str, out: StepOutcome, at: int, timer: bool = False) -> None:
+        step_type = self.plan.step(step_id).type
+        if isinstance(out, Done):
+            target = self.s.wait_target if timer else None
+            result = StepResult(step_id, step_type, at, out.outcome, target_tick=target)
+            action = "wait.completed" if timer else out.action
+            self.record(result, action, at, out.data)
+            self.go_on(step_id, out.goto, at)
+        elif isinstance(out, Sleep):
+            self.set(wake_tick=out.until_tick, timer="wait", wait_target=out.until_tick)
+            self.move("waiting", at)
+            self.entry("wait.started", step_id, at, output={"targetTick": out.until_tick})
+        elif isinstance(out, Send):
+            self.dispatch(step_id, out, at)
+        elif isinstance(out, Finish):
+            self.record(StepResult(step_id, step_type, at, out.outcome), "step.executed", at)
+            self.complete(at, out.outcome, {"endStep": step_id})
+        else:
+            self.entry("error.occurred", step_id, at, output={"error": out.error, **out.data})
+            self.fail(at, out.error)
+
+    def record(self, result: StepResult, action: str, at: int, data: Mapping[str, Any] | None = None, **fields: Any) -> None:
+        self.set(results=(*self.s.results, result), steps_completed=self.s.steps_completed + 1)
+        output = {"result": msgspec.to_builtins(result), **(data or {})}
+        self.entry(action, result.step_id, at, output=output, **fields)
+
+    def go_on(self, step_id: str, goto: str | None, at: int) -> None:
+        try:
+            nxt = goto or self.plan.next_step(step_id, condition_snapshot(
+                self.s.contact, self.s.variables, self.s.results, self.s.events, at))  # fmt: skip
+        except Exception as exc:
+            self.entry("error.occurred", step_id, at, output={"error": f"transition condition: {exc}"})
+            self.fail(at, f"transition condition: {exc}")
+            return
+        if nxt is None:
+            self.complete(at, "completed", {"lastStep": step_id})
+        else:
+            self.enter(nxt, at)
+
+    # ---- channels ----------------------------------------------------------------------
+    def dispatch(self, step_id: str, send: Send, at: int) -> None:
+        ctx = self.context(step_id, at)
+        pending = PendingDispatch(send.channel, ctx.idempotency_key, ctx.message_id, send.content_hash, send.message)
+        self.set(dispatch=pending)
+        self.move("waiting", at)
+        self.send(step_id, pending, at)
+
+    def send(self, step_id: str, pending: PendingDispatch, at: int) -> None:
+        self.entry("step.dispatched", step_id, at, output={
+            "channel": pending.channel, "idempotencyKey": pending.idempotency_key,
+            "messageId": pending.message_id, "contentHash": pending.content_hash, "attempt": pending.attempt,
+        })  # fmt: skip
+        self.effects.append(DispatchRequest(
+            self.s.run_id, step_id, pending.channel, pending.idempotency_key, pending.message_id,
+            pending.attempt, pending.message, at,
+        ))  # fmt: skip
+
+    def redispatch(self, at: int) -> None:
+        pending = self.s.dispatch
+        assert pending is not None and self.s.current_step is not None
+        self.move("waiting", at)
+        self.send(self.s.current_step, pending, at)
+
+    def result(self, res: ChannelResult, at: int, journaled: bool = False) -> None:
+        pending = self.s.dispatch
+        step_id = self.s.current_step
+        inp = None if journaled else _b(res)
+        if pending is None or pending.idempotency_key != res.idempotency_key or step_id is None:
+            self.entry("event.received", step_id, at, input=inp, output={"ignored": "no pending dispatch with this key"})
+            return
+        if self.s.status == "paused":
+            self.set(held=(*self.s.held, res))
+            self.entry("event.received", step_id, at, input=inp, output={"held": "run is paused"})
+            return
+        step_type = self.plan.step(step_id).type
+        sent = {"idempotency_key": pending.idempotency_key, "content_hash": pending.content_hash}
+        if res.status == "delivered":
+            self.set(dispatch=None)
+            self.move("active", at)
+            out = self.call(step_id, at, "on_result", res)
+            if isinstance(out, Done):
+                result = StepResult(step_id, step_type, self.s.step_tick, out.outcome, **sent)
+                self.record(result, "step.executed", at, out.data, input=inp)
+                if not self.touch(at):
+                    self.go_on(step_id, out.goto, at)
+            else:
+                self.entry("step.executed", step_id, at, input=inp, output={"status": "delivered"})
+                self.outcome(step_id, out, at)
+            return
+        kind = res.error_kind or "permanent"
+        plan_retry = next_retry(self.env.retry if self.env else RetryPolicy(), kind, pending, at, self.env.tick_interval_ms if self.env else 1000)
+        if plan_retry is not None:
+            self.set(dispatch=plan_retry.pending, wake_tick=plan_retry.tick, timer="retry")
+            self.entry("error.retried", step_id, at, input=inp, output={
+                "errorKind": kind, "error": res.error, "attempt": pending.attempt, "nextTick": plan_retry.tick})  # fmt: skip
+            return
+        self.set(dispatch=None)
+        if kind == "hard_bounce":
+            self.move("active", at)
+            self.set(contact=msgspec.structs.replace(self.s.contact, bounced=True))
+            self.effects.append(ContactFlagged(self.s.contact.id, "bounced", at))
+            self.record(StepResult(step_id, step_type, self.s.step_tick, "bounced", **sent), "step.executed", at,
+                        {"error": res.error}, input=inp)  # fmt: skip
+            self.complete(at, "undeliverable", {"hardBounce": step_id})
+            return
+        self.move("active", at)
+        self.record(StepResult(step_id, step_type, self.s.step_tick, "failed", **sent), "step.executed", at,
+                    {"errorKind": kind, "error": res.error, "attempts": pending.attempt}, input=inp)  # fmt: skip
+        self.fail(at, f"{kind}: {res.error or 'channel failure'}")
+
+    # ---- endings -----------------------------------------------------------------------
+    def complete(self, at: int, outcome: str, why: Mapping[str, Any]) -> None:
+        self.move("completed", at)
+        self.set(outcome=outcome, completed_tick=at, wake_tick=None, timer=None, dispatch=None)
+        self.entry("run.completed", self.s.current_step, at, output={"outcome": outcome, **why})
+
+    def fail(self, at: int, error: str) -> None:
+        self.move("failed", at)
+        self.set(wake_tick=None, timer=None, dispatch=None)
+        self.entry("run.failed", self.s.current_step, at, output={"error": error})
+
+
+def _b(value: Any) -> dict[str, Any]:
+    return msgspec.to_builtins(value)

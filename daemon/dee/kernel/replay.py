@@ -1,0 +1,138 @@
+"""Replay: re-run a run from its audit entries alone, through today's kernel, and compare.
+
+The audit log holds every input with the tick at which it was applied (the start payload in
+`run.started`, each event, channel result and command in the entry it caused). Feeding those
+inputs through `advance` with the run's plan version and the current templates must reproduce
+the same step results; any difference is reported field by field. Wall-clock timestamps and
+entry ids are never compared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import msgspec
+
+from dee.errors import AuditChainError
+from dee.kernel.audit import EntryDraft
+from dee.kernel.effects import DispatchRequest
+from dee.kernel.inputs import AnyInput, Start, input_from_builtins
+from dee.kernel.machine import KernelEnv, advance, start_run
+from dee.kernel.state import RunState, StepResult
+
+RUN_STEP = "(run)"
+COMPARED_FIELDS = ("step_id", "type", "tick", "outcome", "target_tick", "idempotency_key", "content_hash", "policy_verdict")
+
+
+class EntryLike(Protocol):
+    step_id: str | None
+    tick: int
+    action: str
+    input: dict[str, Any] | None
+    output: dict[str, Any] | None
+
+
+class ReplayStep(msgspec.Struct, frozen=True):
+    id: str
+    original_result: StepResult | None
+    replayed_result: StepResult | None
+    identical: bool
+
+
+class ReplayDiff(msgspec.Struct, frozen=True):
+    step: str
+    field: str
+    expected: Any
+    actual: Any
+
+
+class ReplayResult(msgspec.Struct, frozen=True):
+    identical: bool
+    steps: list[ReplayStep]
+    diffs: list[ReplayDiff]
+    state: RunState | None = None
+    dispatches: list[DispatchRequest] = []
+
+
+def trace(entries: Sequence[EntryLike]) -> list[StepResult]:
+    """The comparable trace of a run: step results, inputs received and run status changes."""
+    out: list[StepResult] = []
+    for e in entries:
+        output = e.output or {}
+        if "result" in output:
+            out.append(msgspec.convert(output["result"], StepResult))
+        elif e.action == "event.received":
+            kind = output.get("eventType") or ("contact" if "contactChanged" in output else "result")
+            verdict = "ignored" if "ignored" in output else "held" if "held" in output else "received"
+            out.append(StepResult(e.step_id or RUN_STEP, f"event:{kind}", e.tick, verdict))
+        elif e.action.startswith("run.") and e.action != "run.started":
+            detail = output.get("outcome") or output.get("reason") or output.get("error") or ""
+            out.append(StepResult(RUN_STEP, e.action, e.tick, str(detail)))
+        elif e.action == "error.retried":
+            out.append(StepResult(e.step_id or RUN_STEP, "retry", e.tick, str(output.get("errorKind"))))
+    return out
+
+
+def inputs_of(entries: Sequence[EntryLike]) -> tuple[Start, list[AnyInput]]:
+    """The start input and every later input, each at the tick it was applied."""
+    if not entries or entries[0].action != "run.started" or entries[0].input is None:
+        raise AuditChainError("the audit log does not begin with run.started and its start input")
+    start = input_from_builtins(entries[0].input)
+    if not isinstance(start, Start):
+        raise AuditChainError("run.started does not hold a start input")
+    later = [
+        msgspec.structs.replace(input_from_builtins(e.input), tick=e.tick)
+        for e in entries[1:]
+        if e.input is not None
+    ]
+    return start, later
+
+
+def replay_entries(
+    entries: Sequence[EntryLike],
+    env_for: Callable[[Start], KernelEnv],
+    inputs: Sequence[AnyInput] | None = None,
+) -> ReplayResult:
+    """Replay a run from `entries`; `inputs` overrides the recorded inputs (what-if replays)."""
+    start, recorded = inputs_of(entries)
+    feed = list(recorded if inputs is None else inputs)
+    env = env_for(start)
+    first = start_run(start)
+    now = max([entries[-1].tick, *(i.tick for i in feed)])
+    replayed = advance(first.state, feed, now, env)
+    result = compare(trace(entries), trace([*first.entries, *replayed.entries]), replayed.state)
+    sends = [e for e in replayed.effects if isinstance(e, DispatchRequest)]
+    return msgspec.structs.replace(result, dispatches=sends)
+
+
+def verdict_entry(state: RunState, result: ReplayResult, tick: int, reissued: int) -> tuple[RunState, EntryDraft]:
+    """The `replay.recorded` entry a non-dry-run replay appends to the run's chain."""
+    seq = state.seq + 1
+    output = {"identical": result.identical, "diffs": len(result.diffs), "reissued": reissued,
+              "fields": [f"{d.step}.{d.field}" for d in result.diffs]}  # fmt: skip
+    entry = EntryDraft(state.run_id, seq, state.plan_id, None, tick, "replay.recorded", output=output)
+    return msgspec.structs.replace(state, seq=seq), entry
+
+
+def compare(original: list[StepResult], replayed: list[StepResult], state: RunState | None = None) -> ReplayResult:
+    steps: list[ReplayStep] = []
+    diffs: list[ReplayDiff] = []
+    for index in range(max(len(original), len(replayed))):
+        a = original[index] if index < len(original) else None
+        b = replayed[index] if index < len(replayed) else None
+        label = (a or b).step_id  # type: ignore[union-attr]
+        found = _field_diffs(label, a, b)
+        diffs += found
+        steps.append(ReplayStep(label, a, b, not found))
+    return ReplayResult(not diffs, steps, diffs, state)
+
+
+def _field_diffs(label: str, a: StepResult | None, b: StepResult | None) -> list[ReplayDiff]:
+    if a is None or b is None:
+        return [ReplayDiff(label, "(step)", msgspec.to_builtins(a), msgspec.to_builtins(b))]
+    return [
+        ReplayDiff(label, name, getattr(a, name), getattr(b, name))
+        for name in COMPARED_FIELDS
+        if getattr(a, name) != getattr(b, name)
+    ]

@@ -1,0 +1,59 @@
+"""`create_plan` and `prepare_plan`: from steps to a validated, checksummed, compiled plan."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from msgspec.structs import replace
+
+from dee.errors import PlanValidationError
+from dee.plan.compiled import CompiledPlan, compile_plan
+from dee.plan.model import ExitCondition, Plan, Step, Transitions, content_checksum
+from dee.plan.validate import DEFAULT_MAX_STEPS, validate
+from dee.plugin.contracts import TemplateStore
+from dee.plugin.manager import PluginManager
+
+
+def default_templates() -> TemplateStore:
+    from dee.templates import default_config_dir, load_directory
+
+    return load_directory(default_config_dir())
+
+
+def create_plan(
+    id: str,
+    name: str,
+    steps: Sequence[Step],
+    transitions: Transitions | None = None,
+    exit_conditions: Iterable[ExitCondition] = (),
+    *,
+    plugins: PluginManager | None = None,
+    templates: TemplateStore | None = None,
+    max_steps: int = DEFAULT_MAX_STEPS,
+) -> Plan:
+    """Validate a plan and return it with its content checksum.
+
+    Raises `PlanValidationError` listing every problem. Step types come from the installed
+    plugins, template ids are checked against `templates` (default: the `config/` directory).
+    """
+    plan = Plan(
+        id=id,
+        name=name,
+        steps=tuple(steps),
+        transitions=transitions or Transitions(),
+        exit_conditions=tuple(exit_conditions),
+    )
+    prepared = prepare_plan(plan, plugins or PluginManager.load(), templates or default_templates(), max_steps)
+    return prepared.plan
+
+
+def prepare_plan(
+    plan: Plan, plugins: PluginManager, templates: TemplateStore, max_steps: int = DEFAULT_MAX_STEPS
+) -> CompiledPlan:
+    """Validate and compile; the returned plan carries its checksum (the version is kept)."""
+    step_types = plugins.step_types()
+    params, problems = validate(plan, step_types, templates, max_steps)
+    if problems:
+        raise PlanValidationError(plan.id, problems)
+    checksum = content_checksum(plan.content())
+    return compile_plan(replace(plan, checksum=checksum), step_types, params)

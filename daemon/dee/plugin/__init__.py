@@ -1,0 +1,7 @@
+"""Plugin support: `hookimpl` marks a plugin's hook implementations (see `hookspecs`)."""
+
+import pluggy
+
+hookimpl = pluggy.HookimplMarker("dee")
+
+__all__ = ["hookimpl"]

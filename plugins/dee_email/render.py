@@ -1,0 +1,62 @@
+"""Email rendering: sandboxed Jinja2, strict undefined, deterministic headers and tracking.
+
+Rendering runs inside the kernel, so it must be a pure function of the context and the template
+text: compiled templates are memoised by source (same source, same result), and nothing reads
+the clock. An undefined variable raises, failing the step: no silent blanks in a customer email.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+from typing import Any
+from urllib.parse import quote
+
+import msgspec
+from jinja2 import StrictUndefined
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from dee.errors import TemplateError
+from dee.kernel.context import StepContext
+
+_ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+_HREF = re.compile(r'href="(https?://[^"]+)"')
+
+
+@functools.lru_cache(maxsize=4096)
+def _compile(source: str) -> Any:
+    return _ENV.from_string(source)
+
+
+def render_text(source: str, variables: dict[str, Any], what: str) -> str:
+    try:
+        return _compile(source).render(variables)
+    except Exception as exc:  # jinja raises many types; all mean "this step cannot render"
+        raise TemplateError(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
+def template_variables(ctx: StepContext, unsubscribe_url: str) -> dict[str, Any]:
+    contact = {**ctx.contact.attributes, **msgspec.to_builtins(ctx.contact)}
+    previous = msgspec.to_builtins(ctx.previous_result) if ctx.previous_result else {}
+    return {
+        **ctx.variables,
+        "contact": contact,
+        "variables": dict(ctx.variables),
+        "sender": dict(ctx.settings.get("email", {}).get("sender", {})),
+        "previous_step": previous,
+        "run": {"id": ctx.run_id, "plan_id": ctx.plan_id, "plan_version": ctx.plan_version, "tick": ctx.step_tick},
+        "unsubscribe_url": unsubscribe_url,
+    }
+
+
+def add_tracking(html: str, token: str, domain: str, opens: bool, clicks: bool) -> str:
+    if clicks:
+        html = _HREF.sub(lambda m: f'href="https://{domain}/c/{token}?u={quote(m.group(1), safe="")}"', html)
+    if opens:
+        html += f'<img src="https://{domain}/o/{token}.gif" width="1" height="1" alt="">'
+    return html
+
+
+def content_hash(message: dict[str, Any]) -> str:
+    return hashlib.sha256(msgspec.json.encode(message, order="sorted")).hexdigest()
