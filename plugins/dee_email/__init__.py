@@ -18,7 +18,7 @@ from dee_email.simulated import SimulatedEmailAdapter
 DEFAULT_SETTINGS = {"tracking_domain": "t.dee.local", "unsubscribe_base": "https://u.dee.local/unsubscribe"}
 
 
-class SendEmailParams(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True):
+class SendEmailParams(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True, omit_defaults=True):
     template_id: str
     subject: str
     reply_to: str | None = None

@@ -13,15 +13,15 @@ from dee.plugin import hookimpl
 from dee.plugin.contracts import StepType
 
 
-class WaitParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class WaitParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     duration: Duration
 
 
-class BranchParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class BranchParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     conditions: tuple[Condition, ...]
 
 
-class EndParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class EndParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     outcome: str
 
 

@@ -18,7 +18,7 @@ from dee.plugin.contracts import DispatchResponse, StepType, TemplateStore
 CALL_OUTCOMES = ("answered", "voicemail", "no_answer", "busy", "failed", "declined")
 
 
-class SendVoiceParams(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True):
+class SendVoiceParams(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True, omit_defaults=True):
     script_id: str
     caller_id: str | None = None
     max_duration: Duration | None = None

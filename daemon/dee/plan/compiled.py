@@ -78,22 +78,21 @@ def longest_remaining(successors: Mapping[str, list[str]], order: list[str]) -> 
     """
     state: dict[str, int] = {}
     memo: dict[str, int] = {}
-
-    def visit(node: str) -> int:
-        if node in memo:
-            return memo[node]
-        state[node] = 1
-        best = 0
-        for nxt in successors.get(node, []):
-            if state.get(nxt) == 1:
-                continue
-            best = max(best, visit(nxt))
-        state[node] = 2
-        memo[node] = best + 1
-        return memo[node]
-
-    for node in order:
-        visit(node)
+    for root in order:
+        if root in state:
+            continue
+        state[root] = 1
+        stack = [(root, iter(successors.get(root, [])))]
+        while stack:
+            node, pending = stack[-1]
+            nxt = next(pending, None)
+            if nxt is None:
+                memo[node] = 1 + max((memo[n] for n in successors.get(node, []) if n in memo), default=0)
+                state[node] = 2
+                stack.pop()
+            elif nxt not in state:
+                state[nxt] = 1
+                stack.append((nxt, iter(successors.get(nxt, []))))
     return memo
 
 
@@ -110,14 +109,14 @@ def compile_plan(plan: Plan, step_types: Mapping[str, StepType], params: Mapping
         for expr, _ in step_types[step.type].conditions(params[step.id]):
             compiled(expr)
     routes: dict[str, tuple[Route, ...]] = {}
-    if plan.transitions.mode == "explicit":
-        for step in plan.steps:
+    for index, step in enumerate(plan.steps):
+        step_type = step_types[step.type]
+        if step_type.ends_run or step_type.targets(params[step.id]):
+            continue
+        if plan.transitions.mode == "explicit":
             edges = [e for e in plan.transitions.edges if e.from_ == step.id]
-            routes[step.id] = tuple(
-                Route(e.to, compiled(e.condition) if e.condition else None) for e in edges
-            )
-    else:
-        for index, step in enumerate(plan.steps[:-1]):
+            routes[step.id] = tuple(Route(e.to, compiled(e.condition) if e.condition else None) for e in edges)
+        elif index + 1 < len(plan.steps):
             routes[step.id] = (Route(plan.steps[index + 1].id),)
     exits = tuple((compiled(x.when), x.outcome) for x in plan.exit_conditions)
     successors = successor_ids(plan, step_types, params)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import msgspec
 from msgspec.structs import replace
 
 from dee.errors import PlanValidationError
@@ -55,5 +56,8 @@ def prepare_plan(
     params, problems = validate(plan, step_types, templates, max_steps)
     if problems:
         raise PlanValidationError(plan.id, problems)
-    checksum = content_checksum(plan.content())
-    return compile_plan(replace(plan, checksum=checksum), step_types, params)
+    # Params in canonical form (as the step type reads them, defaults omitted), so a plan
+    # written with or without default fields, in YAML or with builders, has one checksum.
+    canonical = tuple(replace(s, params=msgspec.to_builtins(params[s.id])) for s in plan.steps)
+    plan = replace(plan, steps=canonical)
+    return compile_plan(replace(plan, checksum=content_checksum(plan.content())), step_types, params)

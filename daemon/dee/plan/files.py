@@ -43,7 +43,8 @@ def plan_from_document(doc: dict[str, Any]) -> Plan:
             if not isinstance(raw, dict):
                 raise PlanFileError(f"each step must be a mapping, got {raw!r}")
             fields = dict(raw)
-            steps.append(Step(id=str(fields.pop("id", "")), type=str(fields.pop("type", "")), params=fields))
+            step_id, step_type = fields.pop("id", None), fields.pop("type", None)
+            steps.append(Step(id="" if step_id is None else str(step_id), type="" if step_type is None else str(step_type), params=fields))
         unknown = set(doc) - {"id", "name", "steps", "transitions", "exitConditions", "$schema"}
         if unknown:
             raise PlanFileError(f"unknown plan fields: {', '.join(sorted(unknown))}")
@@ -67,7 +68,11 @@ def load_plan(
     """Read and validate a plan file (YAML or JSON); raises PlanFileError or PlanValidationError."""
     from dee.plan.create import create_plan
 
-    plan = plan_from_document(read_document(path))
+    try:
+        plan = plan_from_document(read_document(path))
+    except PlanFileError as exc:
+        message = str(exc)
+        raise PlanFileError(message if message.startswith(str(path)) else f"{path}: {message}") from exc
     return create_plan(
         plan.id, plan.name, plan.steps, plan.transitions, plan.exit_conditions, plugins=plugins, templates=templates
     )

@@ -19,7 +19,7 @@ JSONValue = Any
 MS_PER_SECOND = 1000
 
 
-class Duration(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Duration(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """A span of logical time; converted to ticks with the deployment's tick length."""
 
     days: int = 0
@@ -35,26 +35,26 @@ class Duration(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return -(-self.total_ms() // tick_interval_ms)
 
 
-class Tracking(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Tracking(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     opens: bool = False
     clicks: bool = False
 
 
-class Voicemail(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True):
+class Voicemail(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True, omit_defaults=True):
     """Voicemail handling of a call: detect it, then leave the stored message `message_id`."""
 
     detect: bool = True
     message_id: str | None = None
 
 
-class Condition(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Condition(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """One arm of a branch: when the CEL expression `when` holds, go to step `goto`."""
 
     when: str
     goto: str
 
 
-class Edge(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True):
+class Edge(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True, omit_defaults=True):
     """An explicit transition. Edges leaving one step are tried in order; the first whose
     condition holds (or that has none) wins."""
 
@@ -63,7 +63,7 @@ class Edge(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=Tr
     condition: str | None = None
 
 
-class ExitCondition(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class ExitCondition(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """Checked every time a run is touched; when it holds the run completes with `outcome`."""
 
     when: str

@@ -15,10 +15,10 @@ import msgspec
 from dee.errors import PlanProblem
 from dee.plan.compiled import successor_ids
 from dee.plan.conditions import condition_problems
-from dee.plan.model import Plan
+from dee.plan.model import Plan, Step
 from dee.plugin.contracts import StepType, TemplateStore
 
-STEP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+STEP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 DEFAULT_MAX_STEPS = 200
 
 
@@ -53,7 +53,7 @@ def check_ids(plan: Plan, max_steps: int) -> list[PlanProblem]:
     for index, step in enumerate(plan.steps):
         if not step.id:
             problems.append(PlanProblem(None, f"step #{index + 1} ({step.type}) has no id"))
-        elif not STEP_ID.match(step.id):
+        elif not STEP_ID.fullmatch(step.id):
             problems.append(PlanProblem(step.id, "step id may hold only letters, digits, '_', '.' and '-'"))
         elif step.id in seen:
             problems.append(PlanProblem(step.id, "duplicate step id"))
@@ -155,22 +155,25 @@ def check_graph(plan: Plan, step_types: Mapping[str, StepType], params: Mapping[
 
 
 def _cycles(graph: Mapping[str, list[str]], order: list[str]) -> list[str]:
-    """One step of each cycle found in `graph` (steps visited in plan order)."""
+    """One step of each cycle found in `graph` (iterative DFS, steps visited in plan order)."""
     colour: dict[str, int] = {}
     found: list[str] = []
-
-    def visit(node: str) -> None:
-        colour[node] = 1
-        for nxt in graph.get(node, []):
-            if colour.get(nxt) == 1:
+    for root in order:
+        if root not in graph or root in colour:
+            continue
+        colour[root] = 1
+        stack = [(root, iter(graph.get(root, [])))]
+        while stack:
+            node, successors = stack[-1]
+            nxt = next(successors, None)
+            if nxt is None:
+                colour[node] = 2
+                stack.pop()
+            elif colour.get(nxt) == 1:
                 found.append(nxt)
             elif nxt not in colour:
-                visit(nxt)
-        colour[node] = 2
-
-    for node in order:
-        if node in graph and node not in colour:
-            visit(node)
+                colour[nxt] = 1
+                stack.append((nxt, iter(graph.get(nxt, []))))
     return list(dict.fromkeys(found))
 
 
@@ -179,6 +182,11 @@ def validate(
 ) -> tuple[dict[str, Any], list[PlanProblem]]:
     """All problems of a plan, and its converted params (usable only when there are none)."""
     problems = check_ids(plan, max_steps)
+    # Later checks look at the first step of each id only; duplicates are already reported.
+    first: dict[str, Step] = {}
+    for step in plan.steps:
+        first.setdefault(step.id, step)
+    plan = msgspec.structs.replace(plan, steps=tuple(first.values()))
     params, param_problems = convert_params(plan, step_types)
     problems += param_problems
     problems += check_references(plan, step_types, params)
