@@ -150,11 +150,8 @@ def _resolve(parts: list[str], struct: type) -> tuple[str, ...] | None:
 
 
 def _set(data: dict[str, Any], path: tuple[str, ...], value: str) -> None:
+    """Store the raw string; `from_dict` converts it to the field's type (so "2" stays a string
+    where a string is expected)."""
     for key in path[:-1]:
         data = data.setdefault(key, {})
-    parsed: Any = value
-    if value.lower() in ("true", "false"):
-        parsed = value.lower() == "true"
-    elif value.lstrip("-").isdigit():
-        parsed = int(value)
-    data[path[-1]] = parsed
+    data[path[-1]] = value

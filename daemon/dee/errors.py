@@ -63,6 +63,7 @@ class InvalidTransitionError(DeeError):
         self.run_id = run_id
         self.from_status = from_status
         self.to_status = to_status
+        self.why = why
         detail = f": {why}" if why else ""
         super().__init__(f"run {run_id}: cannot go from {from_status} to {to_status}{detail}")
 
@@ -95,6 +96,7 @@ class EngineUnavailableError(DeeError):
 
     def __init__(self, partition: int, why: str = "no reply") -> None:
         self.partition = partition
+        self.why = why
         super().__init__(f"partition {partition} is unavailable: {why}")
 
 
@@ -124,4 +126,39 @@ class ContactSuppressedError(DeeError):
     def __init__(self, contact_id: str, level: str, reason: str) -> None:
         self.contact_id = contact_id
         self.level = level
+        self.reason = reason
         super().__init__(f"contact {contact_id} is suppressed ({level}): {reason}")
+
+
+class UnknownPlanError(DeeError):
+    """A message named a plan version that was never registered."""
+
+    def __init__(self, plan_id: str, version: int) -> None:
+        self.plan_id = plan_id
+        self.version = version
+        super().__init__(f"plan {plan_id} v{version} is not registered")
+
+
+class LeaseLostError(DeeError):
+    """This process no longer holds the partition: its tick was refused (fencing)."""
+
+    def __init__(self, partition: int, why: str) -> None:
+        self.partition = partition
+        self.why = why
+        super().__init__(f"partition {partition}: lease lost ({why})")
+
+
+def error_fields(error: DeeError) -> dict[str, object]:
+    """The constructor arguments of an error, to carry it over the wire (`rebuild_error`)."""
+    return {k: v for k, v in vars(error).items() if not k.startswith("_")}
+
+
+def rebuild_error(name: str, message: str, fields: dict[str, object]) -> DeeError:
+    """The typed error a daemon reported; an unknown name becomes a plain DeeError."""
+    cls = globals().get(name)
+    if isinstance(cls, type) and issubclass(cls, DeeError):
+        try:
+            return cls(**fields)
+        except TypeError:
+            pass
+    return DeeError(f"{name}: {message}")

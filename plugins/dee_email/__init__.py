@@ -13,6 +13,7 @@ from dee.plan.model import Tracking
 from dee.plugin import hookimpl
 from dee.plugin.contracts import StepType, TemplateStore
 from dee_email.render import add_tracking, content_hash, render_text, template_variables
+from dee.plugin.ledger import ledger_for
 from dee_email.simulated import SimulatedEmailAdapter
 
 DEFAULT_SETTINGS = {"tracking_domain": "t.dee.local", "unsubscribe_base": "https://u.dee.local/unsubscribe"}
@@ -82,4 +83,4 @@ def dee_step_types() -> list[StepType]:
 
 @hookimpl
 def dee_channel_adapters(config: Any) -> list[Any]:
-    return [SimulatedEmailAdapter()]
+    return [SimulatedEmailAdapter(ledger_for(config, "email"))]

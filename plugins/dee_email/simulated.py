@@ -3,15 +3,15 @@
 Outcomes come from the recipient address: `...@bounce.test` hard-bounces, `...@soft.test`
 soft-bounces, `...@fail.test` fails permanently, `...@flaky.test` fails transiently on the first
 attempt; everything else is delivered. It remembers every idempotency key it has answered and
-returns the first answer again for a repeated key, as a real adapter must.
+returns the first answer again for a repeated key, as a real adapter must; with a Redis ledger
+that memory survives process crashes.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-
 from dee.kernel.effects import DispatchRequest
 from dee.plugin.contracts import DispatchResponse
+from dee.plugin.ledger import MemoryLedger, RedisLedger
 
 RULES = {
     "bounce.test": DispatchResponse("failed", "hard_bounce", "550 mailbox does not exist"),
@@ -24,9 +24,8 @@ class SimulatedEmailAdapter:
     name = "simulated"
     channel = "email"
 
-    def __init__(self) -> None:
-        self.answers: dict[str, DispatchResponse] = {}
-        self.sends: Counter[str] = Counter()
+    def __init__(self, ledger: MemoryLedger | RedisLedger | None = None) -> None:
+        self.ledger = ledger or MemoryLedger()
 
     def respond(self, request: DispatchRequest) -> DispatchResponse:
         to = str(request.message.get("to") or "")
@@ -36,8 +35,5 @@ class SimulatedEmailAdapter:
         return RULES.get(domain, DispatchResponse("delivered", data={"messageId": request.message_id}))
 
     async def send(self, request: DispatchRequest) -> DispatchResponse:
-        key = f"{request.idempotency_key}#{request.attempt}"
-        if key not in self.answers:
-            self.sends[request.idempotency_key] += 1
-            self.answers[key] = self.respond(request)
-        return self.answers[key]
+        # a retry (next attempt) of the same key may get another answer, as a flaky server would
+        return await self.ledger.record(f"{request.idempotency_key}#{request.attempt}", lambda: self.respond(request))

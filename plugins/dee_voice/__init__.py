@@ -14,6 +14,7 @@ from dee.kernel.outcomes import Done, Fail, Send, StepOutcome
 from dee.plan.model import Duration, Voicemail
 from dee.plugin import hookimpl
 from dee.plugin.contracts import DispatchResponse, StepType, TemplateStore
+from dee.plugin.ledger import MemoryLedger, RedisLedger, ledger_for
 
 CALL_OUTCOMES = ("answered", "voicemail", "no_answer", "busy", "failed", "declined")
 
@@ -79,14 +80,12 @@ class SimulatedVoiceAdapter:
     channel = "voice"
     OUTCOMES = ("answered", "voicemail", "no_answer", "busy")
 
-    def __init__(self) -> None:
-        self.answers: dict[str, DispatchResponse] = {}
+    def __init__(self, ledger: MemoryLedger | RedisLedger | None = None) -> None:
+        self.ledger = ledger or MemoryLedger()
 
     async def send(self, request: DispatchRequest) -> DispatchResponse:
-        if request.idempotency_key not in self.answers:
-            outcome = self.OUTCOMES[int(request.idempotency_key[:8], 16) % len(self.OUTCOMES)]
-            self.answers[request.idempotency_key] = DispatchResponse("delivered", outcome=outcome)
-        return self.answers[request.idempotency_key]
+        outcome = self.OUTCOMES[int(request.idempotency_key[:8], 16) % len(self.OUTCOMES)]
+        return await self.ledger.record(request.idempotency_key, lambda: DispatchResponse("delivered", outcome=outcome))
 
 
 @hookimpl
@@ -96,4 +95,4 @@ def dee_step_types() -> list[StepType]:
 
 @hookimpl
 def dee_channel_adapters(config: Any) -> list[Any]:
-    return [SimulatedVoiceAdapter()]
+    return [SimulatedVoiceAdapter(ledger_for(config, "voice"))]

@@ -118,6 +118,6 @@ def verify_chain(
         previous = entry.checksum
     if head_seq is not None and head_seq != len(entries):
         return broken(len(entries) + 1, f"the run's chain head is at seq {head_seq} but {len(entries)} entries exist")
-    if head_checksum is not None and entries and head_checksum != previous:
-        return broken(len(entries), "the last entry is not the run's recorded chain head")
+    if head_checksum is not None and head_checksum != previous:
+        return broken(max(len(entries), 1), "the last entry is not the run's recorded chain head")
     return ChainVerification(True, len(entries), first, last)

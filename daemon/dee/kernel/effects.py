@@ -18,6 +18,7 @@ class DispatchRequest(msgspec.Struct, frozen=True, rename="camel"):
     attempt: int
     message: dict[str, Any]
     tick: int
+    dispatch_no: int = 1  # how many times this key has been handed out (retries, rate limits)
 
 
 class ContactFlagged(msgspec.Struct, frozen=True, rename="camel"):

@@ -87,7 +87,17 @@ class ContactChanged(Input, tag="contact"):
     attributes: dict[str, Any] | None = None
 
 
-AnyInput = Start | Event | ChannelResult | Pause | Resume | Cancel | Retry | Suppressed | ContactChanged
+class ReplayRecorded(Input, tag="replay"):
+    """The verdict of a non-dry-run replay, journaled in the run's chain; changes nothing else."""
+
+    identical: bool
+    fields: list[str] = []
+    reissued: int = 0
+
+
+AnyInput = (
+    Start | Event | ChannelResult | Pause | Resume | Cancel | Retry | Suppressed | ContactChanged | ReplayRecorded
+)
 
 _decoder = msgspec.json.Decoder(AnyInput)
 

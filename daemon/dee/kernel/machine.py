@@ -20,7 +20,7 @@ from dee.kernel.context import StepContext, condition_snapshot
 from dee.kernel.effects import ContactFlagged, DispatchRequest, Effect
 from dee.kernel.idempotency import idempotency_key, message_id
 from dee.kernel.inputs import (
-    AnyInput, Cancel, ChannelResult, ContactChanged, Event, Pause, Resume, Retry, Start, Suppressed,
+    AnyInput, Cancel, ChannelResult, ContactChanged, Event, Pause, ReplayRecorded, Resume, Retry, Start, Suppressed,
 )  # fmt: skip
 from dee.kernel.retry import RetryPolicy, next_retry
 from dee.kernel.state import PendingDispatch, RunState, StepResult
@@ -28,6 +28,9 @@ from dee.kernel.transitions import check_transition
 from dee.kernel.outcomes import Done, Fail, Finish, Send, Sleep, StepOutcome
 from dee.plan.compiled import CompiledPlan
 from dee.plan.conditions import VisibleEvent
+
+# The status each command asks for (named in the refusal when it is not allowed).
+COMMAND_TARGETS: dict[type, str] = {Pause: "paused", Resume: "active", Cancel: "cancelled", Retry: "active"}
 
 # Event types that change contact-level flags, and the flag they set.
 CONTACT_FLAG_EVENTS = {"email.unsubscribed": "unsubscribed"}
@@ -166,8 +169,11 @@ class _Run:
         at = max(inp.tick, self.cursor)
         self.cursor = at
         status = self.s.status
-        if self.s.terminal:
-            self.reject(inp, "run has ended")
+        if isinstance(inp, ReplayRecorded):
+            self.entry("replay.recorded", None, at, input=_b(inp), output={
+                "identical": inp.identical, "diffs": len(inp.fields), "fields": inp.fields, "reissued": inp.reissued})  # fmt: skip
+        elif self.s.terminal:
+            self.reject(inp, "run has ended", to=COMMAND_TARGETS.get(type(inp), "-"))
         elif isinstance(inp, Pause):
             if status not in ("active", "waiting"):
                 return self.reject(inp, "only an active or waiting run can be paused", to="paused")
@@ -248,7 +254,7 @@ class _Run:
         self.entry("run.retried", self.s.current_step, at, input=_b(inp), output={"attempt": self.s.run_attempt})
         if not self.touch(at):
             assert self.s.current_step is not None
-            self.enter(self.s.current_step, at)
+            self.enter(self.s.current_step, at, salted=at == self.s.step_tick)
 
     # ---- exit conditions ---------------------------------------------------------------
     def touch(self, at: int) -> bool:
@@ -258,7 +264,9 @@ class _Run:
             try:
                 hit = condition.evaluate(snapshot)
             except Exception as exc:
-                self.fail(at, f"exit condition {condition.source!r}: {exc}")
+                error = f"exit condition {condition.source!r}: {exc}"
+                self.entry("error.occurred", self.s.current_step, at, output={"error": error})
+                self.fail(at, error)
                 return True
             if hit:
                 self.complete(at, outcome, {"exitCondition": condition.source})
@@ -272,9 +280,7 @@ class _Run:
     def context(self, step_id: str, at: int) -> StepContext:
         env = self.env
         assert env is not None
-        key = idempotency_key(self.s.run_id, step_id, self.s.step_tick)
-        if self.s.run_attempt > 1:
-            key = idempotency_key(self.s.run_id, step_id, self.s.step_tick) + f"-r{self.s.run_attempt}"
+        key = idempotency_key(self.s.run_id, step_id, self.s.step_tick, self.s.key_attempt)
         return StepContext(
             run_id=self.s.run_id, plan_id=self.s.plan_id, plan_version=self.s.plan_version,
             step_id=step_id, step_type=env.plan.step(step_id).type, tick=at, step_tick=self.s.step_tick,
@@ -292,8 +298,10 @@ class _Run:
         except Exception as exc:
             return Fail(f"{type(exc).__name__}: {exc}")
 
-    def enter(self, step_id: str, at: int) -> None:
-        self.set(current_step=step_id, step_tick=at)
+    def enter(self, step_id: str, at: int, salted: bool = False) -> None:
+        """Start an execution of a step. `salted`: a retry_run re-entering the failed step in the
+        tick its failed execution began, which needs the run attempt in its idempotency key."""
+        self.set(current_step=step_id, step_tick=at, key_attempt=self.s.run_attempt if salted else 1)
         self.entry("step.entered", step_id, at, context=self.context_record(at))
         self.outcome(step_id, self.call(step_id, at, "enter"), at)
 
@@ -360,7 +368,7 @@ class _Run:
         })  # fmt: skip
         self.effects.append(DispatchRequest(
             self.s.run_id, step_id, pending.channel, pending.idempotency_key, pending.message_id,
-            pending.attempt, pending.message, at,
+            pending.attempt, pending.message, at, pending.attempt + pending.rate_limited,
         ))  # fmt: skip
 
     def redispatch(self, at: int) -> None:
@@ -380,6 +388,8 @@ class _Run:
             self.set(held=(*self.s.held, res))
             self.entry("event.received", step_id, at, input=inp, output={"held": "run is paused"})
             return
+        if self.s.timer == "retry":
+            self.set(wake_tick=None, timer=None)  # an answer arrived during the backoff: no resend
         step_type = self.plan.step(step_id).type
         sent = {"idempotency_key": pending.idempotency_key, "content_hash": pending.content_hash}
         if res.status == "delivered":

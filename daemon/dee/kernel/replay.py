@@ -15,7 +15,6 @@ from typing import Any, Protocol
 import msgspec
 
 from dee.errors import AuditChainError
-from dee.kernel.audit import EntryDraft
 from dee.kernel.effects import DispatchRequest
 from dee.kernel.inputs import AnyInput, Start, input_from_builtins
 from dee.kernel.machine import KernelEnv, advance, start_run
@@ -104,15 +103,6 @@ def replay_entries(
     result = compare(trace(entries), trace([*first.entries, *replayed.entries]), replayed.state)
     sends = [e for e in replayed.effects if isinstance(e, DispatchRequest)]
     return msgspec.structs.replace(result, dispatches=sends)
-
-
-def verdict_entry(state: RunState, result: ReplayResult, tick: int, reissued: int) -> tuple[RunState, EntryDraft]:
-    """The `replay.recorded` entry a non-dry-run replay appends to the run's chain."""
-    seq = state.seq + 1
-    output = {"identical": result.identical, "diffs": len(result.diffs), "reissued": reissued,
-              "fields": [f"{d.step}.{d.field}" for d in result.diffs]}  # fmt: skip
-    entry = EntryDraft(state.run_id, seq, state.plan_id, None, tick, "replay.recorded", output=output)
-    return msgspec.structs.replace(state, seq=seq), entry
 
 
 def compare(original: list[StepResult], replayed: list[StepResult], state: RunState | None = None) -> ReplayResult:

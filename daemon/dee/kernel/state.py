@@ -68,6 +68,7 @@ class RunState(msgspec.Struct, frozen=True):
     events: tuple[VisibleEvent, ...] = ()
     steps_completed: int = 0
     run_attempt: int = 1
+    key_attempt: int = 1
     outcome: str | None = None
     completed_tick: int | None = None
     seq: int = 0

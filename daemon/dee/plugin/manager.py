@@ -72,7 +72,7 @@ class PluginManager:
         try:
             self._pm.check_pending()
         except pluggy.PluginValidationError as exc:
-            raise PluginError(getattr(exc, "plugin_name", "?") or "?", str(exc)) from exc
+            raise PluginError(self._pm.get_name(exc.plugin) or "?", str(exc)) from exc
         self.step_types()
         self.template_stores(None)
 
@@ -94,7 +94,7 @@ class PluginManager:
 
     def _per_plugin(self, hook: str, **kwargs: Any) -> list[tuple[str, list[Any]]]:
         out: list[tuple[str, list[Any]]] = []
-        for impl in reversed(getattr(self._pm.hook, hook).get_hookimpls()):
+        for impl in getattr(self._pm.hook, hook).get_hookimpls():
             args = {k: kwargs[k] for k in impl.argnames}
             out.append((impl.plugin_name, impl.function(**args)))
         return out

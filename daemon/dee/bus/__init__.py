@@ -1,0 +1,1 @@
+"""Redis: the wire messages, streams with consumer groups and dead letters."""

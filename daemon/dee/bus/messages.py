@@ -1,0 +1,160 @@
+"""The wire protocol (SPEC section 9): msgspec Structs, camelCase JSON, one per stream entry.
+
+Publishers in any language XADD `{"m": <json>}` to `dee:{p}:in`, where `p` is given by
+`dee.routing.partition_for`. Every message has a `commandId`: a message whose commandId was
+already accepted is not applied again (for `event` messages the commandId is the event id).
+With `replyTo` set, the daemon XADDs a `Reply` to that stream once the message is committed.
+The JSON Schema of these messages is `config/schema/wire.schema.json` (`dee schema wire`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from dee.kernel.contact import Contact
+
+
+class Message(msgspec.Struct, frozen=True, tag_field="type", rename="camel", forbid_unknown_fields=True, kw_only=True):
+    command_id: str
+    reply_to: str | None = None
+
+
+class Execute(Message, tag="execute"):
+    """Enrol a contact in a registered plan version; `run_id` is chosen by the publisher."""
+
+    run_id: str
+    plan_id: str
+    plan_version: int
+    contact: Contact
+    variables: dict[str, Any] = {}
+    start_at: int | None = None
+    idempotency_key: str | None = None
+
+
+class BatchItem(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True):
+    run_id: str
+    contact: Contact
+
+
+class ExecuteBatch(Message, tag="executeBatch", kw_only=True):
+    """Enrol many contacts of one partition at once (what `bulk_execute` sends): one message,
+    one transaction, batched reads and a COPY of the new runs."""
+
+    plan_id: str
+    plan_version: int
+    variables: dict[str, Any] = {}
+    items: list[BatchItem]
+
+
+class Pause(Message, tag="pause"):
+    run_id: str
+
+
+class Resume(Message, tag="resume"):
+    run_id: str
+
+
+class Cancel(Message, tag="cancel"):
+    run_id: str
+    reason: str = ""
+
+
+class Retry(Message, tag="retry"):
+    run_id: str
+
+
+class Event(Message, tag="event"):
+    """An external event; without `runId` it goes to every non-terminal run of the contact."""
+
+    event_type: str
+    contact_id: str
+    data: dict[str, Any] = {}
+    occurred_at: str | None = None
+    run_id: str | None = None
+    step_id: str | None = None
+    message_id: str | None = None
+
+
+class Suppress(Message, tag="suppress"):
+    contact_id: str
+    level: Literal["global", "channel", "plan", "regulatory"]
+    reason: str
+    source: str
+    channel: str | None = None
+    plan_id: str | None = None
+
+
+class Consent(Message, tag="consent"):
+    contact_id: str
+    channel: str
+    status: Literal["granted", "revoked", "expired"]
+    source: str
+    expires_tick: int | None = None
+    evidence: dict[str, Any] = {}
+
+
+class Result(Message, tag="result"):
+    """A channel adapter's answer, sent by the dispatcher (internal, but on the same wire)."""
+
+    run_id: str
+    idempotency_key: str
+    attempt: int
+    status: Literal["delivered", "failed"]
+    error_kind: Literal["transient", "permanent", "rate_limited", "soft_bounce", "hard_bounce"] | None = None
+    error: str | None = None
+    outcome: str | None = None
+    data: dict[str, Any] = {}
+
+
+class ReplayVerdict(Message, tag="replayVerdict"):
+    """Journal a replay's verdict in the run's chain (`replay(run_id, dry_run=False)`)."""
+
+    run_id: str
+    identical: bool
+    fields: list[str] = []
+    reissued: int = 0
+
+
+class Wake(Message, tag="wake"):
+    """Nudges a partition to look at the clock now (sent by `advance_clock`); changes nothing."""
+
+
+Inbound = Execute | ExecuteBatch | Pause | Resume | Cancel | Retry | Event | Suppress | Consent | Result | ReplayVerdict | Wake
+PUBLIC_MESSAGES = (Execute, ExecuteBatch, Pause, Resume, Cancel, Retry, Event, Suppress, Consent)
+
+
+class Reply(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
+    """The acknowledgement XADDed to `replyTo` after commit."""
+
+    command_id: str
+    ok: bool
+    error_type: str | None = None
+    error: str | None = None
+    run_id: str | None = None
+    runs: list[str] = []
+    skipped: list[str] = []
+    details: dict[str, Any] = {}
+
+
+_decoder = msgspec.json.Decoder(Inbound)
+_encoder = msgspec.json.Encoder()
+
+
+def decode(raw: bytes) -> Inbound:
+    """Strict decoding: unknown fields, wrong types or an unknown `type` raise ValidationError."""
+    return _decoder.decode(raw)
+
+
+def encode(message: Inbound | Reply) -> bytes:
+    return _encoder.encode(message)
+
+
+def encode_json(value: Any) -> str:
+    return _encoder.encode(value).decode()
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the public messages (what other languages publish)."""
+    return msgspec.json.schema(Execute | ExecuteBatch | Pause | Resume | Cancel | Retry | Event | Suppress | Consent)

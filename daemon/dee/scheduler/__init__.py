@@ -1,0 +1,1 @@
+"""The daemon's moving parts: partition workers, the lease coordinator, the dispatcher."""

@@ -1,0 +1,101 @@
+"""The dispatcher: channel actions from `dee:dispatch:{channel}` to adapters, results back.
+
+Any number of processes read a dispatch stream in one consumer group. Each action is handed to
+the channel's adapter with its idempotency key; the answer goes to the run's partition stream
+as a `result` message whose commandId is derived from the key (so a re-delivered action gives a
+duplicate result, which the partition drops). An action is acknowledged only after its result
+is on the partition stream; entries of a dead consumer are claimed after the lease TTL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+
+import msgspec
+import redis.asyncio as aioredis
+
+from dee.bus import messages as wire
+from dee.bus.streams import (
+    DISPATCH_GROUP, FIELD, Entry, GroupReader, dead_letter, dispatch_dead_letter, dispatch_stream, ensure_group,
+    inbound_stream, trim_acknowledged,
+)  # fmt: skip
+from dee.plugin.contracts import ChannelAdapter, DispatchResponse
+from dee.store.runs import OutboxItem
+
+log = logging.getLogger("dee.dispatcher")
+
+
+def result_message(item: OutboxItem, response: DispatchResponse) -> wire.Result:
+    request = item.request
+    failed = response.status != "delivered"
+    return wire.Result(
+        command_id=f"result:{request.idempotency_key}:{request.dispatch_no}",
+        run_id=request.run_id, idempotency_key=request.idempotency_key, attempt=request.attempt,
+        status="failed" if failed else "delivered",
+        error_kind=(response.error_kind or "permanent") if failed else None,  # type: ignore[arg-type]
+        error=response.error, outcome=response.outcome, data=response.data,
+    )  # fmt: skip
+
+
+class Dispatcher:
+    def __init__(
+        self, instance: str, redis: aioredis.Redis, adapters: Mapping[str, ChannelAdapter],
+        claim_after_ms: int, metrics: object | None = None,
+    ) -> None:  # fmt: skip
+        self.instance = instance
+        self.redis = redis
+        self.adapters = dict(adapters)
+        self.claim_after_ms = claim_after_ms
+        self.metrics = metrics
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        await asyncio.gather(*(self.serve(channel) for channel in sorted(self.adapters)))
+
+    async def serve(self, channel: str) -> None:
+        stream = dispatch_stream(channel)
+        await ensure_group(self.redis, stream, DISPATCH_GROUP)
+        reader = GroupReader(self.redis, stream, DISPATCH_GROUP, self.instance)
+        rounds = 0
+        while not self._stop.is_set():
+            if rounds % 200 == 0:
+                await reader.claim_idle(self.claim_after_ms)
+            entries = await reader.read(count=500, block_ms=20)
+            if entries:
+                await self.handle(channel, entries)
+                await reader.ack([e[0] for e in entries])
+            rounds += 1
+            if rounds % 1000 == 0:
+                await trim_acknowledged(self.redis, stream, DISPATCH_GROUP)
+
+    async def handle(self, channel: str, entries: list[Entry]) -> None:
+        adapter = self.adapters[channel]
+        items: list[OutboxItem] = []
+        for entry in entries:
+            try:
+                items.append(msgspec.json.decode(entry[1][FIELD], type=OutboxItem))
+            except (KeyError, msgspec.ValidationError, msgspec.DecodeError) as exc:
+                await dead_letter(self.redis, dispatch_dead_letter(channel), dispatch_stream(channel), entry, str(exc))
+        responses = await asyncio.gather(*(self._send(adapter, item) for item in items))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for item, response in zip(items, responses, strict=True):
+                pipe.xadd(inbound_stream(item.partition), {FIELD: wire.encode(result_message(item, response))})
+            await pipe.execute()
+
+    async def _send(self, adapter: ChannelAdapter, item: OutboxItem) -> DispatchResponse:
+        """An adapter that raises is a failed send (transient): recorded and retried by the kernel."""
+        started = time.perf_counter()
+        try:
+            response = await adapter.send(item.request)
+        except Exception as exc:  # adapters are third-party code; their failure must not stop dispatch
+            log.warning("adapter %s failed: %r", adapter.name, exc)
+            response = DispatchResponse("failed", "transient", f"{type(exc).__name__}: {exc}")
+        if self.metrics is not None:
+            self.metrics.observe_dispatch(item.request.channel, response.status, time.perf_counter() - started)  # type: ignore[attr-defined]
+        return response

@@ -1,0 +1,214 @@
+"""Intake: turn accepted wire messages into inbox rows (and new runs), inside the tick transaction.
+
+Every message is stamped with the partition's current tick. `execute` creates its run right
+here (pending, with its `run.started` entry), so the reply can carry the run and enrolment
+conflicts are found at once; commands are checked for existence and queued, and are answered
+after the kernel applied them; events, suppressions and consents are answered once stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from msgspec.structs import replace
+
+from dee.bus import messages as wire
+from dee.errors import (
+    AlreadyEnrolledError, ContactSuppressedError, DeeError, RunNotFoundError, StartInPastError, UnknownPlanError,
+    error_fields,
+)  # fmt: skip
+from dee.kernel.audit import AuditEntry, seal
+from dee.kernel.inputs import Cancel, ChannelResult, Event, Pause, ReplayRecorded, Resume, Retry, Start, Suppressed
+from dee.kernel.machine import start_run
+from dee.store.plans import PlanCache
+from dee.store.runs import TERMINAL_SQL, encode_input, run_record
+
+InboxRow = tuple[str, int, bytes, str | None, str | None]
+
+
+@dataclass
+class Intake:
+    tick: int
+    partition: int
+    replies: list[tuple[str, wire.Reply]] = field(default_factory=list)
+    inbox: list[InboxRow] = field(default_factory=list)
+    runs: list[tuple[Any, ...]] = field(default_factory=list)
+    audit: list[AuditEntry] = field(default_factory=list)
+    enrolled: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def reply(self, message: wire.Message, reply: wire.Reply) -> None:
+        if message.reply_to:
+            self.replies.append((message.reply_to, reply))
+
+    def refuse(self, message: wire.Message, error: DeeError, run_id: str | None = None) -> None:
+        reply = wire.Reply(message.command_id, False, type(error).__name__, str(error), run_id, details=error_fields(error))
+        self.reply(message, reply)
+
+
+async def accept(
+    conn: asyncpg.Connection, intake: Intake, messages: Sequence[wire.Inbound], plans: PlanCache,
+    stamp: str, new_id: Callable[[], str],
+) -> None:  # fmt: skip
+    """Apply intake rules to new (not duplicate) messages, in stream order."""
+    for message in messages:
+        if isinstance(message, wire.Execute | wire.ExecuteBatch):
+            await _execute(conn, intake, message, plans, stamp, new_id)
+        elif isinstance(message, wire.Pause | wire.Resume | wire.Cancel | wire.Retry | wire.ReplayVerdict):
+            await _command(conn, intake, message)
+        elif isinstance(message, wire.Event):
+            await _event(conn, intake, message)
+        elif isinstance(message, wire.Suppress):
+            await _suppress(conn, intake, message)
+        elif isinstance(message, wire.Consent):
+            await conn.execute(
+                "INSERT INTO consents (contact_id, channel, status, source, tick, expires_tick, evidence) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)",
+                message.contact_id, message.channel, message.status, message.source, intake.tick,
+                message.expires_tick, wire.encode_json(message.evidence),
+            )  # fmt: skip
+            intake.reply(message, wire.Reply(message.command_id, True))
+        elif isinstance(message, wire.Result):
+            if await _partition_of(conn, message.run_id) == intake.partition:
+                result = ChannelResult(intake.tick, message.idempotency_key, message.status, message.error_kind,
+                                       message.error, message.outcome, message.data)  # fmt: skip
+                intake.inbox.append((message.run_id, intake.tick, encode_input(result), None, None))
+
+
+async def _partition_of(conn: asyncpg.Connection, run_id: str) -> int | None:
+    return await conn.fetchval("SELECT partition FROM runs WHERE run_id = $1", run_id)
+
+
+async def _execute(
+    conn: asyncpg.Connection, intake: Intake, m: wire.Execute | wire.ExecuteBatch, plans: PlanCache,
+    stamp: str, new_id: Callable[[], str],
+) -> None:  # fmt: skip
+    """Enrol one contact (`execute`) or many (`executeBatch`) with batched reads."""
+    if isinstance(m, wire.Execute):
+        items = [wire.BatchItem(m.run_id, m.contact)]
+        start_at, key = m.start_at, m.idempotency_key
+    else:
+        items, start_at, key = m.items, None, None
+    if key is not None:
+        existing = await conn.fetchval("SELECT run_id FROM runs WHERE idempotency_key = $1", key)
+        if existing is not None:
+            intake.reply(m, wire.Reply(m.command_id, True, run_id=existing))
+            return
+    try:
+        compiled = await plans.get(conn, m.plan_id, m.plan_version)
+    except KeyError:
+        intake.refuse(m, UnknownPlanError(m.plan_id, m.plan_version))
+        return
+    start_tick = intake.tick if start_at is None else start_at
+    if start_tick < intake.tick:
+        intake.refuse(m, StartInPastError(start_tick, intake.tick))
+        return
+    ids = [item.contact.id for item in items]
+    enrolled = {
+        r["contact_id"]: r["run_id"]
+        for r in await conn.fetch(
+            f"SELECT contact_id, run_id FROM runs WHERE plan_id = $1 AND contact_id = ANY($2::text[]) "
+            f"AND status NOT IN {TERMINAL_SQL}", m.plan_id, ids)
+    }  # fmt: skip
+    suppressed = {
+        r["contact_id"]: (r["level"], r["reason"])
+        for r in await conn.fetch(
+            "SELECT DISTINCT ON (contact_id) contact_id, level, reason FROM suppressions "
+            "WHERE contact_id = ANY($1::text[]) AND (level IN ('global', 'regulatory') OR (level = 'plan' AND plan_id = $2)) "
+            "ORDER BY contact_id, id", ids, m.plan_id)
+    }  # fmt: skip
+    flags = {
+        r["contact_id"]: (r["unsubscribed"], r["bounced"])
+        for r in await conn.fetch(
+            "INSERT INTO contacts (contact_id, partition) SELECT unnest($1::text[]), $2 ON CONFLICT (contact_id) "
+            "DO UPDATE SET contact_id = EXCLUDED.contact_id RETURNING contact_id, unsubscribed, bounced",
+            list(dict.fromkeys(ids)), intake.partition)
+    }  # fmt: skip
+    plan = compiled.plan
+    created, skipped = [], []
+    for item in items:
+        contact = item.contact
+        current = intake.enrolled.get((m.plan_id, contact.id)) or enrolled.get(contact.id)
+        if current is not None or contact.id in suppressed:
+            skipped.append(contact.id)
+            if isinstance(m, wire.Execute):
+                error = (AlreadyEnrolledError(m.plan_id, contact.id, current) if current is not None
+                         else ContactSuppressedError(contact.id, *suppressed[contact.id]))  # fmt: skip
+                intake.refuse(m, error, current)
+                return
+            continue
+        unsubscribed, bounced = flags.get(contact.id, (False, False))
+        if unsubscribed or bounced:
+            contact = replace(contact, unsubscribed=contact.unsubscribed or unsubscribed, bounced=contact.bounced or bounced)
+        start = Start(intake.tick, item.run_id, plan.id, m.plan_version, plan.checksum, contact, dict(m.variables), start_tick)
+        advance = start_run(start)
+        entries = seal(advance.entries, advance.state.audit_head, stamp, new_id)
+        intake.runs.append(run_record(replace(advance.state, audit_head=entries[-1].checksum), intake.partition, key))
+        intake.audit.extend(entries)
+        intake.enrolled[(m.plan_id, contact.id)] = item.run_id
+        created.append(item.run_id)
+    run_id = created[0] if isinstance(m, wire.Execute) else None
+    intake.reply(m, wire.Reply(m.command_id, True, run_id=run_id, runs=created, skipped=skipped))
+
+
+async def _command(
+    conn: asyncpg.Connection, intake: Intake, m: wire.Pause | wire.Resume | wire.Cancel | wire.Retry | wire.ReplayVerdict
+) -> None:
+    if await _partition_of(conn, m.run_id) != intake.partition and m.run_id not in intake.enrolled.values():
+        intake.refuse(m, RunNotFoundError(m.run_id))
+        return
+    tick = intake.tick
+    made = {
+        wire.Pause: lambda: Pause(tick, command_id=m.command_id),
+        wire.Resume: lambda: Resume(tick, command_id=m.command_id),
+        wire.Retry: lambda: Retry(tick, command_id=m.command_id),
+        wire.Cancel: lambda: Cancel(tick, reason=getattr(m, "reason", ""), command_id=m.command_id),
+        wire.ReplayVerdict: lambda: ReplayRecorded(
+            tick, getattr(m, "identical", False), list(getattr(m, "fields", [])), getattr(m, "reissued", 0)),
+    }[type(m)]()
+    intake.inbox.append((m.run_id, tick, encode_input(made), m.reply_to, m.command_id))
+
+
+async def _targets(conn: asyncpg.Connection, intake: Intake, contact_id: str, plan_id: str | None = None) -> list[str]:
+    rows = await conn.fetch(
+        f"SELECT run_id FROM runs WHERE partition = $1 AND contact_id = $2 AND status NOT IN {TERMINAL_SQL} "
+        "AND ($3::text IS NULL OR plan_id = $3) ORDER BY run_id",
+        intake.partition, contact_id, plan_id,
+    )  # fmt: skip
+    return [r["run_id"] for r in rows]
+
+
+async def _event(conn: asyncpg.Connection, intake: Intake, m: wire.Event) -> None:
+    if m.run_id is not None:
+        if await _partition_of(conn, m.run_id) != intake.partition:
+            intake.refuse(m, RunNotFoundError(m.run_id))
+            return
+        targets = [m.run_id]
+    else:
+        targets = await _targets(conn, intake, m.contact_id)
+    if m.event_type == "email.unsubscribed":
+        await conn.execute(
+            "INSERT INTO contacts (contact_id, partition, unsubscribed, updated_tick) VALUES ($1, $2, true, $3) "
+            "ON CONFLICT (contact_id) DO UPDATE SET unsubscribed = true, updated_tick = $3",
+            m.contact_id, intake.partition, intake.tick,
+        )  # fmt: skip
+    event = Event(intake.tick, m.command_id, m.event_type, m.step_id, m.message_id, dict(m.data), m.occurred_at)
+    body = encode_input(event)
+    intake.inbox.extend((run_id, intake.tick, body, None, None) for run_id in targets)
+    intake.reply(m, wire.Reply(m.command_id, True, runs=targets))
+
+
+async def _suppress(conn: asyncpg.Connection, intake: Intake, m: wire.Suppress) -> None:
+    await conn.execute(
+        "INSERT INTO suppressions (contact_id, level, reason, source, channel, plan_id, tick) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        m.contact_id, m.level, m.reason, m.source, m.channel, m.plan_id, intake.tick,
+    )  # fmt: skip
+    targets: list[str] = []
+    if m.level != "channel":
+        targets = await _targets(conn, intake, m.contact_id, m.plan_id if m.level == "plan" else None)
+    body = encode_input(Suppressed(intake.tick, m.level, m.reason, m.source))
+    intake.inbox.extend((run_id, intake.tick, body, None, None) for run_id in targets)
+    intake.reply(m, wire.Reply(m.command_id, True, runs=targets))

@@ -1,0 +1,104 @@
+"""The scheduler side of a process: coordinator, partition workers and dispatcher together.
+
+`Engine(config, scheduler=True)` and `dee run` start one of these. Stopping drains: the
+dispatcher stops taking work, every worker finishes its iteration, leases are handed back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Mapping
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from dee.bus.streams import GROUP, ensure_group, inbound_stream
+from dee.config import EngineConfig
+from dee.errors import LeaseLostError
+from dee.plugin.contracts import ChannelAdapter
+from dee.scheduler.clock import DeploymentClock
+from dee.scheduler.coordinator import Coordinator
+from dee.scheduler.dispatcher import Dispatcher
+from dee.scheduler.worker import PartitionWorker
+from dee.store.plans import PlanCache
+
+log = logging.getLogger("dee.runtime")
+
+
+def default_instance_name(config: EngineConfig) -> str:
+    """Stable across restarts of the same process slot (so its pending stream entries come
+    back to it): `DEE_INSTANCE`, else the partition key, else the host name."""
+    return os.environ.get("DEE_INSTANCE") or config.scheduler.partition_key or socket.gethostname()
+
+
+class Runtime:
+    def __init__(
+        self, config: EngineConfig, pool: asyncpg.Pool, redis: aioredis.Redis, plans: PlanCache,
+        clock: DeploymentClock, adapters: Mapping[str, ChannelAdapter], instance: str | None = None,
+        metrics: object | None = None,
+    ) -> None:  # fmt: skip
+        self.config = config
+        self.pool = pool
+        self.redis = redis
+        self.plans = plans
+        self.clock = clock
+        self.instance = instance or default_instance_name(config)
+        self.metrics = metrics
+        self.workers: dict[int, tuple[PartitionWorker, asyncio.Task[None]]] = {}
+        self.coordinator = Coordinator(self.instance, config, pool, self._start_worker, self._stop_worker)
+        self.dispatcher = Dispatcher(self.instance, redis, adapters, config.scheduler.lease_ttl_ms, metrics)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        for partition in range(self.config.scheduler.partitions):
+            await ensure_group(self.redis, inbound_stream(partition), GROUP)
+        await self.coordinator.rebalance()
+        self._tasks = [
+            asyncio.create_task(self.coordinator.run(), name="dee-coordinator"),
+            asyncio.create_task(self.dispatcher.run(), name="dee-dispatcher"),
+        ]
+
+    async def stop(self) -> None:
+        """Drain: finish in-flight work, hand back every lease, then stop."""
+        self.dispatcher.stop()
+        self._tasks[0].cancel() if self._tasks else None
+        await self.coordinator.release_all()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    @property
+    def owned(self) -> list[int]:
+        return sorted(self.coordinator.owned)
+
+    async def _start_worker(self, partition: int, epoch: int) -> None:
+        worker = PartitionWorker(
+            partition, epoch, self.instance, self.config, self.pool, self.redis, self.plans, self.clock, self.metrics
+        )
+        self.workers[partition] = (worker, asyncio.create_task(self._run_worker(worker), name=f"dee-p{partition}"))
+
+    async def _run_worker(self, worker: PartitionWorker) -> None:
+        try:
+            await worker.run()
+        except LeaseLostError as exc:
+            log.warning("%s; the worker stops", exc)
+            self.coordinator.owned.pop(worker.partition, None)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("partition %s worker crashed; its lease will be retaken", worker.partition)
+            self.coordinator.owned.pop(worker.partition, None)
+
+    async def _stop_worker(self, partition: int) -> None:
+        entry = self.workers.pop(partition, None)
+        if entry is None:
+            return
+        worker, task = entry
+        worker.stop()
+        try:
+            await asyncio.wait_for(task, timeout=max(5.0, self.config.scheduler.lease_ttl_ms / 1000))
+        except TimeoutError:
+            task.cancel()

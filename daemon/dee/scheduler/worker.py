@@ -1,0 +1,296 @@
+"""The partition worker: the single writer of one partition, one transaction per iteration.
+
+Each iteration reads a batch from `dee:{p}:in`, then in ONE Postgres transaction: checks the
+fencing epoch (a stale writer's commit is refused here), records the batch as accepted and
+stamps it with the current tick (`received`, `inbox`, new runs), advances the runs that are due
+at this tick ordered by run id (at most `max_runs_per_tick`), and writes runs, audit entries
+(COPY), outbox rows and the partition clock. Only after the commit does it acknowledge the
+stream entries, send replies and publish the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+import msgspec
+import redis.asyncio as aioredis
+
+from dee.bus import messages as wire
+from dee.bus.streams import GROUP, Entry, GroupReader, dead_letter, dead_letter_stream, inbound_stream
+from dee.bus.streams import FIELD, dispatch_stream, trim_acknowledged
+from dee.config import EngineConfig
+from dee.errors import LeaseLostError
+from dee.ids import ulid
+from dee.kernel.audit import AuditEntry, seal
+from dee.kernel.effects import ContactFlagged, DispatchRequest
+from dee.kernel.inputs import AnyInput, ContactChanged
+from dee.kernel.machine import KernelEnv, advance
+from dee.kernel.state import RunState
+from dee.scheduler.clock import DeploymentClock
+from dee.scheduler.intake import Intake, accept
+from dee.store import runs as rows
+from dee.store.plans import PlanCache
+
+log = logging.getLogger("dee.worker")
+
+
+@dataclass
+class TickReport:
+    """What one iteration did (for metrics and for the idle check)."""
+
+    tick: int
+    accepted: int = 0
+    processed: int = 0
+    entries: int = 0
+    transitions: int = 0
+    dead: int = 0
+
+
+class PartitionWorker:
+    def __init__(
+        self, partition: int, epoch: int, instance: str, config: EngineConfig, pool: asyncpg.Pool,
+        redis: aioredis.Redis, plans: PlanCache, clock: DeploymentClock, metrics: object | None = None,
+    ) -> None:  # fmt: skip
+        self.partition = partition
+        self.epoch = epoch
+        self.instance = instance
+        self.config = config
+        self.pool = pool
+        self.redis = redis
+        self.plans = plans
+        self.clock = clock
+        self.metrics = metrics
+        self.reader = GroupReader(redis, inbound_stream(partition), GROUP, instance)
+        self._stop = asyncio.Event()
+        self.settings = config.kernel_settings()
+
+    def stop(self) -> None:
+        """Drain: finish the current iteration, then return from `run`."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        await self.reader.claim_idle(0)
+        await self.publish(await self._unpublished())
+        iterations = 0
+        while not self._stop.is_set():
+            entries = await self.reader.read(count=1000, block_ms=20)
+            report = await self.guarded(entries)
+            iterations += 1
+            if iterations % 500 == 0:
+                await trim_acknowledged(self.redis, self.reader.stream, GROUP)
+            if report.processed == 0 and not entries:
+                await asyncio.sleep(0.005)
+
+    async def guarded(self, entries: Sequence[Entry]) -> TickReport:
+        """One iteration; a batch that cannot commit is retried entry by entry, and an entry
+        that alone cannot commit (a poison message) is dead-lettered with the reason."""
+        try:
+            return await self.iterate(entries)
+        except LeaseLostError:
+            raise
+        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, TimeoutError) as exc:
+            log.warning("partition %s: storage unavailable (%s); retrying", self.partition, exc)
+            self.reader.repending()
+            await asyncio.sleep(0.5)
+            return TickReport(tick=-1)
+        except Exception as exc:
+            if len(entries) > 1:
+                report = TickReport(tick=-1)
+                for entry in entries:
+                    report = await self.guarded([entry])
+                return report
+            if not entries:
+                log.exception("partition %s: tick failed without input; backing off", self.partition)
+                await asyncio.sleep(1.0)
+                return TickReport(tick=-1)
+            reason = f"refused at commit: {type(exc).__name__}: {exc}"
+            await dead_letter(self.redis, dead_letter_stream(self.partition), self.reader.stream, entries[0], reason)
+            await self.reader.ack([entries[0][0]])
+            return TickReport(tick=-1, dead=1)
+
+    async def _unpublished(self) -> list[tuple[int, rows.OutboxItem]]:
+        async with self.pool.acquire() as conn:
+            return await rows.unpublished(conn, self.partition)
+
+    async def iterate(self, entries: Sequence[Entry]) -> TickReport:
+        started = time.perf_counter()
+        valid: list[tuple[bytes, wire.Inbound]] = []
+        dead: list[tuple[Entry, str]] = []
+        for entry in entries:
+            raw = entry[1].get(FIELD)
+            try:
+                if raw is None:
+                    raise ValueError("entry has no 'm' field")
+                valid.append((entry[0], wire.decode(raw)))
+            except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
+                dead.append((entry, f"{type(exc).__name__}: {exc}"))
+        async with self.pool.acquire() as conn:
+            tick = await self.clock.tick(conn, self.partition)
+            report = TickReport(tick, accepted=len(valid), dead=len(dead))
+            async with conn.transaction():
+                await self._fence(conn)
+                intake, duplicates = await self._intake(conn, tick, [m for _, m in valid])
+                replies, outbox, audit = await self._process(conn, tick, intake, report)
+                await rows.copy_runs(conn, intake.runs)
+                report.entries = await rows.copy_audit(conn, [*intake.audit, *audit])
+                outbox_seqs = await rows.add_outbox(conn, self.partition, outbox)
+                await conn.execute("UPDATE partitions SET tick = greatest(tick, $2) WHERE partition = $1", self.partition, tick)
+                all_replies = [*intake.replies, *replies]
+                await self._store_replies(conn, all_replies)
+        for entry, reason in dead:
+            await dead_letter(self.redis, dead_letter_stream(self.partition), self.reader.stream, entry, reason)
+        await self.reader.ack([e[0] for e in entries])
+        await self._reply([*all_replies, *duplicates])
+        await self.publish(list(zip(outbox_seqs, outbox, strict=True)))
+        if self.metrics is not None:
+            self.metrics.observe_tick(self.partition, report, time.perf_counter() - started)  # type: ignore[attr-defined]
+        return report
+
+    async def _fence(self, conn: asyncpg.Connection) -> None:
+        row = await conn.fetchrow("SELECT epoch, owner FROM partitions WHERE partition = $1 FOR UPDATE", self.partition)
+        if row is None or row["epoch"] != self.epoch or row["owner"] != self.instance:
+            self._stop.set()
+            raise LeaseLostError(self.partition, f"epoch {row['epoch'] if row else '?'} != held {self.epoch}")
+
+    async def _intake(self, conn: asyncpg.Connection, tick: int, messages: list[wire.Inbound]) -> tuple[Intake, list[tuple[str, wire.Reply]]]:
+        intake = Intake(tick, self.partition)
+        keyed = [m for m in messages if not isinstance(m, wire.Wake)]
+        if not keyed:
+            return intake, []
+        ids = [m.command_id for m in keyed]
+        fresh = {
+            r["message_id"]
+            for r in await conn.fetch(
+                "INSERT INTO received (message_id, partition, tick) SELECT unnest($1::text[]), $2, $3 "
+                "ON CONFLICT DO NOTHING RETURNING message_id",
+                list(dict.fromkeys(ids)), self.partition, tick,
+            )
+        }  # fmt: skip
+        new, seen = [], set()
+        duplicates: list[wire.Inbound] = []
+        for m in keyed:
+            (new if m.command_id in fresh and m.command_id not in seen else duplicates).append(m)
+            seen.add(m.command_id)
+        stamp = _now_iso()
+        await accept(conn, intake, new, self.plans, stamp, ulid)
+        await rows.add_inbox(conn, self.partition, intake.inbox)
+        return intake, await self._stored_replies(conn, duplicates)
+
+    async def _stored_replies(self, conn: asyncpg.Connection, duplicates: list[wire.Inbound]) -> list[tuple[str, wire.Reply]]:
+        """A retried message gets the reply of its first delivery (if it is known yet)."""
+        wanted = [m for m in duplicates if m.reply_to]
+        if not wanted:
+            return []
+        stored = {
+            r["message_id"]: r["reply"]
+            for r in await conn.fetch("SELECT message_id, reply FROM received WHERE message_id = ANY($1::text[])",
+                                      [m.command_id for m in wanted])  # fmt: skip
+        }
+        return [
+            (m.reply_to, msgspec.json.decode(stored[m.command_id], type=wire.Reply))
+            for m in wanted
+            if stored.get(m.command_id) is not None and m.reply_to
+        ]
+
+    async def _process(
+        self, conn: asyncpg.Connection, tick: int, intake: Intake, report: TickReport
+    ) -> tuple[list[tuple[str, wire.Reply]], list[rows.OutboxItem], list[AuditEntry]]:
+        """Advance the due runs through the kernel; stage their writes."""
+        cap = self.config.scheduler.max_runs_per_tick
+        due = await rows.due_runs(conn, self.partition, tick, cap)
+        pending = await rows.inbox_of(conn, self.partition, [s.run_id for s in due])
+        by_run: dict[str, list[asyncpg.Record]] = defaultdict(list)
+        for record in pending:
+            by_run[record["run_id"]].append(record)
+        stamp = _now_iso()
+        states: list[RunState] = []
+        audit: list[AuditEntry] = []
+        outbox: list[rows.OutboxItem] = []
+        replies: list[tuple[str, wire.Reply]] = []
+        flagged: list[ContactFlagged] = []
+        for state in due:
+            records = by_run.get(state.run_id, [])
+            inputs: list[AnyInput] = [rows.decode_input(r["body"]) for r in records]
+            env = await self._env(conn, state)
+            result = advance(state, inputs, tick, env)
+            sealed = seal(result.entries, state.audit_head, stamp, ulid)
+            new_state = msgspec.structs.replace(result.state, audit_head=sealed[-1].checksum) if sealed else result.state
+            states.append(new_state)
+            audit.extend(sealed)
+            report.transitions += sum(1 for e in result.entries if e.action == "step.entered")
+            rejected = {getattr(r.input, "command_id", None): r for r in result.rejected}
+            for record in records:
+                if record["reply_to"]:
+                    refusal = rejected.get(record["message_id"])
+                    reply = (
+                        wire.Reply(record["message_id"], False, "InvalidTransitionError", str(refusal.error(state.run_id)), state.run_id)
+                        if refusal else wire.Reply(record["message_id"], True, run_id=state.run_id)
+                    )  # fmt: skip
+                    replies.append((record["reply_to"], reply))
+            for effect in result.effects:
+                if isinstance(effect, DispatchRequest):
+                    outbox.append(rows.OutboxItem(self.partition, state.contact.id, effect))
+                elif isinstance(effect, ContactFlagged):
+                    flagged.append(effect)
+        report.processed = len(due)
+        await rows.delete_inbox(conn, [r["seq"] for r in pending])
+        await rows.update_runs(conn, states)
+        await self._fan_out(conn, tick, flagged)
+        return replies, outbox, audit
+
+    async def _env(self, conn: asyncpg.Connection, state: RunState) -> KernelEnv:
+        compiled = await self.plans.get(conn, state.plan_id, state.plan_version)
+        return KernelEnv(
+            plan=compiled, templates=self.plans.templates, tick_interval_ms=self.config.scheduler.tick_interval_ms,
+            settings=self.settings, message_domain=self.config.message_domain,
+        )  # fmt: skip
+
+    async def _fan_out(self, conn: asyncpg.Connection, tick: int, flagged: list[ContactFlagged]) -> None:
+        """A contact flag set by one run (hard bounce) reaches the contact's other runs."""
+        for effect in flagged:
+            await conn.execute(
+                f"UPDATE contacts SET {effect.flag} = true, updated_tick = $2 WHERE contact_id = $1",
+                effect.contact_id, tick,
+            )  # fmt: skip
+            others = await conn.fetch(
+                f"SELECT run_id FROM runs WHERE contact_id = $1 AND status NOT IN {rows.TERMINAL_SQL}", effect.contact_id
+            )
+            body = rows.encode_input(ContactChanged(tick, **{effect.flag: True}))
+            await rows.add_inbox(conn, self.partition, [(r["run_id"], tick, body, None, None) for r in others])
+
+    async def _store_replies(self, conn: asyncpg.Connection, replies: list[tuple[str, wire.Reply]]) -> None:
+        if replies:
+            await conn.executemany(
+                "UPDATE received SET reply = $2 WHERE message_id = $1",
+                [(reply.command_id, wire.encode(reply)) for _, reply in replies],
+            )
+
+    async def _reply(self, replies: list[tuple[str, wire.Reply]]) -> None:
+        if not replies:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream, reply in replies:
+                pipe.xadd(stream, {FIELD: wire.encode(reply)}, maxlen=10_000, approximate=True)
+            await pipe.execute()
+
+    async def publish(self, items: list[tuple[int, rows.OutboxItem]]) -> None:
+        """XADD committed channel actions to their dispatch streams, then drop the outbox rows."""
+        if not items:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for _, item in items:
+                pipe.xadd(dispatch_stream(item.request.channel), {FIELD: msgspec.json.encode(item)})
+            await pipe.execute()
+        async with self.pool.acquire() as conn:
+            await conn.execute("DELETE FROM outbox WHERE seq = ANY($1::bigint[])", [seq for seq, _ in items])
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")

@@ -1,0 +1,1 @@
+"""Postgres storage (asyncpg): migrations, and one module per table family."""

@@ -1,0 +1,185 @@
+"""Run, inbox, outbox and audit rows: the batched reads and writes of one tick transaction.
+
+Writes are batched per tick, never per entry: audit rows go in with COPY, run updates with one
+`UPDATE ... FROM unnest(...)`, inbox deletions and outbox inserts with one statement each.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from dee.kernel.audit import AuditEntry
+from dee.kernel.effects import DispatchRequest
+from dee.kernel.inputs import AnyInput
+from dee.kernel.state import RunState
+
+_state_encoder = msgspec.msgpack.Encoder()
+_state_decoder = msgspec.msgpack.Decoder(RunState)
+_input_decoder = msgspec.msgpack.Decoder(AnyInput)
+
+AUDIT_COLUMNS = (
+    "run_id", "seq", "id", "plan_id", "step_id", "tick", "ts", "action", "input", "output", "context",
+    "previous_checksum", "checksum",
+)  # fmt: skip
+RUN_COLUMNS = (
+    "run_id", "partition", "plan_id", "plan_version", "contact_id", "status", "current_step", "wake_tick",
+    "awaiting", "start_tick", "current_tick", "steps_completed", "outcome", "seq", "head", "idempotency_key",
+    "state",
+)  # fmt: skip
+TERMINAL_SQL = "('completed', 'cancelled')"
+
+
+def encode_state(state: RunState) -> bytes:
+    return _state_encoder.encode(state)
+
+
+def decode_state(raw: bytes) -> RunState:
+    return _state_decoder.decode(raw)
+
+
+def encode_input(value: AnyInput) -> bytes:
+    return _state_encoder.encode(value)
+
+
+def decode_input(raw: bytes) -> AnyInput:
+    return _input_decoder.decode(raw)
+
+
+def awaiting(state: RunState) -> bool:
+    """True while a dispatched channel action has not answered (and no retry timer is set)."""
+    return state.dispatch is not None and state.timer != "retry"
+
+
+def run_record(state: RunState, partition: int, idempotency_key: str | None = None) -> tuple[Any, ...]:
+    return (
+        state.run_id, partition, state.plan_id, state.plan_version, state.contact.id, state.status,
+        state.current_step, state.wake_tick, awaiting(state), state.start_tick, state.current_tick,
+        state.steps_completed, state.outcome, state.seq, state.audit_head, idempotency_key, encode_state(state),
+    )  # fmt: skip
+
+
+async def copy_runs(conn: asyncpg.Connection, records: Sequence[tuple[Any, ...]]) -> None:
+    if records:
+        await conn.copy_records_to_table("runs", records=records, columns=RUN_COLUMNS)
+
+
+async def update_runs(conn: asyncpg.Connection, states: Sequence[RunState]) -> None:
+    if not states:
+        return
+    await conn.execute(
+        """
+        UPDATE runs SET status = u.status, current_step = u.current_step, wake_tick = u.wake_tick,
+               awaiting = u.awaiting, current_tick = u.current_tick, steps_completed = u.steps_completed,
+               outcome = u.outcome, seq = u.seq, head = u.head, state = u.state,
+               completed_at = CASE WHEN u.status IN ('completed', 'cancelled') THEN coalesce(runs.completed_at, now())
+                                   ELSE NULL END
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bool[], $6::bigint[], $7::int[],
+                    $8::text[], $9::int[], $10::text[], $11::bytea[])
+             AS u(run_id, status, current_step, wake_tick, awaiting, current_tick, steps_completed,
+                  outcome, seq, head, state)
+        WHERE runs.run_id = u.run_id
+        """,
+        [s.run_id for s in states], [s.status for s in states], [s.current_step for s in states],
+        [s.wake_tick for s in states], [awaiting(s) for s in states], [s.current_tick for s in states],
+        [s.steps_completed for s in states], [s.outcome for s in states], [s.seq for s in states],
+        [s.audit_head for s in states], [encode_state(s) for s in states],
+    )  # fmt: skip
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else msgspec.json.encode(value).decode()
+
+
+async def copy_audit(conn: asyncpg.Connection, entries: Iterable[AuditEntry]) -> int:
+    records = [
+        (e.run_id, e.seq, e.id, e.plan_id, e.step_id, e.tick, e.timestamp, e.action, _json(e.input),
+         _json(e.output), _json(e.context), e.previous_checksum, e.checksum)
+        for e in entries
+    ]  # fmt: skip
+    if records:
+        await conn.copy_records_to_table("audit_log", records=records, columns=AUDIT_COLUMNS)
+    return len(records)
+
+
+def audit_from_row(row: asyncpg.Record) -> AuditEntry:
+    """Rebuild an entry from its stored values (verification re-derives the canonical bytes)."""
+    return AuditEntry(
+        id=row["id"], run_id=row["run_id"], seq=row["seq"], plan_id=row["plan_id"], step_id=row["step_id"],
+        tick=row["tick"], timestamp=row["ts"], action=row["action"],
+        input=json.loads(row["input"]) if row["input"] is not None else None,
+        output=json.loads(row["output"]) if row["output"] is not None else None,
+        context=json.loads(row["context"]) if row["context"] is not None else None,
+        previous_checksum=row["previous_checksum"], checksum=row["checksum"],
+    )  # fmt: skip
+
+
+async def audit_of(conn: asyncpg.Connection, run_id: str) -> list[AuditEntry]:
+    rows = await conn.fetch(f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit_log WHERE run_id = $1 ORDER BY seq", run_id)
+    return [audit_from_row(r) for r in rows]
+
+
+async def due_runs(conn: asyncpg.Connection, partition: int, tick: int, cap: int) -> list[RunState]:
+    """Runs with inputs waiting or a timer due, ordered by run id, at most `cap` of them."""
+    rows = await conn.fetch(
+        """
+        SELECT run_id, state FROM runs
+        WHERE partition = $1 AND (
+              run_id IN (SELECT run_id FROM inbox WHERE partition = $1)
+           OR (wake_tick <= $2 AND status <> 'paused'))
+        ORDER BY run_id LIMIT $3
+        """,
+        partition, tick, cap,
+    )  # fmt: skip
+    return [decode_state(r["state"]) for r in rows]
+
+
+async def inbox_of(conn: asyncpg.Connection, partition: int, run_ids: Sequence[str]) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT seq, run_id, body, reply_to, message_id FROM inbox WHERE partition = $1 AND run_id = ANY($2::text[]) "
+        "ORDER BY seq",
+        partition, list(run_ids),
+    )  # fmt: skip
+
+
+async def delete_inbox(conn: asyncpg.Connection, seqs: Sequence[int]) -> None:
+    if seqs:
+        await conn.execute("DELETE FROM inbox WHERE seq = ANY($1::bigint[])", list(seqs))
+
+
+async def add_inbox(conn: asyncpg.Connection, partition: int, rows: Sequence[tuple[str, int, bytes, str | None, str | None]]) -> None:
+    """rows: (run_id, tick, encoded input, reply_to, message_id)."""
+    if rows:
+        await conn.executemany(
+            "INSERT INTO inbox (partition, run_id, tick, body, reply_to, message_id) VALUES ($1, $2, $3, $4, $5, $6)",
+            [(partition, *row) for row in rows],
+        )
+
+
+class OutboxItem(msgspec.Struct, frozen=True, rename="camel"):
+    """What the dispatch stream carries: the request and the partition its result returns to."""
+
+    partition: int
+    contact_id: str
+    request: DispatchRequest
+
+
+async def add_outbox(conn: asyncpg.Connection, partition: int, items: Sequence[OutboxItem]) -> list[int]:
+    """Insert outbox rows; returns their seqs (to delete once published)."""
+    if not items:
+        return []
+    rows = await conn.fetch(
+        "INSERT INTO outbox (partition, channel, body) SELECT $1, c, b FROM unnest($2::text[], $3::bytea[]) AS u(c, b) "
+        "RETURNING seq",
+        partition, [i.request.channel for i in items], [msgspec.json.encode(i) for i in items],
+    )  # fmt: skip
+    return [row["seq"] for row in rows]
+
+
+async def unpublished(conn: asyncpg.Connection, partition: int) -> list[tuple[int, OutboxItem]]:
+    rows = await conn.fetch("SELECT seq, body FROM outbox WHERE partition = $1 ORDER BY seq", partition)
+    return [(r["seq"], msgspec.json.decode(r["body"], type=OutboxItem)) for r in rows]
