@@ -190,6 +190,8 @@ def all_at_once(inputs: Sequence[AnyInput], start_tick: int) -> list[tuple[list[
 def split(inputs: Sequence[AnyInput], cuts: Iterable[int], pushes: Sequence[float]) -> list[tuple[list[AnyInput], int]]:
     """Batches cut before the given indexes. Each batch's `now` lies between its last input's
     tick and the next batch's first tick (`pushes[k]` in [0, 1] picks where)."""
+    if not inputs:
+        return []
     bounds = sorted({c for c in cuts if 0 < c < len(inputs)})
     pieces = [list(inputs[a:b]) for a, b in zip([0, *bounds], [*bounds, len(inputs)])]
     batches = []
@@ -198,4 +200,4 @@ def split(inputs: Sequence[AnyInput], cuts: Iterable[int], pushes: Sequence[floa
         high = pieces[k + 1][0].tick if k + 1 < len(pieces) else low
         push = pushes[k % len(pushes)] if pushes else 0.0
         batches.append((piece, low + int((high - low) * push)))
-    return batches if inputs else []
+    return batches

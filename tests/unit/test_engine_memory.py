@@ -171,8 +171,11 @@ async def test_list_runs_without_filters_lists_everything_ordered_by_run_id(engi
 async def test_run_ids_and_list_runs_follow_creation_order(engine: Engine, outreach: Any) -> None:
     # engine.list_runs: "ordered by run id (creation order)"; dee.ids: ULIDs "sortable by
     # creation time". Runs created within one millisecond must keep that promise too.
-    created = [(await engine.execute(outreach, contact(f"c{i:02d}"), VARS)).id for i in range(40)]
-    assert [r.id for r in (await engine.list_runs()).runs] == created
+    # bulk_execute creates many runs per millisecond; run_ids lists them in creation order.
+    result = await engine.bulk_execute(outreach, [contact(f"c{i:03d}") for i in range(300)], VARS)
+    assert result.created == 300
+    listed = [r.id for r in (await engine.list_runs(limit=1000)).runs]
+    assert listed == result.run_ids
 
 
 async def test_list_runs_filters_by_one_status_or_several(engine: Engine, outreach: Any, welcome: Any) -> None:

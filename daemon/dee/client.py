@@ -1,0 +1,387 @@
+"""The daemon backend: writes are stream messages answered after commit; reads are Postgres.
+
+Every write goes to the inbound stream of its partition with a `commandId` and a `replyTo`
+stream owned by this client; the call returns when the owning daemon's reply arrives, and
+raises `EngineUnavailableError` naming the partition when it does not in time. A write is
+therefore never applied twice (the commandId) and never acknowledged before it is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+import redis.asyncio as aioredis
+
+from dee.bus import messages as wire
+from dee.bus.streams import FIELD, inbound_stream
+from dee.config import EngineConfig
+from dee.errors import ConfigError, EngineUnavailableError, RunNotFoundError, rebuild_error
+from dee.ids import ulid
+from dee.kernel.audit import AuditEntry
+from dee.kernel.contact import Contact
+from dee.kernel.replay import ReplayResult
+from dee.plan.compiled import CompiledPlan
+from dee.plan.create import prepare_plan
+from dee.plan.model import Plan
+from dee.plugin.contracts import ChannelAdapter, TemplateStore
+from dee.plugin.manager import PluginManager
+from dee.routing import partition_for
+from dee.runs import BulkError, BulkResult, ConsentRecord, ExecutionRun, RunPage, Suppression, run_view
+from dee.scheduler.clock import DeploymentClock
+from dee.store import runs as rows
+from dee.store.migrate import check_constants, pending_migrations
+from dee.store.plans import PlanCache, register_plan
+
+REPLY_TIMEOUT_S = 15.0
+IDLE_TIMEOUT_S = 120.0
+NON_TERMINAL = ["pending", "active", "waiting", "paused", "failed"]
+
+
+class DaemonBackend:
+    def __init__(
+        self, config: EngineConfig, plugins: PluginManager, templates: TemplateStore,
+        adapters: dict[str, ChannelAdapter], scheduler: bool,
+    ) -> None:  # fmt: skip
+        self.config = config
+        self.plugins = plugins
+        self.templates = templates
+        self.adapters = adapters
+        self.scheduler = scheduler
+        self.partitions = config.scheduler.partitions
+        self.plans = PlanCache(plugins, templates)
+        self.client_id = ulid()
+        self.reply_stream = f"dee:reply:{self.client_id}"
+        self._waiting: dict[str, asyncio.Future[wire.Reply]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.pool: asyncpg.Pool | None = None
+        self.redis: aioredis.Redis | None = None
+        self.runtime: Any = None
+        self.clock: DeploymentClock | None = None
+        self._manual_tick = 0
+
+    # ---- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        self.pool = await asyncpg.create_pool(self.config.database, min_size=2, max_size=max(4, self.partitions // 2 + 4))
+        self.redis = aioredis.from_url(self.config.redis)
+        async with self.pool.acquire() as conn:
+            missing = await pending_migrations(conn)
+            if missing:
+                raise ConfigError(f"the database needs `dee migrate` first (pending: {', '.join(missing)})")
+            meta = await conn.fetchrow("SELECT epoch_ms, tick_interval_ms, partitions FROM dee_meta")
+        check_constants(meta["tick_interval_ms"], meta["partitions"], self.config)
+        self.clock = DeploymentClock(self.config, meta["epoch_ms"])
+        self._tasks.append(asyncio.create_task(self._read_replies(), name="dee-replies"))
+        if self.scheduler:
+            from dee.scheduler.runtime import Runtime
+
+            self.runtime = Runtime(self.config, self.pool, self.redis, self.plans, self.clock, self.adapters)
+            await self.runtime.start()
+
+    async def stop(self) -> None:
+        if self.runtime is not None:
+            await self.runtime.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.redis is not None:
+            await self.redis.delete(self.reply_stream)
+            await self.redis.aclose()
+        if self.pool is not None:
+            await self.pool.close()
+
+    @property
+    def db(self) -> asyncpg.Pool:
+        assert self.pool is not None, "use the engine inside `async with`"
+        return self.pool
+
+    @property
+    def current_tick(self) -> int:
+        assert self.clock is not None
+        return self.clock.wall_tick() if self.clock.mode == "wall" else self._manual_tick
+
+    # ---- request / reply ---------------------------------------------------------------
+    async def _read_replies(self) -> None:
+        assert self.redis is not None
+        last = "0-0"
+        while True:
+            reply = await self.redis.xread({self.reply_stream: last}, count=1000, block=1000)
+            for _, entries in reply or []:
+                for entry_id, fields in entries:
+                    last = entry_id
+                    answer = msgspec.json.decode(fields[FIELD], type=wire.Reply)
+                    future = self._waiting.pop(answer.command_id, None)
+                    if future is not None and not future.done():
+                        future.set_result(answer)
+
+    async def send(self, partition: int, message: wire.Inbound, timeout: float = REPLY_TIMEOUT_S) -> wire.Reply:
+        """Publish a message and wait for the daemon's reply after commit."""
+        assert self.redis is not None
+        future: asyncio.Future[wire.Reply] = asyncio.get_running_loop().create_future()
+        self._waiting[message.command_id] = future
+        await self.redis.xadd(inbound_stream(partition), {FIELD: wire.encode(message)})
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            self._waiting.pop(message.command_id, None)
+            raise EngineUnavailableError(partition, f"no reply within {timeout:.0f} s") from None
+
+    async def ask(self, partition: int, message: wire.Inbound) -> wire.Reply:
+        reply = await self.send(partition, message)
+        if not reply.ok:
+            raise rebuild_error(reply.error_type or "DeeError", reply.error or "", reply.details)
+        return reply
+
+    # ---- plans -------------------------------------------------------------------------
+    async def register(self, plan: Plan) -> int:
+        compiled = prepare_plan(plan, self.plugins, self.templates)
+        async with self.db.acquire() as conn:
+            version = await register_plan(conn, compiled.plan)
+        self.plans.put(compiled.plan, version)
+        return version
+
+    async def compiled(self, plan_id: str, version: int) -> CompiledPlan:
+        async with self.db.acquire() as conn:
+            return await self.plans.get(conn, plan_id, version)
+
+    # ---- writes ------------------------------------------------------------------------
+    async def execute(
+        self, plan_id: str, version: int, contact: Contact, variables: dict[str, Any],
+        start_at: int | None, idempotency_key: str | None,
+    ) -> str:  # fmt: skip
+        message = wire.Execute(
+            command_id=ulid(), reply_to=self.reply_stream, run_id=ulid(), plan_id=plan_id, plan_version=version,
+            contact=contact, variables=variables, start_at=start_at, idempotency_key=idempotency_key,
+        )  # fmt: skip
+        reply = await self.ask(partition_for(contact.id, self.partitions), message)
+        assert reply.run_id is not None
+        return reply.run_id
+
+    async def bulk_execute(
+        self, plan_id: str, version: int, contacts: list[Contact], variables: dict[str, Any], batch_size: int
+    ) -> BulkResult:
+        """One `executeBatch` message per partition and chunk, all in flight at once."""
+        by_partition: dict[int, list[Contact]] = defaultdict(list)
+        for contact in contacts:
+            by_partition[partition_for(contact.id, self.partitions)].append(contact)
+        chunk = max(batch_size, 1)
+        batches = [
+            (p, group[i : i + chunk]) for p, group in sorted(by_partition.items()) for i in range(0, len(group), chunk)
+        ]
+
+        async def one(partition: int, group: list[Contact]) -> tuple[list[Contact], wire.Reply | Exception]:
+            message = wire.ExecuteBatch(
+                command_id=ulid(), reply_to=self.reply_stream, plan_id=plan_id, plan_version=version,
+                variables=variables, items=[wire.BatchItem(ulid(), c) for c in group],
+            )  # fmt: skip
+            try:
+                return group, await self.send(partition, message, timeout=max(REPLY_TIMEOUT_S, len(group) / 100))
+            except EngineUnavailableError as exc:
+                return group, exc
+
+        created, skipped, errors, ids = 0, 0, [], []
+        for group, reply in await asyncio.gather(*(one(p, g) for p, g in batches)):
+            if isinstance(reply, Exception) or not reply.ok:
+                why = str(reply) if isinstance(reply, Exception) else f"{reply.error_type}: {reply.error}"
+                errors += [BulkError(c.id, why) for c in group]
+                continue
+            created += len(reply.runs)
+            skipped += len(reply.skipped)
+            ids += reply.runs
+        return BulkResult(created, skipped, errors, ids)
+
+    async def _partition_of(self, run_id: str) -> int:
+        partition = await self.db.fetchval("SELECT partition FROM runs WHERE run_id = $1", run_id)
+        if partition is None:
+            raise RunNotFoundError(run_id)
+        return int(partition)
+
+    async def command(self, run_id: str, kind: str, reason: str = "") -> None:
+        common = {"command_id": ulid(), "reply_to": self.reply_stream, "run_id": run_id}
+        message = {
+            "pause": lambda: wire.Pause(**common),
+            "resume": lambda: wire.Resume(**common),
+            "retry": lambda: wire.Retry(**common),
+            "cancel": lambda: wire.Cancel(**common, reason=reason),
+        }[kind]()
+        await self.ask(await self._partition_of(run_id), message)
+
+    async def bulk_cancel(self, filters: dict[str, Any], reason: str) -> int:
+        page = await self.list_runs(
+            filters.get("status"), filters.get("plan_id"), filters.get("contact_id"),
+            filters.get("started_after"), filters.get("started_before"), 10**9, 0,
+        )  # fmt: skip
+        results = await asyncio.gather(*(self.command(r.id, "cancel", reason) for r in page.runs), return_exceptions=True)
+        return sum(1 for r in results if not isinstance(r, Exception))
+
+    async def ingest_event(
+        self, type: str, contact_id: str, data: dict[str, Any], occurred_at: str | None,
+        run_id: str | None, step_id: str | None, event_id: str | None, message_id: str | None,
+    ) -> list[str]:  # fmt: skip
+        message = wire.Event(
+            command_id=event_id or ulid(), reply_to=self.reply_stream, event_type=type, contact_id=contact_id,
+            data=data, occurred_at=occurred_at, run_id=run_id, step_id=step_id, message_id=message_id,
+        )  # fmt: skip
+        return (await self.ask(partition_for(contact_id, self.partitions), message)).runs
+
+    async def suppress(self, entry: Suppression) -> int:
+        message = wire.Suppress(
+            command_id=ulid(), reply_to=self.reply_stream, contact_id=entry.contact_id, level=entry.level,
+            reason=entry.reason, source=entry.source, channel=entry.channel, plan_id=entry.plan_id,
+        )  # fmt: skip
+        return len((await self.ask(partition_for(entry.contact_id, self.partitions), message)).runs)
+
+    async def record_consent(self, record: ConsentRecord) -> None:
+        message = wire.Consent(
+            command_id=ulid(), reply_to=self.reply_stream, contact_id=record.contact_id, channel=record.channel,
+            status=record.status, source=record.source, expires_tick=record.expires_tick, evidence=record.evidence,
+        )  # fmt: skip
+        await self.ask(partition_for(record.contact_id, self.partitions), message)
+
+    async def record_replay(self, run_id: str, result: ReplayResult) -> None:
+        for request in result.dispatches:
+            await self.adapters[request.channel].send(request)
+        message = wire.ReplayVerdict(
+            command_id=ulid(), reply_to=self.reply_stream, run_id=run_id, identical=result.identical,
+            fields=[f"{d.step}.{d.field}" for d in result.diffs], reissued=len(result.dispatches),
+        )  # fmt: skip
+        await self.ask(await self._partition_of(run_id), message)
+
+    # ---- reads -------------------------------------------------------------------------
+    def _view(self, row: asyncpg.Record, plan: CompiledPlan) -> ExecutionRun:
+        state = rows.decode_state(row["state"])
+        done = row["completed_at"].isoformat(timespec="milliseconds") if row["completed_at"] else None
+        return run_view(state, plan, row["started_at"].isoformat(timespec="milliseconds"), done)
+
+    async def get_run(self, run_id: str) -> ExecutionRun:
+        async with self.db.acquire() as conn:
+            row = await conn.fetchrow("SELECT state, started_at, completed_at, plan_id, plan_version FROM runs WHERE run_id = $1", run_id)
+            if row is None:
+                raise RunNotFoundError(run_id)
+            return self._view(row, await self.plans.get(conn, row["plan_id"], row["plan_version"]))
+
+    async def list_runs(
+        self, statuses: list[str] | None, plan_id: str | None, contact_id: str | None,
+        started_after: int | datetime | None, started_before: int | datetime | None, limit: int, offset: int,
+    ) -> RunPage:  # fmt: skip
+        where, args = ["true"], []
+
+        def add(clause: str, value: Any) -> None:
+            args.append(value)
+            where.append(clause.replace("?", f"${len(args)}"))
+
+        if statuses:
+            add("status = ANY(?::text[])", statuses)
+        if plan_id:
+            add("plan_id = ?", plan_id)
+        if contact_id:
+            add("contact_id = ?", contact_id)
+        for bound, op in ((started_after, ">"), (started_before, "<")):
+            if isinstance(bound, int):
+                add(f"start_tick {op} ?", bound)
+            elif bound is not None:
+                add(f"started_at {op} ?", bound)
+        clause = " AND ".join(where)
+        async with self.db.acquire() as conn:
+            total = await conn.fetchval(f"SELECT count(*) FROM runs WHERE {clause}", *args)
+            found = await conn.fetch(
+                f"SELECT state, started_at, completed_at, plan_id, plan_version FROM runs WHERE {clause} "
+                f"ORDER BY run_id LIMIT {int(limit)} OFFSET {int(offset)}", *args)  # fmt: skip
+            views = [self._view(r, await self.plans.get(conn, r["plan_id"], r["plan_version"])) for r in found]
+        return RunPage(views, int(total))
+
+    async def audit_entries(self, run_id: str) -> list[AuditEntry]:
+        async with self.db.acquire() as conn:
+            entries = await rows.audit_of(conn, run_id)
+            if not entries and await conn.fetchval("SELECT 1 FROM runs WHERE run_id = $1", run_id) is None:
+                raise RunNotFoundError(run_id)
+            return entries
+
+    async def audit_query(
+        self, run_id: str | None, actions: list[str] | None, from_tick: int | None, to_tick: int | None
+    ) -> list[AuditEntry]:
+        found = await self.db.fetch(
+            f"SELECT {', '.join(rows.AUDIT_COLUMNS)} FROM audit_log WHERE ($1::text IS NULL OR run_id = $1) "
+            "AND ($2::text[] IS NULL OR action = ANY($2::text[])) AND ($3::bigint IS NULL OR tick >= $3) "
+            "AND ($4::bigint IS NULL OR tick <= $4) ORDER BY run_id, seq",
+            run_id, actions, from_tick, to_tick,
+        )  # fmt: skip
+        return [rows.audit_from_row(r) for r in found]
+
+    async def chain_head(self, run_id: str) -> tuple[int, str]:
+        row = await self.db.fetchrow("SELECT seq, head FROM runs WHERE run_id = $1", run_id)
+        if row is None:
+            raise RunNotFoundError(run_id)
+        return int(row["seq"]), row["head"]
+
+    # ---- manual clock ------------------------------------------------------------------
+    async def advance_clock(self, ticks: int) -> None:
+        """Step the deployment clock to each tick where a timer is due, up to `ticks` ahead."""
+        target = await self.db.fetchval("SELECT manual_tick FROM dee_meta") + ticks
+        await self.run_until_idle()
+        while True:
+            now = await self.db.fetchval("SELECT manual_tick FROM dee_meta")
+            wake = await self.db.fetchval(
+                "SELECT min(wake_tick) FROM runs WHERE wake_tick > $1 AND status <> 'paused'", now
+            )
+            step = target if wake is None or wake > target else wake
+            await self._set_clock(step)
+            await self.run_until_idle()
+            if step >= target:
+                return
+
+    async def _set_clock(self, tick: int) -> None:
+        assert self.redis is not None
+        await self.db.execute("UPDATE dee_meta SET manual_tick = greatest(manual_tick, $1)", tick)
+        self._manual_tick = tick
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for partition in range(self.partitions):
+                pipe.xadd(inbound_stream(partition), {FIELD: wire.encode(wire.Wake(command_id="wake"))})
+            await pipe.execute()
+
+    async def run_until_idle(self, timeout: float = IDLE_TIMEOUT_S) -> None:
+        """Poll until every partition is at the clock with nothing due, queued or in flight."""
+        deadline = time.monotonic() + timeout
+        while True:
+            busy = await self._busy()
+            if busy is None:
+                return
+            if time.monotonic() > deadline:
+                raise EngineUnavailableError(busy, "not idle before the timeout")
+            await asyncio.sleep(0.005)
+
+    async def _busy(self) -> int | None:
+        """A partition that still has work, or None when the whole deployment is idle."""
+        assert self.redis is not None
+        row = await self.db.fetchrow(
+            """
+            SELECT coalesce(
+              (SELECT min(p.partition) FROM partitions p, dee_meta m WHERE p.tick < m.manual_tick),
+              (SELECT min(partition) FROM inbox),
+              (SELECT min(partition) FROM outbox),
+              (SELECT min(r.partition) FROM runs r, dee_meta m WHERE r.awaiting
+                 OR (r.wake_tick <= m.manual_tick AND r.status <> 'paused'))) AS busy,
+              (SELECT manual_tick FROM dee_meta) AS tick
+            """
+        )
+        self._manual_tick = row["tick"]
+        if row["busy"] is not None:
+            return int(row["busy"])
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for partition in range(self.partitions):
+                pipe.xinfo_groups(inbound_stream(partition))
+            infos = await pipe.execute()
+        for partition, groups in enumerate(infos):
+            for group in groups:
+                if group.get("pending") or group.get("lag"):
+                    return partition
+        for channel in self.adapters:
+            for group in await self.redis.xinfo_groups(f"dee:dispatch:{channel}") if await self.redis.exists(f"dee:dispatch:{channel}") else []:
+                if group.get("pending") or group.get("lag"):
+                    return -1
+        return None
