@@ -1,7 +1,7 @@
 """The `dee` command. Each subcommand is a small function; errors print one clear line.
 
-Exit codes: 0 success, 1 the check failed (invalid plan, a replay diverged), 2 bad usage or
-configuration.
+Exit codes: 0 success, 1 the check failed (invalid plan, a replay diverged, a broken chain,
+unhealthy), 2 bad usage, configuration or an unavailable engine.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 
@@ -21,9 +22,18 @@ from dee.plan.graph import to_dot, to_mermaid
 from dee.plugin.manager import PluginManager
 
 
+def load_config(args: argparse.Namespace) -> EngineConfig:
+    return EngineConfig.load(args.config)
+
+
+def _templates(args: argparse.Namespace) -> Any:
+    from dee.templates import load_directory
+
+    return load_directory(load_config(args).config_dir)
+
+
 def cmd_plugins(args: argparse.Namespace) -> int:
-    manager = PluginManager.load(disabled=load_config(args).plugins.disabled)
-    rows = manager.describe()
+    rows = PluginManager.load(disabled=load_config(args).plugins.disabled).describe()
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -56,42 +66,130 @@ def cmd_plan_validate(args: argparse.Namespace) -> int:
 def cmd_plan_graph(args: argparse.Namespace) -> int:
     from dee.plan.create import prepare_plan
 
-    plan = load_plan(args.file, templates=_templates(args))
-    compiled = prepare_plan(plan, PluginManager.load(), _templates(args))
+    templates = _templates(args)
+    compiled = prepare_plan(load_plan(args.file, templates=templates), PluginManager.load(), templates)
     print(to_dot(compiled) if args.format == "dot" else to_mermaid(compiled))
     return 0
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    from dee.bus.messages import json_schema
+
+    print(json.dumps(json_schema(), indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    import asyncpg
+
+    from dee.store.admin import ensure_database
+    from dee.store.migrate import migrate
+
+    config = load_config(args)
+
+    async def go() -> list[str]:
+        await ensure_database(config.database)
+        conn = await asyncpg.connect(config.database)
+        try:
+            return await migrate(conn, config)
+        finally:
+            await conn.close()
+
+    applied = asyncio.run(go())
+    print(f"applied: {', '.join(applied)}" if applied else "up to date")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from dee.daemon import run
+
+    config = load_config(args)
+    if config.database.startswith("memory:"):
+        print("dee: the daemon needs a PostgreSQL database (database = postgresql://...)", file=sys.stderr)
+        return 2
+    return run(config)
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    from dee.health import check
+
+    report = asyncio.run(check(load_config(args)))
+    for name, (ok, detail) in report.items():
+        print(f"{'ok  ' if ok else 'FAIL'}  {name:<12} {detail}")
+    return 0 if all(ok for ok, _ in report.values()) else 1
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from dee.engine import Engine
-    from dee.simulate import format_report, progress_bar, simulate
+    from dee.simulate import format_report, progress_bar, run_simulation
 
-    base = load_config(args)
-    config = msgspec.structs.replace(
-        base,
-        database="memory://",
-        scheduler=msgspec.structs.replace(base.scheduler, clock="manual"),
-    )
+    config = load_config(args)
     plan = load_plan(args.plan, templates=_templates(args))
+    report = asyncio.run(run_simulation(config, plan, args.contacts, args.days, args.memory, args.database, args.redis,
+                                        None if args.quiet else progress_bar))  # fmt: skip
+    print(format_report(report, config.scheduler.tick_interval_ms))
+    total = sum(report.outcomes.values())
+    return 0 if report.replay_identical == total and report.chains_valid == total else 1
 
+
+def _client(args: argparse.Namespace) -> Any:
+    from dee.engine import Engine
+
+    return Engine(load_config(args), scheduler=False)
+
+
+def _print(value: Any) -> None:
+    print(json.dumps(msgspec.to_builtins(value), indent=2, default=str))
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
     async def go() -> int:
-        async with Engine(config, scheduler=True) as engine:
-            report = await simulate(engine, plan, args.contacts, args.days, progress=None if args.quiet else progress_bar)
-        print(format_report(report, config.scheduler.tick_interval_ms))
-        total = sum(report.outcomes.values())
-        return 0 if report.replay_identical == total and report.chains_valid == total else 1
+        async with _client(args) as engine:
+            action = args.runs_command
+            if action == "list":
+                page = await engine.list_runs(status=args.status, plan_id=args.plan, contact_id=args.contact,
+                                              limit=args.limit, offset=args.offset)  # fmt: skip
+                for run in page.runs:
+                    print(f"{run.id}  {run.status:<10} {run.outcome or '-':<14} {run.plan_id} v{run.plan_version}  "
+                          f"{run.contact_id}  step {run.current_step or '-'}")  # fmt: skip
+                print(f"{len(page.runs)} of {page.total}")
+            elif action == "show":
+                _print(await engine.get_run(args.run_id))
+            elif action == "timeline":
+                for t in await engine.get_timeline(args.run_id):
+                    print(f"tick {t.tick:>9}  {t.action:<16} {t.step or '':<20} {t.outcome or ''}")
+            elif action == "replay":
+                result = await engine.replay(args.run_id, dry_run=not args.record)
+                print("identical" if result.identical else f"{len(result.diffs)} difference(s)")
+                for diff in result.diffs:
+                    print(f"  {diff.step}.{diff.field}: expected {diff.expected!r}, got {diff.actual!r}")
+                return 0 if result.identical else 1
+            elif action == "cancel":
+                await engine.cancel_run(args.run_id, args.reason)
+            else:
+                await getattr(engine, f"{action}_run")(args.run_id)
+            if action in ("pause", "resume", "cancel", "retry"):
+                print(f"{args.run_id}: {(await engine.get_run(args.run_id)).status}")
+            return 0
 
     return asyncio.run(go())
 
 
-def _templates(args: argparse.Namespace) -> object:
-    from dee.templates import load_directory
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    async def go() -> int:
+        async with _client(args) as engine:
+            ids = args.run_ids or [r.id for r in (await engine.list_runs(limit=10**9)).runs]
+            broken = 0
+            for run_id in ids:
+                result = await engine.verify_audit_chain(run_id)
+                if not result.valid:
+                    broken += 1
+                    print(f"{run_id}: BROKEN at seq {result.broken_at}: {result.reason}")
+                elif args.run_ids:
+                    print(f"{run_id}: valid ({result.entries} entries, ticks {result.first_tick}..{result.last_tick})")
+            print(f"{len(ids) - broken}/{len(ids)} chains valid")
+            return 1 if broken else 0
 
-    return load_directory(load_config(args).config_dir)
-
-
-def load_config(args: argparse.Namespace) -> EngineConfig:
-    return EngineConfig.load(args.config)
+    return asyncio.run(go())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,25 +197,50 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="TOML configuration file (default: built-in defaults + environment)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    plugins = sub.add_parser("plugins", help="list installed plugins and where they came from")
-    plugins.add_argument("--json", action="store_true")
-    plugins.set_defaults(func=cmd_plugins)
+    def command(name: str, func: Any, help: str, parent: Any = sub) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=help)
+        p.set_defaults(func=func)
+        return p
 
+    command("plugins", cmd_plugins, "list installed plugins and where they came from").add_argument("--json", action="store_true")
     plan = sub.add_parser("plan", help="plan files").add_subparsers(dest="plan_command", required=True)
-    validate = plan.add_parser("validate", help="check plan files against every validation rule")
-    validate.add_argument("files", nargs="+")
-    validate.set_defaults(func=cmd_plan_validate)
-    graph = plan.add_parser("graph", help="print the plan as a Mermaid or Graphviz graph")
+    command("validate", cmd_plan_validate, "check plan files against every validation rule", plan).add_argument("files", nargs="+")
+    graph = command("graph", cmd_plan_graph, "print the plan as a Mermaid or Graphviz graph", plan)
     graph.add_argument("file")
     graph.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
-    graph.set_defaults(func=cmd_plan_graph)
+    command("schema", cmd_schema, "print the JSON Schema of the wire messages")
+    command("migrate", cmd_migrate, "create the database if needed and apply migrations")
+    command("run", cmd_run, "run the daemon (SIGTERM drains and exits 0)")
+    command("health", cmd_health, "check Postgres, Redis, migrations, partitions and plugins")
 
-    simulate = sub.add_parser("simulate", help="run a plan for simulated contacts on a manual clock")
+    simulate = command("simulate", cmd_simulate, "run a plan for simulated contacts on a manual clock")
     simulate.add_argument("plan")
     simulate.add_argument("--contacts", type=int, default=1000)
     simulate.add_argument("--days", type=int, default=10)
+    simulate.add_argument("--memory", action="store_true", help="run in this process, without Postgres and Redis")
+    simulate.add_argument("--database", help="database to (re)create for the simulation (default: <config db>_simulate)")
+    simulate.add_argument("--redis", help="Redis for the simulation (default: the configured server, database 15, flushed)")
     simulate.add_argument("--quiet", action="store_true", help="no progress bar")
-    simulate.set_defaults(func=cmd_simulate)
+
+    runs = sub.add_parser("runs", help="inspect and steer runs").add_subparsers(dest="runs_command", required=True)
+    listing = command("list", cmd_runs, "list runs", runs)
+    listing.add_argument("--status", action="append")
+    listing.add_argument("--plan")
+    listing.add_argument("--contact")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--offset", type=int, default=0)
+    for name, help in (("show", "a run's state"), ("timeline", "a run's timeline"), ("pause", "pause a run"),
+                       ("resume", "resume a paused run"), ("retry", "retry a failed run")):  # fmt: skip
+        command(name, cmd_runs, help, runs).add_argument("run_id")
+    replay = command("replay", cmd_runs, "replay a run from its audit log and compare", runs)
+    replay.add_argument("run_id")
+    replay.add_argument("--record", action="store_true", help="journal the verdict (dry_run=False)")
+    cancel = command("cancel", cmd_runs, "cancel a run", runs)
+    cancel.add_argument("run_id")
+    cancel.add_argument("--reason", default="cancelled from the command line")
+
+    audit = sub.add_parser("audit", help="audit log").add_subparsers(dest="audit_command", required=True)
+    command("verify", cmd_audit_verify, "verify audit chains (all runs when none is named)", audit).add_argument("run_ids", nargs="*")
     return parser
 
 
@@ -128,8 +251,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DeeError as exc:
         print(f"dee: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"dee: cannot reach a service: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -22,8 +22,9 @@ from dee.bus import messages as wire
 from dee.bus.streams import FIELD, inbound_stream
 from dee.config import EngineConfig
 from dee.errors import ConfigError, EngineUnavailableError, RunNotFoundError, rebuild_error
-from dee.ids import ulid
+from dee.ids import MonotonicUlid, ulid
 from dee.kernel.audit import AuditEntry
+from dee.metrics import Metrics
 from dee.kernel.contact import Contact
 from dee.kernel.replay import ReplayResult
 from dee.plan.compiled import CompiledPlan
@@ -64,11 +65,18 @@ class DaemonBackend:
         self.runtime: Any = None
         self.clock: DeploymentClock | None = None
         self._manual_tick = 0
+        self.metrics = Metrics()
+        self.new_run_id = MonotonicUlid()
 
     # ---- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
         self.pool = await asyncpg.create_pool(self.config.database, min_size=2, max_size=max(4, self.partitions // 2 + 4))
-        self.redis = aioredis.from_url(self.config.redis)
+        # blocking reads hold a connection each (one per partition worker, dispatch channel and the
+        # reply reader); a bounded pool that waits for a free connection absorbs bursts of writes
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.config.redis, max_connections=2 * self.partitions + 48, timeout=30
+        )
+        self.redis = aioredis.Redis(connection_pool=pool)
         async with self.pool.acquire() as conn:
             missing = await pending_migrations(conn)
             if missing:
@@ -80,7 +88,7 @@ class DaemonBackend:
         if self.scheduler:
             from dee.scheduler.runtime import Runtime
 
-            self.runtime = Runtime(self.config, self.pool, self.redis, self.plans, self.clock, self.adapters)
+            self.runtime = Runtime(self.config, self.pool, self.redis, self.plans, self.clock, self.adapters, metrics=self.metrics)
             await self.runtime.start()
 
     async def stop(self) -> None:
@@ -104,6 +112,16 @@ class DaemonBackend:
     def current_tick(self) -> int:
         assert self.clock is not None
         return self.clock.wall_tick() if self.clock.mode == "wall" else self._manual_tick
+
+    async def ready(self) -> bool:
+        """Storage answers and, for a scheduler, it has joined (owns partitions or is balanced)."""
+        try:
+            await self.db.fetchval("SELECT 1")
+            assert self.redis is not None
+            await self.redis.ping()
+        except Exception:
+            return False
+        return True
 
     # ---- request / reply ---------------------------------------------------------------
     async def _read_replies(self) -> None:
@@ -155,7 +173,7 @@ class DaemonBackend:
         start_at: int | None, idempotency_key: str | None,
     ) -> str:  # fmt: skip
         message = wire.Execute(
-            command_id=ulid(), reply_to=self.reply_stream, run_id=ulid(), plan_id=plan_id, plan_version=version,
+            command_id=ulid(), reply_to=self.reply_stream, run_id=self.new_run_id(), plan_id=plan_id, plan_version=version,
             contact=contact, variables=variables, start_at=start_at, idempotency_key=idempotency_key,
         )  # fmt: skip
         reply = await self.ask(partition_for(contact.id, self.partitions), message)
@@ -177,7 +195,7 @@ class DaemonBackend:
         async def one(partition: int, group: list[Contact]) -> tuple[list[Contact], wire.Reply | Exception]:
             message = wire.ExecuteBatch(
                 command_id=ulid(), reply_to=self.reply_stream, plan_id=plan_id, plan_version=version,
-                variables=variables, items=[wire.BatchItem(ulid(), c) for c in group],
+                variables=variables, items=[wire.BatchItem(self.new_run_id(), c) for c in group],
             )  # fmt: skip
             try:
                 return group, await self.send(partition, message, timeout=max(REPLY_TIMEOUT_S, len(group) / 100))
@@ -336,16 +354,21 @@ class DaemonBackend:
                 return
 
     async def _set_clock(self, tick: int) -> None:
+        """Move the manual clock and wake the partitions that have a timer due by then (the
+        others read the clock when they next have work: nothing of theirs depends on it)."""
         assert self.redis is not None
         await self.db.execute("UPDATE dee_meta SET manual_tick = greatest(manual_tick, $1)", tick)
         self._manual_tick = tick
+        due = await self.db.fetch(
+            "SELECT DISTINCT partition FROM runs WHERE wake_tick <= $1 AND status <> 'paused'", tick
+        )
         async with self.redis.pipeline(transaction=False) as pipe:
-            for partition in range(self.partitions):
-                pipe.xadd(inbound_stream(partition), {FIELD: wire.encode(wire.Wake(command_id="wake"))})
+            for row in due:
+                pipe.xadd(inbound_stream(row["partition"]), {FIELD: wire.encode(wire.Wake(command_id="wake"))})
             await pipe.execute()
 
     async def run_until_idle(self, timeout: float = IDLE_TIMEOUT_S) -> None:
-        """Poll until every partition is at the clock with nothing due, queued or in flight."""
+        """Poll until no partition has anything due, queued or in flight at the clock's tick."""
         deadline = time.monotonic() + timeout
         while True:
             busy = await self._busy()
@@ -361,7 +384,6 @@ class DaemonBackend:
         row = await self.db.fetchrow(
             """
             SELECT coalesce(
-              (SELECT min(p.partition) FROM partitions p, dee_meta m WHERE p.tick < m.manual_tick),
               (SELECT min(partition) FROM inbox),
               (SELECT min(partition) FROM outbox),
               (SELECT min(r.partition) FROM runs r, dee_meta m WHERE r.awaiting

@@ -62,6 +62,12 @@ class AuditConfig(_Section):
     archive_to: str | None = None
 
 
+class MetricsConfig(_Section):
+    enabled: bool = True
+    host: str = "0.0.0.0"
+    port: int = 9464
+
+
 class PluginsConfig(_Section):
     disabled: tuple[str, ...] = ()
 
@@ -73,6 +79,7 @@ class EngineConfig(_Section):
     channels: ChannelsConfig = ChannelsConfig()
     audit: AuditConfig = AuditConfig()
     plugins: PluginsConfig = PluginsConfig()
+    metrics: MetricsConfig = MetricsConfig()
     config_dir: str = "config"
     message_domain: str = "dee.local"
 
@@ -108,7 +115,7 @@ class EngineConfig(_Section):
         }
 
 
-SECTIONS = ("scheduler", "channels", "audit", "plugins")
+SECTIONS = ("scheduler", "channels", "audit", "plugins", "metrics")
 ENV_ALIASES = {"DATABASE_URL": ("database",), "REDIS_URL": ("redis",), "DEE_SCHEDULER_TICK_MS": ("scheduler", "tick_interval_ms")}
 
 

@@ -23,7 +23,7 @@ from dee.config import EngineConfig
 from dee.errors import (
     AlreadyEnrolledError, ContactSuppressedError, InvalidTransitionError, RunNotFoundError, StartInPastError,
 )  # fmt: skip
-from dee.ids import ulid
+from dee.ids import MonotonicUlid, ulid
 from dee.kernel.audit import AuditEntry, seal
 from dee.kernel.contact import Contact
 from dee.kernel.effects import ContactFlagged, DispatchRequest
@@ -72,6 +72,7 @@ class MemoryBackend:
         self.events_seen: set[str] = set()
         self.suppressions: list[Suppression] = []
         self.consents: list[ConsentRecord] = []
+        self.new_run_id = MonotonicUlid()
 
     # ---- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -139,7 +140,7 @@ class MemoryBackend:
                 contact, unsubscribed=contact.unsubscribed or known.unsubscribed, bounced=contact.bounced or known.bounced
             )
         self.contacts[contact.id] = contact
-        run_id = ulid()
+        run_id = self.new_run_id()
         start = Start(self.current_tick, run_id, plan.id, plan.version or 0, plan.checksum, contact, dict(variables or {}), start_tick)
         self.commit(run_id, start_run(start))
         self.enrolled[(plan.id, contact.id)] = run_id

@@ -8,6 +8,7 @@ produced must replay identically from its audit log.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import heapq
 import sys
@@ -15,8 +16,16 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
+import msgspec
+import redis.asyncio as aioredis
+
+from dee.config import EngineConfig
 from dee.engine import Engine
+from dee.store.admin import database_name, recreate_database, with_database
+from dee.store.migrate import migrate
 from dee.kernel.clock import ms_to_ticks
 from dee.kernel.timeline import TimelineEntry
 from dee.plan.model import Plan
@@ -95,10 +104,13 @@ async def simulate(
             break
         target = min(now + delay, end, pending[0][0] if pending else end)
         await engine.advance_clock(target - now)
+        batch = []
         while pending and pending[0][0] <= engine.current_tick:
             _, serial_no, event_type, contact_id, run_id, step_id = heapq.heappop(pending)
-            await engine.ingest_event(event_type, contact_id, {}, run_id=run_id, step_id=step_id, event_id=f"sim-{serial_no}")
-            report.events_ingested += 1
+            batch.append(engine.ingest_event(event_type, contact_id, {}, run_id=run_id, step_id=step_id,
+                                             event_id=f"sim-{serial_no}"))  # fmt: skip
+        await asyncio.gather(*batch)
+        report.events_ingested += len(batch)
         await engine.run_until_idle()
     page = await engine.list_runs(plan_id=plan.id, limit=contacts)
     for index, run in enumerate(page.runs):
@@ -117,6 +129,38 @@ async def simulate(
         report.sample_timeline = await engine.get_timeline(longest.id)
     report.seconds = time.perf_counter() - started
     return report
+
+
+async def run_simulation(
+    config: EngineConfig, plan: Plan, contacts: int, days: int, memory: bool, database: str | None,
+    redis_url: str | None, progress: Callable[[str, int, int], None] | None,
+) -> SimulationReport:  # fmt: skip
+    """Set up a fresh deployment (in memory, or a recreated database and a flushed Redis
+    database), run the simulation with an embedded scheduler, and return its report."""
+    scheduler = msgspec.structs.replace(config.scheduler, clock="manual")
+    metrics = msgspec.structs.replace(config.metrics, enabled=False)
+    if memory:
+        sim = msgspec.structs.replace(config, database="memory://", scheduler=scheduler, metrics=metrics)
+    else:
+        db = database or with_database(config.database, database_name(config.database) + "_simulate")
+        url = redis_url or redis_database(config.redis, 15)
+        await recreate_database(db)
+        sim = msgspec.structs.replace(config, database=db, redis=url, scheduler=scheduler, metrics=metrics)
+        conn = await asyncpg.connect(db)
+        try:
+            await migrate(conn, sim)
+        finally:
+            await conn.close()
+        client = aioredis.from_url(url)
+        await client.flushdb()
+        await client.aclose()
+    async with Engine(sim, scheduler=True) as engine:
+        return await simulate(engine, plan, contacts, days, progress=progress)
+
+
+def redis_database(url: str, index: int) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{index}", parts.query, parts.fragment))
 
 
 def format_report(report: SimulationReport, tick_ms: int) -> str:

@@ -9,6 +9,7 @@ drafts, the effects and the final `RunState`.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Sequence
 
 import msgspec
@@ -27,6 +28,12 @@ from driver import Recording, all_at_once, drive, drive_steps, encode, feed, one
 from strategies import Scenario, scenario_pairs, scenarios
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# Example counts are tuned so the whole file runs in ~20 s; DEE_PROPERTY_SCALE=20 hunts harder.
+SCALE = float(os.environ.get("DEE_PROPERTY_SCALE", "1"))
+
+
+def examples(n: int) -> int:
+    return max(1, int(n * SCALE))
 
 
 def describe(rec: Recording) -> None:
@@ -45,7 +52,7 @@ def describe(rec: Recording) -> None:
 # ---- 1. determinism ----------------------------------------------------------------------------
 
 
-@settings(max_examples=120, **SETTINGS)
+@settings(max_examples=examples(120), **SETTINGS)
 @given(scenarios())
 def test_same_plan_and_inputs_give_byte_identical_runs(scenario: Scenario) -> None:
     """SPEC 1.1: the same plan version, contact, variables and inputs produce the same trace.
@@ -66,7 +73,7 @@ def test_same_plan_and_inputs_give_byte_identical_runs(scenario: Scenario) -> No
 # ---- 2. replay and the audit chain -------------------------------------------------------------
 
 
-@settings(max_examples=100, **SETTINGS)
+@settings(max_examples=examples(100), **SETTINGS)
 @given(scenarios())
 def test_replay_of_the_sealed_log_is_identical_and_the_chain_verifies(scenario: Scenario) -> None:
     """SPEC 7 and 8: the audit log alone is enough to re-execute a run, and it is a valid chain.
@@ -176,7 +183,7 @@ def probe_commands(state: RunState, now: int, env: KernelEnv) -> None:
             )
 
 
-@settings(max_examples=80, **SETTINGS)
+@settings(max_examples=examples(80), **SETTINGS)
 @given(scenarios())
 def test_status_machine_follows_the_spec_table(scenario: Scenario) -> None:
     """SPEC 4: a run only takes the allowed transitions; anything else is refused and changes
@@ -214,7 +221,7 @@ def splits(draw: st.DrawFn, n: int) -> tuple[list[int], list[float]]:
 
 
 @pytest.mark.parametrize("composition", ["one_per_call", "all_at_once", "random_split"])
-@settings(max_examples=60, **SETTINGS)
+@settings(max_examples=examples(60), **SETTINGS)
 @given(scenario=scenarios(), data=st.data())
 def test_batch_composition_does_not_change_the_run(composition: str, scenario: Scenario, data: st.DataObject) -> None:
     """SPEC 5 / DESIGN 3: how inputs are grouped into advance calls never changes a trace.
@@ -249,7 +256,7 @@ def store_content(env: KernelEnv) -> bytes:
     return encode({kind: {i: store.get(kind, i) for i in store.ids(kind)} for kind in ("email", "voice", "voicemail")})
 
 
-@settings(max_examples=80, **SETTINGS)
+@settings(max_examples=examples(80), **SETTINGS)
 @given(scenarios())
 def test_advance_never_mutates_its_arguments(scenario: Scenario) -> None:
     """DESIGN 1/3: `advance` is a pure function.
@@ -280,7 +287,7 @@ def test_advance_never_mutates_its_arguments(scenario: Scenario) -> None:
     assert rec.fingerprint() == drive(scenario).fingerprint()
 
 
-@settings(max_examples=60, **SETTINGS)
+@settings(max_examples=examples(60), **SETTINGS)
 @given(pair=scenario_pairs(), schedule=st.lists(st.booleans(), max_size=60))
 def test_interleaving_runs_does_not_change_either(pair: tuple[Scenario, Scenario], schedule: list[bool]) -> None:
     """SPEC 1.1 ("whatever the load"): a run's trace does not depend on other runs advanced in

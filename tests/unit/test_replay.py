@@ -24,7 +24,7 @@ from dee import (
     load_plan,
 )
 from dee.kernel.effects import DispatchRequest
-from dee.kernel.inputs import ChannelResult, Event, Start
+from dee.kernel.inputs import Event, Start
 from dee.kernel.machine import KernelEnv
 from dee.kernel.replay import inputs_of, replay_entries, trace
 from dee.plan.compiled import CompiledPlan
@@ -418,3 +418,54 @@ async def test_debugging_never_touches_the_live_run(engine: Engine) -> None:
     assert await engine.audit.get_by_run(run.id) == live_entries
     assert await engine.get_run(run.id) == live
     assert debugger.state.current_step == "wait-1"
+
+
+# ---- every kind of input replays ------------------------------------------------------------
+
+
+def person(cid: str, email: str | None = None) -> dict[str, Any]:
+    return {"id": cid, "email": email or f"{cid}@acme.test", "phone": "+15550002", "attributes": {"company": "Acme"}}
+
+
+async def test_runs_with_commands_retries_bounces_and_suppressions_replay_identically(engine: Engine) -> None:
+    plan = load_plan(PLAN_FILE)
+    runs = {
+        "paused": await engine.execute(plan, person("p1"), {"product": "DEE"}),
+        "transient": await engine.execute(plan, person("f1", "f1@flaky.test"), {"product": "DEE"}),
+        "retried": await engine.execute(plan, person("x1", "x1@fail.test"), {"product": "DEE"}),
+        "hard-bounce": await engine.execute(plan, person("b1", "b1@bounce.test"), {"product": "DEE"}),
+        "soft-bounce": await engine.execute(plan, person("s1", "s1@soft.test"), {"product": "DEE"}),
+        "unsubscribed": await engine.execute(plan, person("u1"), {"product": "DEE"}),
+        "suppressed": await engine.execute(plan, person("z1"), {"product": "DEE"}),
+        "future-start": await engine.execute(plan, person("l1"), {"product": "DEE"}, start_at=500),
+    }
+    await engine.run_until_idle()
+    await engine.pause_run(runs["paused"].id)
+    await engine.advance_clock(DAY)
+    await engine.retry_run(runs["retried"].id)
+    await engine.ingest_event("email.unsubscribed", "u1", {})
+    await engine.suppress("z1", "global", "complaint", "support")
+    await engine.advance_clock(3 * DAY)
+    await engine.resume_run(runs["paused"].id)
+    await engine.advance_clock(10 * DAY)
+
+    ends = {name: ((v := await engine.get_run(r.id)).status, v.outcome) for name, r in runs.items()}
+    assert ends == {
+        "paused": ("completed", "no_response"),
+        "transient": ("completed", "no_response"),
+        "retried": ("failed", None),
+        "hard-bounce": ("completed", "undeliverable"),
+        "soft-bounce": ("failed", None),
+        "unsubscribed": ("completed", "unsubscribed"),
+        "suppressed": ("cancelled", None),
+        "future-start": ("completed", "no_response"),
+    }
+    for name, run in runs.items():
+        result = await engine.replay(run.id)
+        assert (name, result.identical, result.diffs) == (name, True, [])
+        recorded = await engine.audit.get_by_run(run.id)
+        debugger = await engine.debug(run.id)
+        while debugger.has_next():
+            await debugger.step_forward()
+        assert [key(e) for e in debugger.entries] == [key(e) for e in recorded], name
+        assert debugger.state.status == ends[name][0], name

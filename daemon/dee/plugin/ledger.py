@@ -48,17 +48,14 @@ class RedisLedger:
     def __init__(self, url: str, channel: str) -> None:
         self.url = url
         self.keys = [f"dee:sim:{channel}:{name}" for name in ("answers", "sends", "requests")]
-        self._redis: aioredis.Redis | None = None
+        # a bounded pool that waits for a free connection rather than failing a burst of sends
+        self._redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(url, max_connections=16))
 
     async def record(self, key: str, decide: Callable[[], DispatchResponse]) -> DispatchResponse:
-        if self._redis is None:
-            self._redis = aioredis.from_url(self.url)
         raw = await self._redis.eval(_RECORD, 3, *self.keys, key, msgspec.json.encode(decide()))
         return msgspec.json.decode(raw, type=DispatchResponse)
 
     async def sends(self) -> dict[str, int]:
-        if self._redis is None:
-            self._redis = aioredis.from_url(self.url)
         return {k.decode(): int(v) for k, v in (await self._redis.hgetall(self.keys[1])).items()}
 
 

@@ -20,6 +20,11 @@ class DeploymentClock:
         self.interval = config.scheduler.tick_interval_ms
         self.epoch_ms = epoch_ms
 
+    def cached(self, last_tick: int) -> bool:
+        """True when the clock cannot have moved past `last_tick` without telling the worker:
+        a manual clock always sends a wake-up message when it moves; a wall clock moves on its own."""
+        return self.mode == "manual" or self.wall_tick() <= last_tick
+
     def wall_tick(self) -> int:
         return max(0, (int(time.time() * 1000) - self.epoch_ms) // self.interval)
 

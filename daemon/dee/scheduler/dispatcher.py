@@ -51,6 +51,7 @@ class Dispatcher:
         self.claim_after_ms = claim_after_ms
         self.metrics = metrics
         self._stop = asyncio.Event()
+        self._in_flight = asyncio.Semaphore(64)  # adapter calls at once, per process
 
     def stop(self) -> None:
         self._stop.set()
@@ -92,7 +93,8 @@ class Dispatcher:
         """An adapter that raises is a failed send (transient): recorded and retried by the kernel."""
         started = time.perf_counter()
         try:
-            response = await adapter.send(item.request)
+            async with self._in_flight:
+                response = await adapter.send(item.request)
         except Exception as exc:  # adapters are third-party code; their failure must not stop dispatch
             log.warning("adapter %s failed: %r", adapter.name, exc)
             response = DispatchResponse("failed", "transient", f"{type(exc).__name__}: {exc}")

@@ -79,6 +79,11 @@ class Runtime:
             partition, epoch, self.instance, self.config, self.pool, self.redis, self.plans, self.clock, self.metrics
         )
         self.workers[partition] = (worker, asyncio.create_task(self._run_worker(worker), name=f"dee-p{partition}"))
+        self._gauge()
+
+    def _gauge(self) -> None:
+        if self.metrics is not None:
+            self.metrics.partitions_owned.set(len(self.coordinator.owned))  # type: ignore[attr-defined]
 
     async def _run_worker(self, worker: PartitionWorker) -> None:
         try:
@@ -86,6 +91,9 @@ class Runtime:
         except LeaseLostError as exc:
             log.warning("%s; the worker stops", exc)
             self.coordinator.owned.pop(worker.partition, None)
+            self.coordinator.lease_losses += 1
+            if self.metrics is not None:
+                self.metrics.lease_losses.inc()  # type: ignore[attr-defined]
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -98,6 +106,7 @@ class Runtime:
             return
         worker, task = entry
         worker.stop()
+        self._gauge()
         try:
             await asyncio.wait_for(task, timeout=max(5.0, self.config.scheduler.lease_ttl_ms / 1000))
         except TimeoutError:

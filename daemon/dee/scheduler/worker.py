@@ -70,6 +70,7 @@ class PartitionWorker:
         self.reader = GroupReader(redis, inbound_stream(partition), GROUP, instance)
         self._stop = asyncio.Event()
         self.settings = config.kernel_settings()
+        self.committed_tick = -1
 
     def stop(self) -> None:
         """Drain: finish the current iteration, then return from `run`."""
@@ -79,14 +80,19 @@ class PartitionWorker:
         await self.reader.claim_idle(0)
         await self.publish(await self._unpublished())
         iterations = 0
+        busy = True  # a new owner looks at the partition once even without input
+        last_tick = -1
         while not self._stop.is_set():
-            entries = await self.reader.read(count=1000, block_ms=20)
+            entries = await self.reader.read(count=1000, block_ms=5 if busy else 50)
+            if not entries and not busy and self.clock.cached(last_tick):
+                continue  # nothing arrived, the clock did not move, nothing left over: no transaction
             report = await self.guarded(entries)
+            # after any activity look once more: new runs, fanned-out inputs or leftovers may be due
+            busy = bool(entries) or report.processed > 0 or report.tick < 0
+            last_tick = report.tick
             iterations += 1
             if iterations % 500 == 0:
                 await trim_acknowledged(self.redis, self.reader.stream, GROUP)
-            if report.processed == 0 and not entries:
-                await asyncio.sleep(0.005)
 
     async def guarded(self, entries: Sequence[Entry]) -> TickReport:
         """One iteration; a batch that cannot commit is retried entry by entry, and an entry
@@ -137,16 +143,18 @@ class PartitionWorker:
             async with conn.transaction():
                 await self._fence(conn)
                 intake, duplicates = await self._intake(conn, tick, [m for _, m in valid])
-                replies, outbox, audit = await self._process(conn, tick, intake, report)
                 await rows.copy_runs(conn, intake.runs)
+                replies, outbox, audit = await self._process(conn, tick, intake, report)
                 report.entries = await rows.copy_audit(conn, [*intake.audit, *audit])
                 outbox_seqs = await rows.add_outbox(conn, self.partition, outbox)
-                await conn.execute("UPDATE partitions SET tick = greatest(tick, $2) WHERE partition = $1", self.partition, tick)
+                if tick > self.committed_tick:
+                    await conn.execute("UPDATE partitions SET tick = greatest(tick, $2) WHERE partition = $1", self.partition, tick)
                 all_replies = [*intake.replies, *replies]
                 await self._store_replies(conn, all_replies)
         for entry, reason in dead:
             await dead_letter(self.redis, dead_letter_stream(self.partition), self.reader.stream, entry, reason)
         await self.reader.ack([e[0] for e in entries])
+        self.committed_tick = max(self.committed_tick, tick)
         await self._reply([*all_replies, *duplicates])
         await self.publish(list(zip(outbox_seqs, outbox, strict=True)))
         if self.metrics is not None:

@@ -1,0 +1,44 @@
+"""`dee run`: the daemon process. uvloop, signals, graceful drain, the metrics server.
+
+SIGTERM or SIGINT drains: workers finish the iteration in progress, leases are handed back
+(so another instance takes over at once instead of after the TTL), and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import uvloop
+
+from dee.config import EngineConfig
+from dee.engine import Engine
+from dee.metrics import serve
+
+log = logging.getLogger("dee.daemon")
+
+
+async def serve_until_signalled(config: EngineConfig) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with Engine(config, scheduler=True) as engine:
+        backend = engine._backend
+        server = None
+        if config.metrics.enabled:
+            server = await serve(config.metrics.host, config.metrics.port, backend.metrics, backend.ready)  # type: ignore[attr-defined]
+        runtime = backend.runtime  # type: ignore[attr-defined]
+        log.info("dee daemon %s up; partitions %s", runtime.instance, runtime.owned)
+        await stop.wait()
+        log.info("draining")
+        if server is not None:
+            server.close()
+    log.info("stopped")
+    return 0
+
+
+def run(config: EngineConfig) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return uvloop.run(serve_until_signalled(config))
