@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--days", type=int, default=10)
     simulate.add_argument("--memory", action="store_true", help="run in this process, without Postgres and Redis")
     simulate.add_argument("--database", help="database to (re)create for the simulation (default: <config db>_simulate)")
-    simulate.add_argument("--redis", help="Redis for the simulation (default: the configured server, database 15, flushed)")
+    simulate.add_argument("--redis", help="Redis for the simulation (default: the configured one; keys under <namespace>-simulate)")
     simulate.add_argument("--quiet", action="store_true", help="no progress bar")
 
     runs = sub.add_parser("runs", help="inspect and steer runs").add_subparsers(dest="runs_command", required=True)

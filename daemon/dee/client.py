@@ -19,7 +19,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from dee.bus import messages as wire
-from dee.bus.streams import FIELD, inbound_stream
+from dee.bus.streams import FIELD, Keys
 from dee.config import EngineConfig
 from dee.errors import ConfigError, EngineUnavailableError, RunNotFoundError, rebuild_error
 from dee.ids import MonotonicUlid, ulid
@@ -57,7 +57,8 @@ class DaemonBackend:
         self.partitions = config.scheduler.partitions
         self.plans = PlanCache(plugins, templates)
         self.client_id = ulid()
-        self.reply_stream = f"dee:reply:{self.client_id}"
+        self.keys = Keys(config.namespace)
+        self.reply_stream = self.keys.reply(self.client_id)
         self._waiting: dict[str, asyncio.Future[wire.Reply]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.pool: asyncpg.Pool | None = None
@@ -142,7 +143,7 @@ class DaemonBackend:
         assert self.redis is not None
         future: asyncio.Future[wire.Reply] = asyncio.get_running_loop().create_future()
         self._waiting[message.command_id] = future
-        await self.redis.xadd(inbound_stream(partition), {FIELD: wire.encode(message)})
+        await self.redis.xadd(self.keys.inbound(partition), {FIELD: wire.encode(message)})
         try:
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:
@@ -364,7 +365,7 @@ class DaemonBackend:
         )
         async with self.redis.pipeline(transaction=False) as pipe:
             for row in due:
-                pipe.xadd(inbound_stream(row["partition"]), {FIELD: wire.encode(wire.Wake(command_id="wake"))})
+                pipe.xadd(self.keys.inbound(row["partition"]), {FIELD: wire.encode(wire.Wake(command_id="wake"))})
             await pipe.execute()
 
     async def run_until_idle(self, timeout: float = IDLE_TIMEOUT_S) -> None:
@@ -396,14 +397,15 @@ class DaemonBackend:
             return int(row["busy"])
         async with self.redis.pipeline(transaction=False) as pipe:
             for partition in range(self.partitions):
-                pipe.xinfo_groups(inbound_stream(partition))
+                pipe.xinfo_groups(self.keys.inbound(partition))
             infos = await pipe.execute()
         for partition, groups in enumerate(infos):
             for group in groups:
                 if group.get("pending") or group.get("lag"):
                     return partition
         for channel in self.adapters:
-            for group in await self.redis.xinfo_groups(f"dee:dispatch:{channel}") if await self.redis.exists(f"dee:dispatch:{channel}") else []:
+            stream = self.keys.dispatch(channel)
+            for group in await self.redis.xinfo_groups(stream) if await self.redis.exists(stream) else []:
                 if group.get("pending") or group.get("lag"):
                     return -1
         return None

@@ -81,6 +81,7 @@ class EngineConfig(_Section):
     plugins: PluginsConfig = PluginsConfig()
     metrics: MetricsConfig = MetricsConfig()
     config_dir: str = "config"
+    namespace: str = "dee"
     message_domain: str = "dee.local"
 
     @classmethod

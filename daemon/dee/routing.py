@@ -15,6 +15,3 @@ def partition_for(contact_id: str, partitions: int) -> int:
     digest = hashlib.sha256(contact_id.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") % partitions
 
-
-def inbound_stream(partition: int) -> str:
-    return f"dee:{{{partition}}}:in"

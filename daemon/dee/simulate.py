@@ -16,7 +16,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import msgspec
@@ -135,32 +134,37 @@ async def run_simulation(
     config: EngineConfig, plan: Plan, contacts: int, days: int, memory: bool, database: str | None,
     redis_url: str | None, progress: Callable[[str, int, int], None] | None,
 ) -> SimulationReport:  # fmt: skip
-    """Set up a fresh deployment (in memory, or a recreated database and a flushed Redis
-    database), run the simulation with an embedded scheduler, and return its report."""
+    """Set up a fresh deployment (in memory, or a recreated database and an emptied Redis
+    namespace), run the simulation with an embedded scheduler, and return its report."""
     scheduler = msgspec.structs.replace(config.scheduler, clock="manual")
     metrics = msgspec.structs.replace(config.metrics, enabled=False)
     if memory:
         sim = msgspec.structs.replace(config, database="memory://", scheduler=scheduler, metrics=metrics)
     else:
         db = database or with_database(config.database, database_name(config.database) + "_simulate")
-        url = redis_url or redis_database(config.redis, 15)
+        namespace = f"{config.namespace}-simulate"
         await recreate_database(db)
-        sim = msgspec.structs.replace(config, database=db, redis=url, scheduler=scheduler, metrics=metrics)
+        sim = msgspec.structs.replace(config, database=db, redis=redis_url or config.redis, namespace=namespace,
+                                      scheduler=scheduler, metrics=metrics)  # fmt: skip
         conn = await asyncpg.connect(db)
         try:
             await migrate(conn, sim)
         finally:
             await conn.close()
-        client = aioredis.from_url(url)
-        await client.flushdb()
-        await client.aclose()
+        await clear_namespace(sim.redis, namespace)
     async with Engine(sim, scheduler=True) as engine:
         return await simulate(engine, plan, contacts, days, progress=progress)
 
 
-def redis_database(url: str, index: int) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{index}", parts.query, parts.fragment))
+async def clear_namespace(url: str, namespace: str) -> None:
+    """Delete every Redis key of a namespace (a fresh simulation starts from nothing)."""
+    client = aioredis.from_url(url)
+    try:
+        batch = [key async for key in client.scan_iter(match=f"{namespace}:*", count=1000)]
+        for start in range(0, len(batch), 1000):
+            await client.delete(*batch[start : start + 1000])
+    finally:
+        await client.aclose()
 
 
 def format_report(report: SimulationReport, tick_ms: int) -> str:

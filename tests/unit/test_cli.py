@@ -62,7 +62,7 @@ def test_plugins_lists_builtins_with_their_source(capsys: pytest.CaptureFixture[
 
 
 def test_simulate_small_run_replays_and_verifies(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["simulate", str(PLANS / "sales-outreach-v2.yaml"), "--contacts", "40", "--days", "10", "--quiet"])
+    code = main(["simulate", str(PLANS / "sales-outreach-v2.yaml"), "--contacts", "40", "--days", "10", "--quiet", "--memory"])
     out = capsys.readouterr().out
     assert code == 0
     counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^completed\s+(\w+)\s+(\d+)$", out, re.M)}
@@ -74,7 +74,7 @@ def test_simulate_small_run_replays_and_verifies(capsys: pytest.CaptureFixture[s
 
 
 def test_simulate_is_reproducible(capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["simulate", str(PLANS / "sales-outreach-v2.yaml"), "--contacts", "30", "--days", "10", "--quiet"]
+    args = ["simulate", str(PLANS / "sales-outreach-v2.yaml"), "--contacts", "30", "--days", "10", "--quiet", "--memory"]
     main(args)
     first = capsys.readouterr().out
     main(args)

@@ -17,7 +17,7 @@ from dee.kernel.state import StepResult
 from dee.plan import steps, transitions
 from dee.plan.model import Condition, Duration, Edge, ExitCondition, Tracking, Voicemail
 
-from kernel_helpers import (
+from tests.unit.kernel_helpers import (
     HOUR,
     INTRO_HTML,
     Driver,

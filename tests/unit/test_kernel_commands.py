@@ -19,7 +19,7 @@ from dee.kernel.transitions import ALLOWED
 from dee.plan import steps
 from dee.plan.model import Duration
 
-from kernel_helpers import (
+from tests.unit.kernel_helpers import (
     Driver,
     checked_advance,
     compile_plan,

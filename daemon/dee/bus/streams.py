@@ -1,7 +1,7 @@
 """Redis Streams with consumer groups: reading (own pending first), acking, dead letters, trim.
 
 Each partition has one inbound stream `dee:{p}:in` read by the group `dee`; dispatch streams
-`dee:dispatch:{channel}` are read by the group `dispatchers` from any number of processes. An
+`dee:dispatch:{channel}` (`dee` being the deployment's namespace) are read by the group `dispatchers` from any number of processes. An
 entry is acknowledged only after what it caused is committed in Postgres, so a crash re-reads
 it (the commandId makes that harmless). A malformed entry is copied with its reason to the
 stream's dead-letter twin and acknowledged: it never blocks the entries behind it.
@@ -21,20 +21,30 @@ FIELD = b"m"
 Entry = tuple[bytes, dict[bytes, bytes]]
 
 
-def inbound_stream(partition: int) -> str:
-    return f"dee:{{{partition}}}:in"
+class Keys:
+    """Every Redis key of one deployment, under its namespace (default `dee`), so deployments
+    (a simulation, a test) can share one Redis server without seeing each other."""
 
+    def __init__(self, namespace: str = "dee") -> None:
+        self.ns = namespace
 
-def dead_letter_stream(partition: int) -> str:
-    return f"dee:{{{partition}}}:dead"
+    def inbound(self, partition: int) -> str:
+        return f"{self.ns}:{{{partition}}}:in"
 
+    def dead(self, partition: int) -> str:
+        return f"{self.ns}:{{{partition}}}:dead"
 
-def dispatch_stream(channel: str) -> str:
-    return f"dee:dispatch:{channel}"
+    def dispatch(self, channel: str) -> str:
+        return f"{self.ns}:dispatch:{channel}"
 
+    def dispatch_dead(self, channel: str) -> str:
+        return f"{self.ns}:dispatch:{channel}:dead"
 
-def dispatch_dead_letter(channel: str) -> str:
-    return f"dee:dispatch:{channel}:dead"
+    def reply(self, client_id: str) -> str:
+        return f"{self.ns}:reply:{client_id}"
+
+    def simulated(self, channel: str, name: str) -> str:
+        return f"{self.ns}:sim:{channel}:{name}"
 
 
 async def ensure_group(redis: aioredis.Redis, stream: str, group: str) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import msgspec
 import redis.asyncio as aioredis
 
+from dee.bus.streams import Keys
 from dee.plugin.contracts import DispatchResponse
 
 _RECORD = """
@@ -43,11 +44,11 @@ class MemoryLedger:
 
 
 class RedisLedger:
-    """Hashes `dee:sim:{channel}:answers|sends|requests`, keyed by idempotency key (+ attempt)."""
+    """Hashes `<namespace>:sim:{channel}:answers|sends|requests`, keyed by idempotency key."""
 
-    def __init__(self, url: str, channel: str) -> None:
+    def __init__(self, url: str, channel: str, namespace: str = "dee") -> None:
         self.url = url
-        self.keys = [f"dee:sim:{channel}:{name}" for name in ("answers", "sends", "requests")]
+        self.keys = [Keys(namespace).simulated(channel, name) for name in ("answers", "sends", "requests")]
         # a bounded pool that waits for a free connection rather than failing a burst of sends
         self._redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(url, max_connections=16))
 
@@ -64,4 +65,4 @@ def ledger_for(config: object, channel: str) -> MemoryLedger | RedisLedger:
     database = getattr(config, "database", "memory://")
     if database.startswith("memory:"):
         return MemoryLedger()
-    return RedisLedger(getattr(config, "redis"), channel)
+    return RedisLedger(getattr(config, "redis"), channel, getattr(config, "namespace", "dee"))

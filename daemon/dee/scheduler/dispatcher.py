@@ -19,8 +19,7 @@ import redis.asyncio as aioredis
 
 from dee.bus import messages as wire
 from dee.bus.streams import (
-    DISPATCH_GROUP, FIELD, Entry, GroupReader, dead_letter, dispatch_dead_letter, dispatch_stream, ensure_group,
-    inbound_stream, trim_acknowledged,
+    DISPATCH_GROUP, FIELD, Entry, GroupReader, Keys, dead_letter, ensure_group, trim_acknowledged,
 )  # fmt: skip
 from dee.plugin.contracts import ChannelAdapter, DispatchResponse
 from dee.store.runs import OutboxItem
@@ -43,9 +42,10 @@ def result_message(item: OutboxItem, response: DispatchResponse) -> wire.Result:
 class Dispatcher:
     def __init__(
         self, instance: str, redis: aioredis.Redis, adapters: Mapping[str, ChannelAdapter],
-        claim_after_ms: int, metrics: object | None = None,
+        claim_after_ms: int, keys: Keys, metrics: object | None = None,
     ) -> None:  # fmt: skip
         self.instance = instance
+        self.keys = keys
         self.redis = redis
         self.adapters = dict(adapters)
         self.claim_after_ms = claim_after_ms
@@ -60,7 +60,7 @@ class Dispatcher:
         await asyncio.gather(*(self.serve(channel) for channel in sorted(self.adapters)))
 
     async def serve(self, channel: str) -> None:
-        stream = dispatch_stream(channel)
+        stream = self.keys.dispatch(channel)
         await ensure_group(self.redis, stream, DISPATCH_GROUP)
         reader = GroupReader(self.redis, stream, DISPATCH_GROUP, self.instance)
         rounds = 0
@@ -82,11 +82,11 @@ class Dispatcher:
             try:
                 items.append(msgspec.json.decode(entry[1][FIELD], type=OutboxItem))
             except (KeyError, msgspec.ValidationError, msgspec.DecodeError) as exc:
-                await dead_letter(self.redis, dispatch_dead_letter(channel), dispatch_stream(channel), entry, str(exc))
+                await dead_letter(self.redis, self.keys.dispatch_dead(channel), self.keys.dispatch(channel), entry, str(exc))
         responses = await asyncio.gather(*(self._send(adapter, item) for item in items))
         async with self.redis.pipeline(transaction=False) as pipe:
             for item, response in zip(items, responses, strict=True):
-                pipe.xadd(inbound_stream(item.partition), {FIELD: wire.encode(result_message(item, response))})
+                pipe.xadd(self.keys.inbound(item.partition), {FIELD: wire.encode(result_message(item, response))})
             await pipe.execute()
 
     async def _send(self, adapter: ChannelAdapter, item: OutboxItem) -> DispatchResponse:

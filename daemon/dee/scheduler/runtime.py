@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import asyncpg
 import redis.asyncio as aioredis
 
-from dee.bus.streams import GROUP, ensure_group, inbound_stream
+from dee.bus.streams import GROUP, Keys, ensure_group
 from dee.config import EngineConfig
 from dee.errors import LeaseLostError
 from dee.plugin.contracts import ChannelAdapter
@@ -49,12 +49,13 @@ class Runtime:
         self.metrics = metrics
         self.workers: dict[int, tuple[PartitionWorker, asyncio.Task[None]]] = {}
         self.coordinator = Coordinator(self.instance, config, pool, self._start_worker, self._stop_worker)
-        self.dispatcher = Dispatcher(self.instance, redis, adapters, config.scheduler.lease_ttl_ms, metrics)
+        self.keys = Keys(config.namespace)
+        self.dispatcher = Dispatcher(self.instance, redis, adapters, config.scheduler.lease_ttl_ms, self.keys, metrics)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         for partition in range(self.config.scheduler.partitions):
-            await ensure_group(self.redis, inbound_stream(partition), GROUP)
+            await ensure_group(self.redis, self.keys.inbound(partition), GROUP)
         await self.coordinator.rebalance()
         self._tasks = [
             asyncio.create_task(self.coordinator.run(), name="dee-coordinator"),

@@ -23,8 +23,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from dee.bus import messages as wire
-from dee.bus.streams import GROUP, Entry, GroupReader, dead_letter, dead_letter_stream, inbound_stream
-from dee.bus.streams import FIELD, dispatch_stream, trim_acknowledged
+from dee.bus.streams import FIELD, GROUP, Entry, GroupReader, Keys, dead_letter, trim_acknowledged
 from dee.config import EngineConfig
 from dee.errors import LeaseLostError
 from dee.ids import ulid
@@ -67,7 +66,8 @@ class PartitionWorker:
         self.plans = plans
         self.clock = clock
         self.metrics = metrics
-        self.reader = GroupReader(redis, inbound_stream(partition), GROUP, instance)
+        self.keys = Keys(config.namespace)
+        self.reader = GroupReader(redis, self.keys.inbound(partition), GROUP, instance)
         self._stop = asyncio.Event()
         self.settings = config.kernel_settings()
         self.committed_tick = -1
@@ -117,7 +117,7 @@ class PartitionWorker:
                 await asyncio.sleep(1.0)
                 return TickReport(tick=-1)
             reason = f"refused at commit: {type(exc).__name__}: {exc}"
-            await dead_letter(self.redis, dead_letter_stream(self.partition), self.reader.stream, entries[0], reason)
+            await dead_letter(self.redis, self.keys.dead(self.partition), self.reader.stream, entries[0], reason)
             await self.reader.ack([entries[0][0]])
             return TickReport(tick=-1, dead=1)
 
@@ -152,7 +152,7 @@ class PartitionWorker:
                 all_replies = [*intake.replies, *replies]
                 await self._store_replies(conn, all_replies)
         for entry, reason in dead:
-            await dead_letter(self.redis, dead_letter_stream(self.partition), self.reader.stream, entry, reason)
+            await dead_letter(self.redis, self.keys.dead(self.partition), self.reader.stream, entry, reason)
         await self.reader.ack([e[0] for e in entries])
         self.committed_tick = max(self.committed_tick, tick)
         await self._reply([*all_replies, *duplicates])
@@ -294,7 +294,7 @@ class PartitionWorker:
             return
         async with self.redis.pipeline(transaction=False) as pipe:
             for _, item in items:
-                pipe.xadd(dispatch_stream(item.request.channel), {FIELD: msgspec.json.encode(item)})
+                pipe.xadd(self.keys.dispatch(item.request.channel), {FIELD: msgspec.json.encode(item)})
             await pipe.execute()
         async with self.pool.acquire() as conn:
             await conn.execute("DELETE FROM outbox WHERE seq = ANY($1::bigint[])", [seq for seq, _ in items])

@@ -1,0 +1,59 @@
+"""Fresh deployments on the real PostgreSQL and Redis: a new database and Redis namespace per
+test, migrated, and dropped afterwards. Nothing depends on what an earlier run left behind."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import msgspec
+import pytest
+
+from dee.config import EngineConfig, MetricsConfig, SchedulerConfig
+from dee.simulate import clear_namespace
+from dee.store.admin import drop_database, recreate_database, with_database
+from dee.store.migrate import migrate
+
+PG_DSN = os.environ.get("DEE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("DEE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def deployment_config(name: str, **scheduler: Any) -> EngineConfig:
+    """A config for a test deployment named `name` (database `name`, Redis namespace `name`)."""
+    options = {"clock": "manual", "partitions": 4, "lease_ttl_ms": 2000, **scheduler}
+    return EngineConfig(
+        database=with_database(PG_DSN, name), redis=REDIS_URL, namespace=name,
+        scheduler=SchedulerConfig(**options), metrics=MetricsConfig(enabled=False),
+    )  # fmt: skip
+
+
+async def create_deployment(config: EngineConfig) -> None:
+    await recreate_database(config.database)
+    conn = await asyncpg.connect(config.database)
+    try:
+        await migrate(conn, config)
+    finally:
+        await conn.close()
+    await clear_namespace(config.redis, config.namespace)
+
+
+async def destroy_deployment(config: EngineConfig) -> None:
+    await drop_database(config.database)
+    await clear_namespace(config.redis, config.namespace)
+
+
+@pytest.fixture
+async def deployment(request: pytest.FixtureRequest) -> AsyncIterator[EngineConfig]:
+    """A migrated, empty deployment; options from `@pytest.mark.deployment(partitions=16, ...)`."""
+    marker = request.node.get_closest_marker("deployment")
+    config = deployment_config(f"dee_test_{uuid.uuid4().hex[:12]}", **(marker.kwargs if marker else {}))
+    await create_deployment(config)
+    yield config
+    await destroy_deployment(config)
+
+
+def replace_scheduler(config: EngineConfig, **changes: Any) -> EngineConfig:
+    return msgspec.structs.replace(config, scheduler=msgspec.structs.replace(config.scheduler, **changes))
