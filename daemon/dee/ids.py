@@ -5,22 +5,27 @@ Used only by the shell (the kernel never makes ids: it would need the clock and 
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 
-_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# RFC 4648 base32 -> Crockford base32 (what ULIDs use)
+_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", b"0123456789ABCDEFGHJKMNPQRSTVWXYZ")
+
+
+def _encode(value: int) -> str:
+    """26 Crockford base32 characters of a 128-bit value (2 leading zero bits, as ULID has).
+
+    Shifted left by 6 into 17 bytes, the value's 130 leading bits are exactly the first 26
+    characters of the standard base32 encoding; C-speed instead of a Python loop."""
+    return base64.b32encode((value << 6).to_bytes(17, "big"))[:26].translate(_TO_CROCKFORD).decode()
 
 
 def ulid(ms: int | None = None, randomness: bytes | None = None) -> str:
     """A 26-character Crockford base32 ULID from a millisecond time and 80 random bits."""
     ms = time.time_ns() // 1_000_000 if ms is None else ms
     rand = os.urandom(10) if randomness is None else randomness
-    value = (ms << 80) | int.from_bytes(rand, "big")
-    chars = []
-    for _ in range(26):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    return _encode((ms << 80) | int.from_bytes(rand, "big"))
 
 
 class MonotonicUlid:
@@ -36,4 +41,4 @@ class MonotonicUlid:
         if value <= self._last:
             value = self._last + 1
         self._last = value
-        return ulid(value >> 80, (value & ((1 << 80) - 1)).to_bytes(10, "big"))
+        return _encode(value)

@@ -38,6 +38,11 @@ class Intake:
     runs: list[tuple[Any, ...]] = field(default_factory=list)
     audit: list[AuditEntry] = field(default_factory=list)
     enrolled: dict[tuple[str, str], str] = field(default_factory=dict)
+    known: dict[str, int] = field(default_factory=dict)  # run id -> partition, looked up once per batch
+
+    def owns(self, run_id: str) -> bool:
+        """Whether the run exists in this partition (enrolled before or earlier in this batch)."""
+        return self.known.get(run_id) == self.partition
 
     def reply(self, message: wire.Message, reply: wire.Reply) -> None:
         if message.reply_to:
@@ -53,6 +58,10 @@ async def accept(
     stamp: str, new_id: Callable[[], str],
 ) -> None:  # fmt: skip
     """Apply intake rules to new (not duplicate) messages, in stream order."""
+    named = [m.run_id for m in messages if getattr(m, "run_id", None) and not isinstance(m, wire.Execute)]
+    if named:
+        found = await conn.fetch("SELECT run_id, partition FROM runs WHERE run_id = ANY($1::text[])", named)
+        intake.known.update((r["run_id"], r["partition"]) for r in found)
     for message in messages:
         if isinstance(message, wire.Execute | wire.ExecuteBatch):
             await _execute(conn, intake, message, plans, stamp, new_id)
@@ -71,14 +80,10 @@ async def accept(
             )  # fmt: skip
             intake.reply(message, wire.Reply(message.command_id, True))
         elif isinstance(message, wire.Result):
-            if await _partition_of(conn, message.run_id) == intake.partition:
+            if intake.owns(message.run_id):
                 result = ChannelResult(intake.tick, message.idempotency_key, message.status, message.error_kind,
                                        message.error, message.outcome, message.data)  # fmt: skip
                 intake.inbox.append((message.run_id, intake.tick, encode_input(result), None, None))
-
-
-async def _partition_of(conn: asyncpg.Connection, run_id: str) -> int | None:
-    return await conn.fetchval("SELECT partition FROM runs WHERE run_id = $1", run_id)
 
 
 async def _execute(
@@ -148,6 +153,7 @@ async def _execute(
         intake.runs.append(run_record(replace(advance.state, audit_head=entries[-1].checksum), intake.partition, key))
         intake.audit.extend(entries)
         intake.enrolled[(m.plan_id, contact.id)] = item.run_id
+        intake.known[item.run_id] = intake.partition
         created.append(item.run_id)
     run_id = created[0] if isinstance(m, wire.Execute) else None
     intake.reply(m, wire.Reply(m.command_id, True, run_id=run_id, runs=created, skipped=skipped))
@@ -156,7 +162,7 @@ async def _execute(
 async def _command(
     conn: asyncpg.Connection, intake: Intake, m: wire.Pause | wire.Resume | wire.Cancel | wire.Retry | wire.ReplayVerdict
 ) -> None:
-    if await _partition_of(conn, m.run_id) != intake.partition and m.run_id not in intake.enrolled.values():
+    if not intake.owns(m.run_id):
         intake.refuse(m, RunNotFoundError(m.run_id))
         return
     tick = intake.tick
@@ -182,7 +188,7 @@ async def _targets(conn: asyncpg.Connection, intake: Intake, contact_id: str, pl
 
 async def _event(conn: asyncpg.Connection, intake: Intake, m: wire.Event) -> None:
     if m.run_id is not None:
-        if await _partition_of(conn, m.run_id) != intake.partition:
+        if not intake.owns(m.run_id):
             intake.refuse(m, RunNotFoundError(m.run_id))
             return
         targets = [m.run_id]

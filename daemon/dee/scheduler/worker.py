@@ -1,11 +1,13 @@
 """The partition worker: the single writer of one partition, one transaction per iteration.
 
-Each iteration reads a batch from `dee:{p}:in`, then in ONE Postgres transaction: checks the
-fencing epoch (a stale writer's commit is refused here), records the batch as accepted and
-stamps it with the current tick (`received`, `inbox`, new runs), advances the runs that are due
-at this tick ordered by run id (at most `max_runs_per_tick`), and writes runs, audit entries
-(COPY), outbox rows and the partition clock. Only after the commit does it acknowledge the
-stream entries, send replies and publish the outbox.
+Each iteration reads a batch from `dee:{p}:in` and runs two transactions, each of which first
+checks the fencing epoch (a stale writer's commit is refused there):
+1. intake: records the batch as accepted and stamps it with the current tick (`received`,
+   `inbox`, new runs); after commit the stream entries are acknowledged and answered;
+2. the tick: advances the runs that are due, ordered by run id, at most `max_runs_per_tick`,
+   and writes runs, audit entries (COPY), outbox rows and the partition clock; after commit it
+   answers commands and publishes the outbox to the dispatch streams.
+A crash between the two loses nothing: accepted inputs wait in the `inbox` table.
 """
 
 from __future__ import annotations
@@ -126,7 +128,43 @@ class PartitionWorker:
             return await rows.unpublished(conn, self.partition)
 
     async def iterate(self, entries: Sequence[Entry]) -> TickReport:
+        """Accept the batch (one transaction, then ack and answer), then run the tick (another)."""
         started = time.perf_counter()
+        valid, dead = self._decode(entries)
+        async with self.pool.acquire() as conn:
+            tick = await self.clock.tick(conn, self.partition)
+            report = TickReport(tick, accepted=len(valid), dead=len(dead))
+            accepted: list[tuple[str, wire.Reply]] = []
+            if valid:
+                async with conn.transaction():
+                    await self._fence(conn)
+                    intake, duplicates = await self._intake(conn, tick, [m for _, m in valid])
+                    await rows.copy_runs(conn, intake.runs)
+                    report.entries += await rows.copy_audit(conn, intake.audit)
+                    await self._store_replies(conn, intake.replies)
+                accepted = [*intake.replies, *duplicates]
+        for entry, reason in dead:
+            await dead_letter(self.redis, self.keys.dead(self.partition), self.reader.stream, entry, reason)
+        await self.reader.ack([e[0] for e in entries])
+        await self._reply(accepted)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self._fence(conn)
+            replies, outbox, audit = await self._process(conn, tick, report)
+            report.entries += await rows.copy_audit(conn, audit)
+            outbox_seqs = await rows.add_outbox(conn, self.partition, outbox)
+            if tick > self.committed_tick:
+                await conn.execute("UPDATE partitions SET tick = greatest(tick, $2) WHERE partition = $1", self.partition, tick)
+            await self._store_replies(conn, replies)
+        self.committed_tick = max(self.committed_tick, tick)
+        await self._reply(replies)
+        await self.publish(list(zip(outbox_seqs, outbox, strict=True)))
+        if self.metrics is not None:
+            self.metrics.observe_tick(self.partition, report, time.perf_counter() - started)  # type: ignore[attr-defined]
+        return report
+
+    @staticmethod
+    def _decode(entries: Sequence[Entry]) -> tuple[list[tuple[bytes, wire.Inbound]], list[tuple[Entry, str]]]:
+        """Strictly decoded messages, and the entries that are not valid messages (with why)."""
         valid: list[tuple[bytes, wire.Inbound]] = []
         dead: list[tuple[Entry, str]] = []
         for entry in entries:
@@ -137,29 +175,7 @@ class PartitionWorker:
                 valid.append((entry[0], wire.decode(raw)))
             except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
                 dead.append((entry, f"{type(exc).__name__}: {exc}"))
-        async with self.pool.acquire() as conn:
-            tick = await self.clock.tick(conn, self.partition)
-            report = TickReport(tick, accepted=len(valid), dead=len(dead))
-            async with conn.transaction():
-                await self._fence(conn)
-                intake, duplicates = await self._intake(conn, tick, [m for _, m in valid])
-                await rows.copy_runs(conn, intake.runs)
-                replies, outbox, audit = await self._process(conn, tick, intake, report)
-                report.entries = await rows.copy_audit(conn, [*intake.audit, *audit])
-                outbox_seqs = await rows.add_outbox(conn, self.partition, outbox)
-                if tick > self.committed_tick:
-                    await conn.execute("UPDATE partitions SET tick = greatest(tick, $2) WHERE partition = $1", self.partition, tick)
-                all_replies = [*intake.replies, *replies]
-                await self._store_replies(conn, all_replies)
-        for entry, reason in dead:
-            await dead_letter(self.redis, self.keys.dead(self.partition), self.reader.stream, entry, reason)
-        await self.reader.ack([e[0] for e in entries])
-        self.committed_tick = max(self.committed_tick, tick)
-        await self._reply([*all_replies, *duplicates])
-        await self.publish(list(zip(outbox_seqs, outbox, strict=True)))
-        if self.metrics is not None:
-            self.metrics.observe_tick(self.partition, report, time.perf_counter() - started)  # type: ignore[attr-defined]
-        return report
+        return valid, dead
 
     async def _fence(self, conn: asyncpg.Connection) -> None:
         row = await conn.fetchrow("SELECT epoch, owner FROM partitions WHERE partition = $1 FOR UPDATE", self.partition)
@@ -208,7 +224,7 @@ class PartitionWorker:
         ]
 
     async def _process(
-        self, conn: asyncpg.Connection, tick: int, intake: Intake, report: TickReport
+        self, conn: asyncpg.Connection, tick: int, report: TickReport
     ) -> tuple[list[tuple[str, wire.Reply]], list[rows.OutboxItem], list[AuditEntry]]:
         """Advance the due runs through the kernel; stage their writes."""
         cap = self.config.scheduler.max_runs_per_tick
