@@ -3,8 +3,9 @@
 `drive` plays the shell: at each step it takes the earliest thing that is due (an external
 input, an answer from the world, or the run's own timer), calls `advance` with every input of
 that tick, and hands the `DispatchRequest` effects to the world, which schedules their answers
-as new inputs (as does the world's operator, who retries failed runs). It records every call, so the exact inputs the kernel saw (with their ticks) can
-be fed again in other batch compositions (`feed`), replayed, or compared.
+as new inputs (as does the world's operator, who retries failed runs). It records every call,
+so the exact inputs the kernel saw (with their ticks) can be fed again in other batch
+compositions (`feed`), replayed, or compared.
 
 Cycles in a plan (through a wait) can make a run last forever: after `max_calls` calls the
 driver finishes the current tick and stops there; `final_now` is the tick everything was
@@ -83,7 +84,8 @@ def _answers(scenario: Scenario, request: DispatchRequest, index: int, serial: I
     at = request.tick + answer.delay
     result = ChannelResult(
         at, request.idempotency_key, answer.status,  # type: ignore[arg-type]
-        error_kind=answer.error_kind, error="simulated failure" if answer.status == "failed" else None,  # type: ignore[arg-type]
+        error_kind=answer.error_kind,  # type: ignore[arg-type]
+        error="simulated failure" if answer.status == "failed" else None,
         outcome=answer.outcome,
     )  # fmt: skip
     out: list[AnyInput] = [result]

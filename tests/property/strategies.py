@@ -18,9 +18,10 @@ Plans are built so that nearly every draw is valid:
 
 from __future__ import annotations
 
+import copy
 import functools
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from hypothesis import assume
@@ -62,7 +63,7 @@ TEMPLATE_DOCUMENTS: dict[str, dict[str, dict[str, Any]]] = {
 
 def new_templates() -> MemoryTemplateStore:
     """A fresh store with the same content each time (runs must not depend on store identity)."""
-    return MemoryTemplateStore(TEMPLATE_DOCUMENTS, name="property-tests")
+    return MemoryTemplateStore(copy.deepcopy(TEMPLATE_DOCUMENTS), name="property-tests")
 
 
 @functools.lru_cache(maxsize=1)
@@ -95,9 +96,12 @@ def chance(draw: st.DrawFn, one_in: int) -> bool:
     return draw(st.integers(0, one_in - 1)) == one_in - 1
 
 
+ATOM_KINDS = ("event", "count", "tier", "variable", "call")
+
+
 def _atom(draw: st.DrawFn, send_ids: Sequence[str], voice_ids: Sequence[str]) -> str:
     """One condition from the pool SPEC 3.3 lists, naming only steps that exist."""
-    kind = pick(draw, ["event", "count", "tier", "variable", "call"] if voice_ids else ["event", "count", "tier", "variable"])
+    kind = pick(draw, ATOM_KINDS if voice_ids else ATOM_KINDS[:-1])
     if kind == "event":
         ref = pick(draw, [*(f'"{s}"' for s in send_ids), "any"])
         return f"events.{pick(draw, ['hasReply', 'hasOpen', 'hasClick'])}({ref})"
@@ -293,8 +297,8 @@ class World:
 
 
 DELAYS = (0, 0, 0, 1, 2, 30, 600, 3600, 20_000)
-EMAIL_FAILURES = ("transient", "permanent", "rate_limited", "soft_bounce", "hard_bounce")
-VOICE_FAILURES = ("transient", "permanent", "rate_limited")
+EMAIL_FAILURES = ("transient", "permanent", "permanent", "rate_limited", "soft_bounce", "hard_bounce")
+VOICE_FAILURES = ("transient", "permanent", "permanent", "rate_limited")
 # What a delivered call reports; "martian" is no call outcome at all: the step must fail on it.
 CALL_OUTCOMES = ("answered", "answered", "voicemail", "no_answer", "busy", "failed", "declined", "martian")
 FOLLOW_UPS = (None, None, "email.opened", "email.clicked", "email.replied", "email.bounced")
@@ -340,7 +344,7 @@ class Scenario:
         return make_env(self.plan, self.tick_interval_ms)
 
 
-EXTERNAL_KINDS = ("event",) * 6 + ("pause", "pause", "resume", "resume", "retry", "retry", "cancel", "contact", "suppressed")
+EXTERNAL_KINDS = ("event",) * 6 + ("pause", "resume", "retry") * 2 + ("cancel", "contact", "suppressed")
 EVENT_TYPES = (
     "email.opened", "email.opened", "email.clicked", "email.replied", "email.bounced",
     "email.bounced", "email.unsubscribed", "call.completed", "email.delivered",
@@ -440,3 +444,22 @@ def scenario_pairs(draw: st.DrawFn) -> tuple[Scenario, Scenario]:
     plan = draw(plans())
     tick_ms = pick(draw, TICK_INTERVALS)
     return draw(scenarios(plan, "run-a", tick_ms)), draw(scenarios(plan, "run-b", tick_ms))
+
+
+# ---- regressions -----------------------------------------------------------------------------
+
+
+def retry_after_failing_at_start() -> Scenario:
+    """Shrunk by hypothesis from `test_status_machine_follows_the_spec_table` (and the replay
+    test): an exit condition that cannot be evaluated (the contact has no `tier`) fails the run
+    as it starts, before any step is entered; the contact then gets a tier and the run is
+    retried. SPEC 4 allows failed -> active by `retry_run`; the kernel must not raise."""
+    plan = compile_plan(Plan(
+        id="prop-plan", name="property plan",
+        steps=(builders.send_email("email-0", "t_plain", "Hi {{ contact.id }}"), builders.end("end-1", "done")),
+        exit_conditions=(ExitCondition('contact.attributes.tier == "platinum"', "exited"),),
+    )).plan  # fmt: skip
+    contact = Contact("contact-run-1", email="run-1@example.com", phone="+15550100")
+    start = Start(0, "run-1", plan.id, 1, plan.checksum, contact, {"product": "DEE", "x": 0}, start_tick=0)
+    script = (ContactChanged(0, attributes={"tier": "gold"}), Retry(0, command_id="cmd-1"))
+    return Scenario(plan, start, script, World(), horizon=2, tick_interval_ms=1000)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from dee.kernel.audit import seal, verify_chain
@@ -24,8 +24,9 @@ from dee.kernel.machine import Advance, KernelEnv, advance
 from dee.kernel.replay import replay_entries, trace
 from dee.kernel.state import TERMINAL_STATUSES, ZERO_CHECKSUM, RunState
 from dee.kernel.transitions import ALLOWED
+from dee.plan.model import Plan
 from driver import Recording, all_at_once, drive, drive_steps, encode, feed, one_per_call, split
-from strategies import Scenario, scenario_pairs, scenarios
+from strategies import Scenario, retry_after_failing_at_start, scenario_pairs, scenarios
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 # Example counts are tuned so the whole file runs in ~20 s; DEE_PROPERTY_SCALE=20 hunts harder.
@@ -36,8 +37,18 @@ def examples(n: int) -> int:
     return max(1, int(n * SCALE))
 
 
-def describe(rec: Recording) -> None:
+def has_cycle(plan: Plan) -> bool:
+    index = {s.id: i for i, s in enumerate(plan.steps)}
+    targets = [(e.from_, e.to) for e in plan.transitions.edges]
+    targets += [(s.id, c["goto"]) for s in plan.steps if s.type == "branch" for c in s.params["conditions"]]
+    return any(index[b] <= index[a] for a, b in targets)
+
+
+def describe(scenario: Scenario, rec: Recording) -> None:
     """Hypothesis statistics (`--hypothesis-show-statistics`): what the drawn runs exercised."""
+    event(f"plan: {scenario.plan.transitions.mode} transitions")
+    if has_cycle(scenario.plan):
+        event("plan has a cycle")
     event(f"final status: {rec.final.status}")
     actions = {e.action for e in rec.entries}
     for action in ("run.paused", "run.resumed", "run.retried", "error.retried", "wait.completed", "step.evaluated"):
@@ -64,7 +75,7 @@ def test_same_plan_and_inputs_give_byte_identical_runs(scenario: Scenario) -> No
     """
     first = drive(scenario, scenario.env())
     second = drive(scenario, scenario.env())
-    describe(first)
+    describe(scenario, first)
     assert encode(second.inputs) == encode(first.inputs)
     assert encode(trace(second.entries)) == encode(trace(first.entries))
     assert second.fingerprint() == first.fingerprint()
@@ -185,6 +196,7 @@ def probe_commands(state: RunState, now: int, env: KernelEnv) -> None:
 
 @settings(max_examples=examples(80), **SETTINGS)
 @given(scenarios())
+@example(retry_after_failing_at_start())
 def test_status_machine_follows_the_spec_table(scenario: Scenario) -> None:
     """SPEC 4: a run only takes the allowed transitions; anything else is refused and changes
     nothing.
@@ -196,7 +208,7 @@ def test_status_machine_follows_the_spec_table(scenario: Scenario) -> None:
     """
     env = scenario.env()
     rec = drive(scenario, env)
-    describe(rec)
+    describe(scenario, rec)
     check_journal(rec)
     for call in rec.calls:
         check_transitions(call.state, call.result)

@@ -24,7 +24,7 @@ from dee.kernel.inputs import (
 )  # fmt: skip
 from dee.kernel.retry import RetryPolicy, next_retry
 from dee.kernel.state import PendingDispatch, RunState, StepResult
-from dee.kernel.transitions import check_transition
+from dee.kernel.transitions import ALLOWED, check_transition
 from dee.kernel.outcomes import Done, Fail, Finish, Send, Sleep, StepOutcome
 from dee.plan.compiled import CompiledPlan
 from dee.plan.conditions import VisibleEvent
@@ -106,6 +106,20 @@ def advance(state: RunState, inputs: Sequence[AnyInput], now: int, env: KernelEn
         else:
             break
     run.s = msgspec.structs.replace(run.s, current_tick=max(run.s.current_tick, now))
+    return run.finish()
+
+
+def quarantine(state: RunState, error: str, tick: int) -> Advance:
+    """What the shell records when `advance` itself raised (a kernel or plugin bug): the error
+    is journaled and the run is stopped (`failed` where SPEC 4 allows it, its timer cleared
+    otherwise), so one broken run can never stall its partition. Its inputs are consumed."""
+    run = _Run(state, None)
+    run.cursor = max(run.cursor, tick)
+    run.entry("error.occurred", state.current_step, tick, output={"error": f"kernel: {error}"})
+    run.set(wake_tick=None, timer=None, dispatch=None)
+    if (state.status, "failed") in ALLOWED:
+        run.move("failed", tick)
+        run.entry("run.failed", state.current_step, tick, output={"error": f"kernel: {error}"})
     return run.finish()
 
 
@@ -253,8 +267,10 @@ class _Run:
         self.set(run_attempt=self.s.run_attempt + 1)
         self.entry("run.retried", self.s.current_step, at, input=_b(inp), output={"attempt": self.s.run_attempt})
         if not self.touch(at):
-            assert self.s.current_step is not None
-            self.enter(self.s.current_step, at, salted=at == self.s.step_tick)
+            # a run that failed before its first step (an exit condition that could not be
+            # evaluated) is retried from the first step
+            failed_step = self.s.current_step or self.plan.plan.first_step
+            self.enter(failed_step, at, salted=self.s.current_step is not None and at == self.s.step_tick)
 
     # ---- exit conditions ---------------------------------------------------------------
     def touch(self, at: int) -> bool:

@@ -32,7 +32,7 @@ from dee.ids import ulid
 from dee.kernel.audit import AuditEntry, seal
 from dee.kernel.effects import ContactFlagged, DispatchRequest
 from dee.kernel.inputs import AnyInput, ContactChanged
-from dee.kernel.machine import KernelEnv, advance
+from dee.kernel.machine import KernelEnv, advance, quarantine
 from dee.kernel.state import RunState
 from dee.scheduler.clock import DeploymentClock
 from dee.scheduler.intake import Intake, accept
@@ -242,8 +242,11 @@ class PartitionWorker:
         for state in due:
             records = by_run.get(state.run_id, [])
             inputs: list[AnyInput] = [rows.decode_input(r["body"]) for r in records]
-            env = await self._env(conn, state)
-            result = advance(state, inputs, tick, env)
+            try:
+                result = advance(state, inputs, tick, await self._env(conn, state))
+            except Exception as exc:  # a kernel or plugin bug must stop this run, not the partition
+                log.exception("run %s: advance raised; the run is stopped", state.run_id)
+                result = quarantine(state, f"{type(exc).__name__}: {exc}", tick)
             sealed = seal(result.entries, state.audit_head, stamp, ulid)
             new_state = msgspec.structs.replace(result.state, audit_head=sealed[-1].checksum) if sealed else result.state
             states.append(new_state)
