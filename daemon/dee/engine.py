@@ -175,7 +175,8 @@ class Engine:
     async def bulk_cancel(self, filters: Mapping[str, Any], reason: str) -> int:
         """Cancel every non-terminal run matching `list_runs`-style filters; returns how many."""
         filters = dict(filters)
-        filters.setdefault("status", ["pending", "active", "waiting", "paused", "failed"])
+        status = filters.get("status") or ["pending", "active", "waiting", "paused", "failed"]
+        filters["status"] = [status] if isinstance(status, str) else list(status)
         return await self._backend.bulk_cancel(filters, reason)
 
     async def ingest_event(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -40,6 +41,9 @@ from dee.store import runs as rows
 from dee.store.plans import PlanCache
 
 log = logging.getLogger("dee.worker")
+
+# a JSON escape of NUL (an odd number of backslashes before u0000; an even one is a literal backslash)
+_ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
 @dataclass
@@ -172,6 +176,8 @@ class PartitionWorker:
             try:
                 if raw is None:
                     raise ValueError("entry has no 'm' field")
+                if b"\\u0000" in raw and _ESCAPED_NUL.search(raw):
+                    raise ValueError("strings may not contain NUL (\\u0000): PostgreSQL text cannot store it")
                 valid.append((entry[0], wire.decode(raw)))
             except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
                 dead.append((entry, f"{type(exc).__name__}: {exc}"))
