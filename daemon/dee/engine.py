@@ -190,7 +190,8 @@ class Engine:
         event_id: str | None = None,
         message_id: str | None = None,
     ) -> list[str]:
-        """Accept an event durably; returns the runs it was routed to (empty for a duplicate)."""
+        """Accept an event durably; returns the runs it was routed to. The same `event_id` again
+        is not applied again and gets the answer of its first delivery (safe client retries)."""
         when = occurred_at.isoformat() if isinstance(occurred_at, datetime) else occurred_at
         return await self._backend.ingest_event(type, contact_id, dict(data or {}), when, run_id, step_id, event_id, message_id)
 

@@ -69,7 +69,7 @@ class MemoryBackend:
         self.by_contact: dict[str, list[str]] = defaultdict(list)
         self.contacts: dict[str, Contact] = {}
         self.idempotency: dict[str, str] = {}
-        self.events_seen: set[str] = set()
+        self.events_seen: dict[str, list[str]] = {}
         self.suppressions: list[Suppression] = []
         self.consents: list[ConsentRecord] = []
         self.new_run_id = MonotonicUlid()
@@ -292,14 +292,14 @@ class MemoryBackend:
     def accept_event(self, event: Event, run_id: str | None, contact_id: str) -> list[str]:
         """Queue an event for its run(s); the same event id is applied once."""
         if event.event_id in self.events_seen:
-            return []
-        self.events_seen.add(event.event_id)
+            return self.events_seen[event.event_id]
         if event.type == "email.unsubscribed" and contact_id in self.contacts:
             self.contacts[contact_id] = msgspec.structs.replace(self.contacts[contact_id], unsubscribed=True)
         targets = [run_id] if run_id else [r for r in self.by_contact.get(contact_id, []) if not self.runs[r].terminal]
         for target in targets:
             self.state(target)
             self.inbox[target].append(event)
+        self.events_seen[event.event_id] = targets
         return targets
 
     # ---- processing ----------------------------------------------------------------------

@@ -28,7 +28,7 @@ import redis.asyncio as aioredis
 from dee.bus import messages as wire
 from dee.bus.streams import FIELD, GROUP, Entry, GroupReader, Keys, dead_letter, trim_acknowledged
 from dee.config import EngineConfig
-from dee.errors import LeaseLostError
+from dee.errors import LeaseLostError, error_fields
 from dee.ids import ulid
 from dee.kernel.audit import AuditEntry, seal
 from dee.kernel.effects import ContactFlagged, DispatchRequest
@@ -262,10 +262,12 @@ class PartitionWorker:
             for record in records:
                 if record["reply_to"]:
                     refusal = rejected.get(record["message_id"])
-                    reply = (
-                        wire.Reply(record["message_id"], False, "InvalidTransitionError", str(refusal.error(state.run_id)), state.run_id)
-                        if refusal else wire.Reply(record["message_id"], True, run_id=state.run_id)
-                    )  # fmt: skip
+                    if refusal is None:
+                        reply = wire.Reply(record["message_id"], True, run_id=state.run_id)
+                    else:
+                        error = refusal.error(state.run_id)
+                        reply = wire.Reply(record["message_id"], False, type(error).__name__, str(error),
+                                           state.run_id, details=error_fields(error))  # fmt: skip
                     replies.append((record["reply_to"], reply))
             for effect in result.effects:
                 if isinstance(effect, DispatchRequest):
