@@ -9,6 +9,7 @@ therefore never applied twice (the commandId) and never acknowledged before it i
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import defaultdict
 from datetime import datetime
@@ -39,9 +40,7 @@ from dee.store import runs as rows
 from dee.store.migrate import check_constants, pending_migrations
 from dee.store.plans import PlanCache, register_plan
 
-REPLY_TIMEOUT_S = 15.0
-IDLE_TIMEOUT_S = 120.0
-NON_TERMINAL = ["pending", "active", "waiting", "paused", "failed"]
+log = logging.getLogger("dee.client")
 
 
 class DaemonBackend:
@@ -99,7 +98,10 @@ class DaemonBackend:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.redis is not None:
-            await self.redis.delete(self.reply_stream)
+            try:
+                await self.redis.delete(self.reply_stream)
+            except (aioredis.RedisError, OSError):
+                pass  # the stream expires with its namespace; nothing depends on it
             await self.redis.aclose()
         if self.pool is not None:
             await self.pool.close()
@@ -126,10 +128,16 @@ class DaemonBackend:
 
     # ---- request / reply ---------------------------------------------------------------
     async def _read_replies(self) -> None:
+        """Route replies to the waiting calls; a Redis hiccup is retried, never fatal."""
         assert self.redis is not None
         last = "0-0"
         while True:
-            reply = await self.redis.xread({self.reply_stream: last}, count=1000, block=1000)
+            try:
+                reply = await self.redis.xread({self.reply_stream: last}, count=1000, block=1000)
+            except (aioredis.RedisError, OSError) as exc:
+                log.warning("reading replies: %s; retrying", exc)
+                await asyncio.sleep(0.2)
+                continue
             for _, entries in reply or []:
                 for entry_id, fields in entries:
                     last = entry_id
@@ -138,9 +146,10 @@ class DaemonBackend:
                     if future is not None and not future.done():
                         future.set_result(answer)
 
-    async def send(self, partition: int, message: wire.Inbound, timeout: float = REPLY_TIMEOUT_S) -> wire.Reply:
+    async def send(self, partition: int, message: wire.Inbound, timeout: float | None = None) -> wire.Reply:
         """Publish a message and wait for the daemon's reply after commit."""
         assert self.redis is not None
+        timeout = self.config.client.reply_timeout_ms / 1000 if timeout is None else timeout
         future: asyncio.Future[wire.Reply] = asyncio.get_running_loop().create_future()
         self._waiting[message.command_id] = future
         await self.redis.xadd(self.keys.inbound(partition), {FIELD: wire.encode(message)})
@@ -199,7 +208,7 @@ class DaemonBackend:
                 variables=variables, items=[wire.BatchItem(self.new_run_id(), c) for c in group],
             )  # fmt: skip
             try:
-                return group, await self.send(partition, message, timeout=max(REPLY_TIMEOUT_S, len(group) / 100))
+                return group, await self.send(partition, message, timeout=max(self.config.client.reply_timeout_ms / 1000, len(group) / 100))
             except EngineUnavailableError as exc:
                 return group, exc
 
@@ -368,9 +377,9 @@ class DaemonBackend:
                 pipe.xadd(self.keys.inbound(row["partition"]), {FIELD: wire.encode(wire.Wake(command_id="wake"))})
             await pipe.execute()
 
-    async def run_until_idle(self, timeout: float = IDLE_TIMEOUT_S) -> None:
+    async def run_until_idle(self) -> None:
         """Poll until no partition has anything due, queued or in flight at the clock's tick."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + self.config.client.idle_timeout_ms / 1000
         while True:
             busy = await self._busy()
             if busy is None:

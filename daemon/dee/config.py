@@ -62,6 +62,13 @@ class AuditConfig(_Section):
     archive_to: str | None = None
 
 
+class ClientConfig(_Section):
+    """How long an Engine waits: for a daemon's reply to a write, and in `run_until_idle`."""
+
+    reply_timeout_ms: int = 15_000
+    idle_timeout_ms: int = 120_000
+
+
 class MetricsConfig(_Section):
     enabled: bool = True
     host: str = "0.0.0.0"
@@ -80,6 +87,7 @@ class EngineConfig(_Section):
     audit: AuditConfig = AuditConfig()
     plugins: PluginsConfig = PluginsConfig()
     metrics: MetricsConfig = MetricsConfig()
+    client: ClientConfig = ClientConfig()
     config_dir: str = "config"
     namespace: str = "dee"
     message_domain: str = "dee.local"
@@ -116,7 +124,7 @@ class EngineConfig(_Section):
         }
 
 
-SECTIONS = ("scheduler", "channels", "audit", "plugins", "metrics")
+SECTIONS = ("scheduler", "channels", "audit", "plugins", "metrics", "client")
 ENV_ALIASES = {"DATABASE_URL": ("database",), "REDIS_URL": ("redis",), "DEE_SCHEDULER_TICK_MS": ("scheduler", "tick_interval_ms")}
 
 

@@ -99,7 +99,11 @@ class Engine:
         self.audit = AuditAccess(self)
 
     async def __aenter__(self) -> Engine:
-        await self._backend.start()
+        try:
+            await self._backend.start()
+        except BaseException:
+            await self._backend.stop()  # close what was opened before the failure
+            raise
         self.plugins.startup(self)
         return self
 

@@ -12,7 +12,7 @@ import asyncpg
 import msgspec
 import pytest
 
-from dee.config import EngineConfig, MetricsConfig, SchedulerConfig
+from dee.config import ClientConfig, EngineConfig, MetricsConfig, SchedulerConfig
 from dee.simulate import clear_namespace
 from dee.store.admin import drop_database, recreate_database, with_database
 from dee.store.migrate import migrate
@@ -27,6 +27,8 @@ def deployment_config(name: str, **scheduler: Any) -> EngineConfig:
     return EngineConfig(
         database=with_database(PG_DSN, name), redis=REDIS_URL, namespace=name,
         scheduler=SchedulerConfig(**options), metrics=MetricsConfig(enabled=False),
+        # a stuck partition fails its test in 30 s rather than after the 120 s default
+        client=ClientConfig(reply_timeout_ms=10_000, idle_timeout_ms=30_000),
     )  # fmt: skip
 
 

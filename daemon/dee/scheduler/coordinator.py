@@ -115,8 +115,10 @@ class Coordinator:
 
     async def release(self, partition: int) -> None:
         """Drain then hand back: the next owner may take it at once instead of waiting the TTL."""
-        epoch = self.owned.pop(partition)
+        epoch = self.owned.pop(partition, None)
         await self._stop(partition)
+        if epoch is None:
+            return  # its worker stopped on its own (lease lost or crashed) meanwhile
         async with self.pool.acquire() as conn:
             await conn.execute(
                 "UPDATE partitions SET owner = NULL, lease_until = 'epoch' WHERE partition = $1 AND epoch = $2 AND owner = $3",
