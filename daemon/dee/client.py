@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -36,11 +36,13 @@ from dee.plugin.manager import PluginManager
 from dee.routing import partition_for
 from dee.runs import BulkError, BulkResult, ConsentRecord, ExecutionRun, RunPage, Suppression, run_view
 from dee.scheduler.clock import DeploymentClock
+from dee.scheduler.enrol import enrol
 from dee.store import runs as rows
 from dee.store.migrate import check_constants, pending_migrations
 from dee.store.plans import PlanCache, register_plan
 
 log = logging.getLogger("dee.client")
+FAST_PATH_MIN = 1000  # contacts from which bulk_execute writes with COPY instead of messages
 
 
 class DaemonBackend:
@@ -191,6 +193,41 @@ class DaemonBackend:
         return reply.run_id
 
     async def bulk_execute(
+        self, plan_id: str, version: int, contacts: list[Contact], variables: dict[str, Any], batch_size: int
+    ) -> BulkResult:
+        """Large batches take the COPY fast path; smaller ones go to the partitions as messages."""
+        if len(contacts) >= FAST_PATH_MIN:
+            return await self._bulk_copy(plan_id, version, contacts, variables)
+        return await self._bulk_messages(plan_id, version, contacts, variables, batch_size)
+
+    async def _bulk_copy(self, plan_id: str, version: int, contacts: list[Contact], variables: dict[str, Any]) -> BulkResult:
+        """Enrol with batched reads and COPY, one transaction per partition, all at once; then
+        wake the partitions, whose workers start the new runs at their tick."""
+        assert self.clock is not None and self.redis is not None
+        compiled = await self.compiled(plan_id, version)
+        by_partition: dict[int, list[tuple[str, Contact]]] = defaultdict(list)
+        for contact in contacts:
+            by_partition[partition_for(contact.id, self.partitions)].append((self.new_run_id(), contact))
+        stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
+
+        async def one(partition: int, items: list[tuple[str, Contact]]) -> tuple[list[str], list[str]]:
+            async with self.db.acquire() as conn, conn.transaction():
+                tick = await self.clock.tick(conn, partition)  # type: ignore[union-attr]
+                done = await enrol(conn, partition, tick, compiled, version, items, variables, tick, None, stamp, ulid)
+                inserted = await rows.insert_new_runs(conn, done.runs, done.audit)
+            lost = [contact.id for run_id, contact in items if run_id in done.created and run_id not in inserted]
+            return [r for r in done.created if r in inserted], [c for c, _ in done.refused] + lost
+
+        results = await asyncio.gather(*(one(p, items) for p, items in sorted(by_partition.items())))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for partition in sorted(by_partition):
+                pipe.xadd(self.keys.inbound(partition), {FIELD: wire.encode(wire.Wake(command_id="wake"))})
+            await pipe.execute()
+        created = [run_id for ids, _ in results for run_id in ids]
+        skipped = sum(len(refused) for _, refused in results)
+        return BulkResult(len(created), skipped, [], sorted(created))
+
+    async def _bulk_messages(
         self, plan_id: str, version: int, contacts: list[Contact], variables: dict[str, Any], batch_size: int
     ) -> BulkResult:
         """One `executeBatch` message per partition and chunk, all in flight at once."""

@@ -13,18 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-from msgspec.structs import replace
 
 from dee.bus import messages as wire
-from dee.errors import (
-    AlreadyEnrolledError, ContactSuppressedError, DeeError, RunNotFoundError, StartInPastError, UnknownPlanError,
-    error_fields,
-)  # fmt: skip
-from dee.kernel.audit import AuditEntry, seal
-from dee.kernel.inputs import Cancel, ChannelResult, Event, Pause, ReplayRecorded, Resume, Retry, Start, Suppressed
-from dee.kernel.machine import start_run
+from dee.errors import DeeError, RunNotFoundError, StartInPastError, UnknownPlanError, error_fields
+from dee.kernel.audit import AuditEntry
+from dee.kernel.inputs import Cancel, ChannelResult, Event, Pause, ReplayRecorded, Resume, Retry, Suppressed
+from dee.scheduler.enrol import enrol
 from dee.store.plans import PlanCache
-from dee.store.runs import TERMINAL_SQL, encode_input, run_record
+from dee.store.runs import TERMINAL_SQL, encode_input
 
 InboxRow = tuple[str, int, bytes, str | None, str | None]
 
@@ -110,51 +106,17 @@ async def _execute(
     if start_tick < intake.tick:
         intake.refuse(m, StartInPastError(start_tick, intake.tick))
         return
-    ids = [item.contact.id for item in items]
-    enrolled = {
-        r["contact_id"]: r["run_id"]
-        for r in await conn.fetch(
-            f"SELECT contact_id, run_id FROM runs WHERE plan_id = $1 AND contact_id = ANY($2::text[]) "
-            f"AND status NOT IN {TERMINAL_SQL}", m.plan_id, ids)
-    }  # fmt: skip
-    suppressed = {
-        r["contact_id"]: (r["level"], r["reason"])
-        for r in await conn.fetch(
-            "SELECT DISTINCT ON (contact_id) contact_id, level, reason FROM suppressions "
-            "WHERE contact_id = ANY($1::text[]) AND (level IN ('global', 'regulatory') OR (level = 'plan' AND plan_id = $2)) "
-            "ORDER BY contact_id, id", ids, m.plan_id)
-    }  # fmt: skip
-    flags = {
-        r["contact_id"]: (r["unsubscribed"], r["bounced"])
-        for r in await conn.fetch(
-            "INSERT INTO contacts (contact_id, partition) SELECT unnest($1::text[]), $2 ON CONFLICT (contact_id) "
-            "DO UPDATE SET contact_id = EXCLUDED.contact_id RETURNING contact_id, unsubscribed, bounced",
-            list(dict.fromkeys(ids)), intake.partition)
-    }  # fmt: skip
-    plan = compiled.plan
-    created, skipped = [], []
-    for item in items:
-        contact = item.contact
-        current = intake.enrolled.get((m.plan_id, contact.id)) or enrolled.get(contact.id)
-        if current is not None or contact.id in suppressed:
-            skipped.append(contact.id)
-            if isinstance(m, wire.Execute):
-                error = (AlreadyEnrolledError(m.plan_id, contact.id, current) if current is not None
-                         else ContactSuppressedError(contact.id, *suppressed[contact.id]))  # fmt: skip
-                intake.refuse(m, error, current)
-                return
-            continue
-        unsubscribed, bounced = flags.get(contact.id, (False, False))
-        if unsubscribed or bounced:
-            contact = replace(contact, unsubscribed=contact.unsubscribed or unsubscribed, bounced=contact.bounced or bounced)
-        start = Start(intake.tick, item.run_id, plan.id, m.plan_version, plan.checksum, contact, dict(m.variables), start_tick)
-        advance = start_run(start)
-        entries = seal(advance.entries, advance.state.audit_head, stamp, new_id)
-        intake.runs.append(run_record(replace(advance.state, audit_head=entries[-1].checksum), intake.partition, key))
-        intake.audit.extend(entries)
-        intake.enrolled[(m.plan_id, contact.id)] = item.run_id
-        intake.known[item.run_id] = intake.partition
-        created.append(item.run_id)
+    pairs = [(item.run_id, item.contact) for item in items]
+    done = await enrol(conn, intake.partition, intake.tick, compiled, m.plan_version, pairs, m.variables, start_tick,
+                       key, stamp, new_id, intake.enrolled)  # fmt: skip
+    if isinstance(m, wire.Execute) and done.refused:
+        _, error = done.refused[0]
+        intake.refuse(m, error, getattr(error, "run_id", None))
+        return
+    intake.runs.extend(done.runs)
+    intake.audit.extend(done.audit)
+    intake.known.update((run_id, intake.partition) for run_id in done.created)
+    created, skipped = done.created, [contact_id for contact_id, _ in done.refused]
     run_id = created[0] if isinstance(m, wire.Execute) else None
     intake.reply(m, wire.Reply(m.command_id, True, run_id=run_id, runs=created, skipped=skipped))
 

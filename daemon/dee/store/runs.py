@@ -63,9 +63,29 @@ def run_record(state: RunState, partition: int, idempotency_key: str | None = No
     )  # fmt: skip
 
 
-async def copy_runs(conn: asyncpg.Connection, records: Sequence[tuple[Any, ...]]) -> None:
-    if records:
-        await conn.copy_records_to_table("runs", records=records, columns=RUN_COLUMNS)
+async def insert_new_runs(conn: asyncpg.Connection, records: Sequence[tuple[Any, ...]], audit: Sequence[AuditEntry]) -> set[str]:
+    """COPY new runs and their first audit entries; a run that lost a race with a concurrent
+    enrolment of the same contact and plan (or idempotency key) is dropped with its entries.
+    Returns the ids of the runs inserted."""
+    if not records:
+        return set()
+    try:
+        async with conn.transaction():  # a savepoint: the common case is one plain COPY
+            await conn.copy_records_to_table("runs", records=records, columns=RUN_COLUMNS)
+            await copy_audit(conn, audit)
+            return {record[0] for record in records}
+    except asyncpg.UniqueViolationError:
+        pass
+    await conn.execute("CREATE TEMP TABLE IF NOT EXISTS new_runs (LIKE runs INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+    await conn.copy_records_to_table("new_runs", records=records, columns=RUN_COLUMNS)
+    columns = ", ".join(RUN_COLUMNS)
+    inserted = {
+        r["run_id"]
+        for r in await conn.fetch(f"INSERT INTO runs ({columns}) SELECT {columns} FROM new_runs ON CONFLICT DO NOTHING RETURNING run_id")
+    }
+    await conn.execute("DELETE FROM new_runs")
+    await copy_audit(conn, [e for e in audit if e.run_id in inserted])
+    return inserted
 
 
 async def update_runs(conn: asyncpg.Connection, states: Sequence[RunState]) -> None:
