@@ -122,7 +122,6 @@ class Wake(Message, tag="wake"):
 
 
 Inbound = Execute | ExecuteBatch | Pause | Resume | Cancel | Retry | Event | Suppress | Consent | Result | ReplayVerdict | Wake
-PUBLIC_MESSAGES = (Execute, ExecuteBatch, Pause, Resume, Cancel, Retry, Event, Suppress, Consent)
 
 
 class Reply(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):

@@ -99,16 +99,6 @@ AnyInput = (
     Start | Event | ChannelResult | Pause | Resume | Cancel | Retry | Suppressed | ContactChanged | ReplayRecorded
 )
 
-_decoder = msgspec.json.Decoder(AnyInput)
-
-
-def decode_input(data: bytes | str) -> AnyInput:
-    return _decoder.decode(data)
-
-
-def input_to_builtins(value: AnyInput) -> dict[str, Any]:
-    return msgspec.to_builtins(value)
-
 
 def input_from_builtins(value: dict[str, Any]) -> AnyInput:
     return msgspec.convert(value, AnyInput)
