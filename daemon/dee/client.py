@@ -149,17 +149,27 @@ class DaemonBackend:
                         future.set_result(answer)
 
     async def send(self, partition: int, message: wire.Inbound, timeout: float | None = None) -> wire.Reply:
-        """Publish a message and wait for the daemon's reply after commit."""
+        """Publish a message and wait for the daemon's reply after commit.
+
+        Without an answer by half the timeout the same message (same commandId) is published
+        again: if the daemon crashed after committing but before answering, the retry is
+        recognised as a duplicate and answered from the stored reply; it is never applied twice.
+        """
         assert self.redis is not None
         timeout = self.config.client.reply_timeout_ms / 1000 if timeout is None else timeout
         future: asyncio.Future[wire.Reply] = asyncio.get_running_loop().create_future()
         self._waiting[message.command_id] = future
-        await self.redis.xadd(self.keys.inbound(partition), {FIELD: wire.encode(message)})
+        entry = {FIELD: wire.encode(message)}
         try:
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError:
+            for wait in (timeout / 2, timeout / 2):
+                await self.redis.xadd(self.keys.inbound(partition), entry)
+                try:
+                    return await asyncio.wait_for(asyncio.shield(future), wait)
+                except TimeoutError:
+                    continue
+        finally:
             self._waiting.pop(message.command_id, None)
-            raise EngineUnavailableError(partition, f"no reply within {timeout:.0f} s") from None
+        raise EngineUnavailableError(partition, f"no reply within {timeout:.1f} s")
 
     async def ask(self, partition: int, message: wire.Inbound) -> wire.Reply:
         reply = await self.send(partition, message)

@@ -151,8 +151,8 @@ class PartitionWorker:
                 accepted = [*intake.replies, *duplicates]
         for entry, reason in dead:
             await dead_letter(self.redis, self.keys.dead(self.partition), self.reader.stream, entry, reason)
+        await self._reply(accepted)  # before the ack: a crash in between re-reads, and re-answers
         await self.reader.ack([e[0] for e in entries])
-        await self._reply(accepted)
         if valid and self._enrolments_deferred < MAX_DEFERRED_TICKS and all(
             isinstance(m, wire.Execute | wire.ExecuteBatch) for _, m in valid
         ):
