@@ -61,6 +61,7 @@ class DaemonBackend:
         self.keys = Keys(config.namespace)
         self.reply_stream = self.keys.reply(self.client_id)
         self._waiting: dict[str, asyncio.Future[wire.Reply]] = {}
+        self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
         self.pool: asyncpg.Pool | None = None
         self.redis: aioredis.Redis | None = None
@@ -96,9 +97,11 @@ class DaemonBackend:
     async def stop(self) -> None:
         if self.runtime is not None:
             await self.runtime.stop()
+        # the flag ends the reply reader even where a blocking read swallows the cancellation
+        self._closing = True
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.wait(self._tasks, timeout=2.0) if self._tasks else None
         if self.redis is not None:
             try:
                 await self.redis.delete(self.reply_stream)
@@ -133,9 +136,9 @@ class DaemonBackend:
         """Route replies to the waiting calls; a Redis hiccup is retried, never fatal."""
         assert self.redis is not None
         last = "0-0"
-        while True:
+        while not self._closing:
             try:
-                reply = await self.redis.xread({self.reply_stream: last}, count=1000, block=1000)
+                reply = await self.redis.xread({self.reply_stream: last}, count=1000, block=250)
             except (aioredis.RedisError, OSError) as exc:
                 log.warning("reading replies: %s; retrying", exc)
                 await asyncio.sleep(0.2)
