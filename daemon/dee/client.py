@@ -228,7 +228,8 @@ class DaemonBackend:
                 tick = await self.clock.tick(conn, partition)  # type: ignore[union-attr]
                 done = await enrol(conn, partition, tick, compiled, version, items, variables, tick, None, stamp, ulid)
                 inserted = await rows.insert_new_runs(conn, done.runs, done.audit)
-            lost = [contact.id for run_id, contact in items if run_id in done.created and run_id not in inserted]
+            created = set(done.created)
+            lost = [contact.id for run_id, contact in items if run_id in created and run_id not in inserted]
             return [r for r in done.created if r in inserted], [c for c, _ in done.refused] + lost
 
         results = await asyncio.gather(*(one(p, items) for p, items in sorted(by_partition.items())))
