@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
@@ -60,9 +61,9 @@ class RedisLedger:
         return {k.decode(): int(v) for k, v in (await self._redis.hgetall(self.keys[1])).items()}
 
 
-def ledger_for(config: object, channel: str) -> MemoryLedger | RedisLedger:
+def ledger_for(config: Any, channel: str) -> MemoryLedger | RedisLedger:
     """Durable in daemon deployments (config with a real database), in memory otherwise."""
     database = getattr(config, "database", "memory://")
     if database.startswith("memory:"):
         return MemoryLedger()
-    return RedisLedger(getattr(config, "redis"), channel, getattr(config, "namespace", "dee"))
+    return RedisLedger(config.redis, channel, getattr(config, "namespace", "dee"))
