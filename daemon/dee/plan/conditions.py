@@ -260,7 +260,7 @@ def _prune(value: Any, paths: Collection[tuple[str, ...]]) -> Any:
     if () in paths or not isinstance(value, dict):
         return value
     heads: dict[str, list[tuple[str, ...]]] = {}
-    for path in paths:
+    for path in sorted(paths):  # a fixed order: no set iteration reaches the evaluation
         heads.setdefault(path[0], []).append(path[1:])
     return {key: _prune(value[key], rest) for key, rest in heads.items() if key in value}
 
@@ -290,9 +290,9 @@ class CompiledCondition:
     referenced_steps: tuple[str, ...]
     is_default: bool
     _program: cel.Program
-    _roots: frozenset[str]
+    _roots: tuple[str, ...]
     _paths: dict[str, frozenset[tuple[str, ...]]]
-    _functions: frozenset[str]
+    _functions: tuple[str, ...]
 
     def __init__(self, source: str, analysis: _Analysis) -> None:
         program = analysis.program
@@ -300,8 +300,9 @@ class CompiledCondition:
         for name, value in [
             ("source", source), ("cel_source", analysis.cel_source),
             ("referenced_steps", analysis.steps), ("is_default", analysis.is_default),
-            ("_program", program), ("_roots", frozenset(program.variables())),
-            ("_paths", analysis.paths), ("_functions", frozenset(program.functions()) & _BIND.keys()),
+            # sorted tuples: bindings are built in one fixed order (no set iteration in the kernel)
+            ("_program", program), ("_roots", tuple(sorted(set(program.variables())))),
+            ("_paths", analysis.paths), ("_functions", tuple(sorted(set(program.functions()) & _BIND.keys()))),
         ]:
             object.__setattr__(self, name, value)
 
