@@ -64,11 +64,26 @@ class ChainVerification(msgspec.Struct, frozen=True):
     reason: str | None = None
 
 
+class _Unsealed(msgspec.Struct, frozen=True, rename="camel"):
+    """An entry without its checksum: exactly what the checksum covers."""
+
+    id: str
+    run_id: str
+    seq: int
+    plan_id: str
+    step_id: str | None
+    tick: int
+    timestamp: str
+    action: str
+    input: dict[str, Any] | None
+    output: dict[str, Any] | None
+    context: dict[str, Any] | None
+    previous_checksum: str
+
+
 def canonical(entry: AuditEntry) -> bytes:
     """The bytes the checksum covers: every field but `checksum`, sorted keys, UTF-8 JSON."""
-    fields = msgspec.to_builtins(entry)
-    del fields["checksum"]
-    return msgspec.json.encode(fields, order="sorted")
+    return _encode_sorted(_Unsealed(*msgspec.structs.astuple(entry)[:-1]))
 
 
 def chain_checksum(entry: AuditEntry) -> str:
@@ -82,15 +97,15 @@ def seal(
     sealed: list[AuditEntry] = []
     previous = head
     for d in drafts:
-        entry = AuditEntry(
-            id=new_id(), run_id=d.run_id, seq=d.seq, plan_id=d.plan_id, step_id=d.step_id,
-            tick=d.tick, timestamp=timestamp, action=d.action, input=d.input, output=d.output,
-            context=d.context, previous_checksum=previous, checksum="",
-        )  # fmt: skip
-        entry = msgspec.structs.replace(entry, checksum=chain_checksum(entry))
-        sealed.append(entry)
-        previous = entry.checksum
+        body = _Unsealed(new_id(), d.run_id, d.seq, d.plan_id, d.step_id, d.tick, timestamp, d.action,
+                         d.input, d.output, d.context, previous)  # fmt: skip
+        checksum = hashlib.sha256(previous.encode() + _encode_sorted(body)).hexdigest()
+        sealed.append(AuditEntry(*msgspec.structs.astuple(body), checksum))
+        previous = checksum
     return sealed
+
+
+_encode_sorted = msgspec.json.Encoder(order="sorted").encode
 
 
 def verify_chain(
