@@ -3,8 +3,11 @@
 from dee.config import (
     AuditConfig,
     ChannelsConfig,
+    ClientConfig,
     EmailChannelConfig,
     EngineConfig,
+    MetricsConfig,
+    PluginsConfig,
     SchedulerConfig,
     SenderConfig,
     VoiceChannelConfig,
@@ -27,6 +30,7 @@ from dee.errors import (
     RunNotFoundError,
     StartInPastError,
     TemplateError,
+    UnknownPlanError,
 )
 from dee.kernel.audit import AuditEntry, ChainVerification
 from dee.kernel.contact import Contact
@@ -42,11 +46,11 @@ from dee.runs import BulkError, BulkResult, ConsentRecord, ExecutionRun, RunPage
 
 __all__ = [
     "AlreadyEnrolledError", "AuditChainError", "AuditConfig", "AuditEntry", "BulkError", "BulkResult",
-    "ChainVerification", "ChannelsConfig", "ClockModeError", "Condition", "ConditionError", "ConfigError",
+    "ChainVerification", "ChannelsConfig", "ClientConfig", "ClockModeError", "Condition", "ConditionError", "ConfigError",
     "ConsentRecord", "Contact", "ContactSuppressedError", "DeeError", "Duration", "Edge", "EmailChannelConfig",
     "Engine", "EngineConfig", "EngineUnavailableError", "ExecutionRun", "ExitCondition", "InvalidTransitionError",
-    "Plan", "PlanFileError", "PlanProblem", "PlanValidationError", "PluginError", "ReplayDiff", "ReplayResult",
+    "MetricsConfig", "Plan", "PlanFileError", "PlanProblem", "PlanValidationError", "PluginError", "PluginsConfig", "ReplayDiff", "ReplayResult",
     "ReplayStep", "RunNotFoundError", "RunPage", "SchedulerConfig", "SenderConfig", "StartInPastError", "Step",
-    "StepResult", "Suppression", "TemplateError", "TimelineEntry", "Tracking", "VoiceChannelConfig", "Voicemail",
+    "StepResult", "Suppression", "TemplateError", "TimelineEntry", "UnknownPlanError", "Tracking", "VoiceChannelConfig", "Voicemail",
     "create_plan", "load_plan", "partition_for", "steps", "transitions",
 ]  # fmt: skip
