@@ -47,6 +47,10 @@ MAX_DEFERRED_TICKS = 8  # enrolment-only batches taken in a row before a tick mu
 _ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
+class TickFailed(Exception):
+    """The tick transaction failed after its batch was accepted (never the batch's fault)."""
+
+
 @dataclass
 class TickReport:
     """What one iteration did (for metrics and for the idle check)."""
@@ -109,6 +113,10 @@ class PartitionWorker:
             return await self.iterate(entries)
         except LeaseLostError:
             raise
+        except TickFailed:
+            log.exception("partition %s: the tick failed; its inputs wait in the inbox, retrying", self.partition)
+            await asyncio.sleep(1.0)
+            return TickReport(tick=-1)
         except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, TimeoutError) as exc:
             log.warning("partition %s: storage unavailable (%s); retrying", self.partition, exc)
             self.reader.repending()
@@ -120,10 +128,6 @@ class PartitionWorker:
                 for entry in entries:
                     report = await self.guarded([entry])
                 return report
-            if not entries:
-                log.exception("partition %s: tick failed without input; backing off", self.partition)
-                await asyncio.sleep(1.0)
-                return TickReport(tick=-1)
             reason = f"refused at commit: {type(exc).__name__}: {exc}"
             await dead_letter(self.redis, self.keys.dead(self.partition), self.reader.stream, entries[0], reason)
             await self.reader.ack([entries[0][0]])
@@ -162,6 +166,15 @@ class PartitionWorker:
             report.tick = -1  # look again at once
             return report
         self._enrolments_deferred = 0
+        try:
+            return await self._tick(tick, report, started)
+        except LeaseLostError:
+            raise
+        except Exception as exc:  # the batch is already accepted: nothing here is its fault
+            raise TickFailed(str(exc)) from exc
+
+    async def _tick(self, tick: int, report: TickReport, started: float) -> TickReport:
+        """The tick transaction: advance what is due, write it, then answer and publish."""
         async with self.pool.acquire() as conn, conn.transaction():
             await self._fence(conn)
             replies, outbox, audit = await self._process(conn, tick, report)
