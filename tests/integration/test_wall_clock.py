@@ -29,7 +29,7 @@ async def test_a_wait_ends_in_wall_time(deployment: EngineConfig) -> None:
         elapsed = time.monotonic() - started
         done = await engine.get_run(run.id)
         assert done.outcome == "waited"
-        assert elapsed >= 1.0  # never before the wait's real duration
+        assert elapsed >= 0.95  # never before the wait (its start tick may have begun up to one tick earlier)
         timeline = await engine.get_timeline(run.id)
         waited = next(t for t in timeline if t.action == "wait.completed")
         started_wait = next(t for t in timeline if t.action == "wait.started")
