@@ -39,31 +39,6 @@ class EntryDraft(msgspec.Struct, frozen=True):
     context: dict[str, Any] | None = None
 
 
-class AuditEntry(msgspec.Struct, frozen=True, rename="camel"):
-    id: str
-    run_id: str
-    seq: int
-    plan_id: str
-    step_id: str | None
-    tick: int
-    timestamp: str
-    action: str
-    input: dict[str, Any] | None
-    output: dict[str, Any] | None
-    context: dict[str, Any] | None
-    previous_checksum: str
-    checksum: str
-
-
-class ChainVerification(msgspec.Struct, frozen=True):
-    valid: bool
-    entries: int
-    first_tick: int | None
-    last_tick: int | None
-    broken_at: int | None = None
-    reason: str | None = None
-
-
 class _Unsealed(msgspec.Struct, frozen=True, rename="camel"):
     """An entry without its checksum: exactly what the checksum covers."""
 
@@ -79,6 +54,21 @@ class _Unsealed(msgspec.Struct, frozen=True, rename="camel"):
     output: dict[str, Any] | None
     context: dict[str, Any] | None
     previous_checksum: str
+
+
+class AuditEntry(_Unsealed, frozen=True, rename="camel"):
+    """A sealed entry: the unsealed fields plus the checksum over them."""
+
+    checksum: str
+
+
+class ChainVerification(msgspec.Struct, frozen=True):
+    valid: bool
+    entries: int
+    first_tick: int | None
+    last_tick: int | None
+    broken_at: int | None = None
+    reason: str | None = None
 
 
 def canonical(entry: AuditEntry) -> bytes:

@@ -153,9 +153,14 @@ class _Run:
         self.set(status=to, current_tick=max(self.s.current_tick, tick))
 
     @property
-    def plan(self) -> CompiledPlan:
+    def kernel_env(self) -> KernelEnv:
+        """The environment; only `start_run` and `quarantine` work without one (and need none)."""
         assert self.env is not None
-        return self.env.plan
+        return self.env
+
+    @property
+    def plan(self) -> CompiledPlan:
+        return self.kernel_env.plan
 
     # ---- timers ------------------------------------------------------------------------
     def fire_timer(self, at: int) -> None:
@@ -236,7 +241,7 @@ class _Run:
     def step_of_message(self, msg_id: str | None) -> str | None:
         if msg_id is None:
             return None
-        domain = self.env.message_domain if self.env else "dee.local"
+        domain = self.kernel_env.message_domain
         for r in reversed(self.s.results):
             if r.idempotency_key and message_id(r.idempotency_key, domain) == msg_id:
                 return r.step_id
@@ -294,8 +299,7 @@ class _Run:
 
     # ---- steps -------------------------------------------------------------------------
     def context(self, step_id: str, at: int) -> StepContext:
-        env = self.env
-        assert env is not None
+        env = self.kernel_env
         key = idempotency_key(self.s.run_id, step_id, self.s.step_tick, self.s.key_attempt)
         return StepContext(
             run_id=self.s.run_id, plan_id=self.s.plan_id, plan_version=self.s.plan_version,
@@ -422,7 +426,8 @@ class _Run:
                 self.outcome(step_id, out, at)
             return
         kind = res.error_kind or "permanent"
-        plan_retry = next_retry(self.env.retry if self.env else RetryPolicy(), kind, pending, at, self.env.tick_interval_ms if self.env else 1000)
+        env = self.kernel_env
+        plan_retry = next_retry(env.retry, kind, pending, at, env.tick_interval_ms)
         if plan_retry is not None:
             self.set(dispatch=plan_retry.pending, wake_tick=plan_retry.tick, timer="retry")
             self.entry("error.retried", step_id, at, input=inp, output={
