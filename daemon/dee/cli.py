@@ -131,6 +131,20 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0 if report.replay_identical == total and report.chains_valid == total else 1
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from dee.bench.run import run_bench
+
+    config = load_config(args)
+    if args.database or args.redis:
+        config = msgspec.structs.replace(config, database=args.database or config.database, redis=args.redis or config.redis)
+    daemons = tuple(int(n) for n in args.daemons.split(","))
+    report = asyncio.run(run_bench(config, args.contacts, daemons, idle_runs=args.idle_runs))
+    if not args.json:
+        print(report.table())
+    print(report.json_line())
+    return 0 if not report.problems() else 1
+
+
 def _client(args: argparse.Namespace) -> Any:
     from dee.engine import Engine
 
@@ -221,6 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--database", help="database to (re)create for the simulation (default: <config db>_simulate)")
     simulate.add_argument("--redis", help="Redis for the simulation (default: the configured one; keys under <namespace>-simulate)")
     simulate.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    bench = command("bench", cmd_bench, "measure throughput on the fixed outreach-v2 workload (a scratch database)")
+    bench.add_argument("--contacts", type=int, default=10_000)
+    bench.add_argument("--daemons", default="1,2", help="daemon process counts to run the workload with (default 1,2)")
+    bench.add_argument("--idle-runs", type=int, default=0, help="also enrol this many runs on long waits and measure idle cost")
+    bench.add_argument("--database", help="server to make the scratch database on (default: the configured one)")
+    bench.add_argument("--redis", help="Redis to use (keys under <namespace>-bench)")
+    bench.add_argument("--json", action="store_true", help="print only the JSON line")
 
     runs = sub.add_parser("runs", help="inspect and steer runs").add_subparsers(dest="runs_command", required=True)
     listing = command("list", cmd_runs, "list runs", runs)

@@ -65,6 +65,11 @@ class AuditAccess:
         return None
 
 
+def template_store(config: EngineConfig, plugins: PluginManager) -> ChainedTemplateStore:
+    """The config directory's templates, then those plugins provide: what steps render from."""
+    return ChainedTemplateStore([load_directory(config.config_dir), *plugins.template_stores(config).values()])
+
+
 def channel_adapters(config: EngineConfig, plugins: PluginManager) -> dict[str, ChannelAdapter]:
     """The adapter config selects for each channel; a missing one is a configuration error."""
     adapters = plugins.channel_adapters(config)
@@ -83,8 +88,7 @@ class Engine:
         self.config = config or EngineConfig()
         self.scheduler = scheduler
         self.plugins = plugins or PluginManager.load(disabled=self.config.plugins.disabled)
-        stores = [load_directory(self.config.config_dir), *self.plugins.template_stores(self.config).values()]
-        self.templates = ChainedTemplateStore(stores)
+        self.templates = template_store(self.config, self.plugins)
         adapters = channel_adapters(self.config, self.plugins)
         if self.config.database.startswith("memory:"):
             from dee.inmemory import MemoryBackend

@@ -17,17 +17,15 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import asyncpg
 import msgspec
-import redis.asyncio as aioredis
 
 from dee.config import EngineConfig
 from dee.engine import Engine
-from dee.store.admin import database_name, recreate_database, with_database
-from dee.store.migrate import migrate
 from dee.kernel.clock import ms_to_ticks
 from dee.kernel.timeline import TimelineEntry
 from dee.plan.model import Plan
+from dee.scratch import create_deployment
+from dee.store.admin import database_name, with_database
 
 REACTION_DELAY_MS = 6 * 3_600_000
 OPEN_PERCENT, CLICK_PERCENT, REPLY_PERCENT = 35, 12, 8
@@ -143,28 +141,11 @@ async def run_simulation(
     else:
         db = database or with_database(config.database, database_name(config.database) + "_simulate")
         namespace = f"{config.namespace}-simulate"
-        await recreate_database(db)
         sim = msgspec.structs.replace(config, database=db, redis=redis_url or config.redis, namespace=namespace,
                                       scheduler=scheduler, metrics=metrics)  # fmt: skip
-        conn = await asyncpg.connect(db)
-        try:
-            await migrate(conn, sim)
-        finally:
-            await conn.close()
-        await clear_namespace(sim.redis, namespace)
+        await create_deployment(sim)
     async with Engine(sim, scheduler=True) as engine:
         return await simulate(engine, plan, contacts, days, progress=progress)
-
-
-async def clear_namespace(url: str, namespace: str) -> None:
-    """Delete every Redis key of a namespace (a fresh simulation starts from nothing)."""
-    client = aioredis.from_url(url)
-    try:
-        batch = [key async for key in client.scan_iter(match=f"{namespace}:*", count=1000)]
-        for start in range(0, len(batch), 1000):
-            await client.delete(*batch[start : start + 1000])
-    finally:
-        await client.aclose()
 
 
 def format_report(report: SimulationReport, tick_ms: int) -> str:

@@ -22,10 +22,11 @@ from typing import Any
 
 import asyncpg
 import pytest
-
 from dee import Engine
 from dee.config import EngineConfig
-from tests.integration.conftest import create_deployment, deployment_config, destroy_deployment
+from dee.scratch import create_deployment, destroy_deployment
+
+from tests.integration.conftest import deployment_config
 
 REPO = Path(__file__).resolve().parents[2]
 LEASE_TTL_MS = 1500

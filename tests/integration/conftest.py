@@ -11,11 +11,9 @@ from typing import Any
 import asyncpg
 import msgspec
 import pytest
-
 from dee.config import ClientConfig, EngineConfig, MetricsConfig, SchedulerConfig
-from dee.simulate import clear_namespace
-from dee.store.admin import drop_database, recreate_database, with_database
-from dee.store.migrate import migrate
+from dee.scratch import create_deployment, destroy_deployment
+from dee.store.admin import with_database
 
 PG_DSN = os.environ.get("DEE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("DEE_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -30,21 +28,6 @@ def deployment_config(name: str, **scheduler: Any) -> EngineConfig:
         # a stuck partition fails its test in 30 s rather than after the 120 s default
         client=ClientConfig(reply_timeout_ms=10_000, idle_timeout_ms=30_000),
     )  # fmt: skip
-
-
-async def create_deployment(config: EngineConfig) -> None:
-    await recreate_database(config.database)
-    conn = await asyncpg.connect(config.database)
-    try:
-        await migrate(conn, config)
-    finally:
-        await conn.close()
-    await clear_namespace(config.redis, config.namespace)
-
-
-async def destroy_deployment(config: EngineConfig) -> None:
-    await drop_database(config.database)
-    await clear_namespace(config.redis, config.namespace)
 
 
 @pytest.fixture

@@ -16,10 +16,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import msgspec
 import pytest
 import pytest_asyncio
-
-import msgspec
 from dee import (
     AlreadyEnrolledError,
     BulkResult,
@@ -38,7 +37,9 @@ from dee import (
 )
 from dee.config import ClientConfig
 from dee.plan.model import Plan
-from tests.integration.conftest import create_deployment, deployment_config, destroy_deployment
+from dee.scratch import create_deployment, destroy_deployment
+
+from tests.integration.conftest import deployment_config
 
 DAY = 86_400
 OUTREACH = "config/plans/sales-outreach-v2.yaml"

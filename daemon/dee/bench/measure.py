@@ -1,0 +1,179 @@
+"""What `dee bench` measures besides the workload itself: the raw write limit of the database,
+replay throughput, and the correctness of what the engine wrote."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import asyncpg
+import msgspec
+from dee.bench.report import Correctness
+from dee.bench.workload import PATHS, path_of
+from dee.config import EngineConfig
+from dee.engine import template_store
+from dee.kernel.audit import AuditEntry, verify_chain
+from dee.kernel.inputs import Start
+from dee.kernel.machine import KernelEnv
+from dee.kernel.replay import replay_entries
+from dee.plugin.manager import PluginManager
+from dee.store.plans import PlanCache
+from dee.store.runs import AUDIT_COLUMNS, audit_from_row
+
+RAW_RUNS_PER_TRANSACTION = 500
+
+
+async def check_workload(conn: asyncpg.Connection, contacts: int) -> Correctness:
+    """Read back what the engine wrote: each run's node sequence against its contact's path."""
+    entered = await conn.fetch(
+        "SELECT r.contact_id, array_agg(a.step_id ORDER BY a.seq) AS nodes FROM runs r "
+        "JOIN audit_log a ON a.run_id = r.run_id AND a.action = 'step.entered' GROUP BY r.contact_id"
+    )
+    paths: Counter[str] = Counter()
+    wrong = 0
+    for row in entered:
+        i = int(row["contact_id"].rsplit("-", 1)[1])
+        path = path_of(i)
+        if tuple(row["nodes"]) == PATHS[path] and i < contacts:
+            paths[path] += 1
+        else:
+            wrong += 1
+    outcomes = Counter({r["outcome"] or r["status"]: r["n"] for r in await conn.fetch(
+        "SELECT status, outcome, count(*) AS n FROM runs GROUP BY status, outcome")})  # fmt: skip
+    stats = await conn.fetchrow(
+        "SELECT count(*) AS rows, coalesce(sum(pg_column_size(a.*)), 0) AS bytes, "
+        "count(*) FILTER (WHERE action = 'step.entered') AS entered, "
+        "count(*) FILTER (WHERE action = 'step.dispatched') AS sends FROM audit_log a"
+    )  # fmt: skip
+    runs = await conn.fetchrow(
+        "SELECT count(*) AS n, count(*) FILTER (WHERE status IN ('completed', 'cancelled', 'failed')) AS t FROM runs"
+    )
+    return Correctness(
+        runs=runs["n"], terminal=runs["t"], outcomes=outcomes, paths=paths, wrong_paths=wrong,
+        transitions=stats["entered"], sends=stats["sends"], audit_rows=stats["rows"], audit_bytes=stats["bytes"],
+    )  # fmt: skip
+
+
+async def raw_write_seconds(database: str, rows: int, runs: int, row_bytes: int) -> float:
+    """Seconds to COPY `rows` audit-shaped rows of about `row_bytes` bytes into a table like
+    `audit_log` (same columns and indexes), `RAW_RUNS_PER_TRANSACTION` runs per transaction:
+    the same volume the engine wrote, with nothing but the writing."""
+    per_run = max(1, -(-rows // max(runs, 1)))
+    filler = "x" * max(0, row_bytes - 260)
+    conn = await asyncpg.connect(database)
+    try:
+        await conn.execute("DROP TABLE IF EXISTS bench_raw_audit")
+        await conn.execute("CREATE TABLE bench_raw_audit (LIKE audit_log INCLUDING ALL)")
+        batches = []
+        written = 0
+        run = 0
+        while written < rows:
+            batch = []
+            for _ in range(RAW_RUNS_PER_TRANSACTION):
+                if written >= rows:
+                    break
+                run_id = f"01RAW{run:021d}"
+                for seq in range(1, min(per_run, rows - written) + 1):
+                    batch.append((run_id, seq, f"01ENTRY{run:012d}{seq:07d}", "sales-outreach-v2", "initial-email",
+                                  seq * 3600, "2026-11-25T12:00:00.000+00:00", "step.entered", None,
+                                  f'{{"status":"delivered","pad":"{filler}"}}', None, "0" * 64, "f" * 64))  # fmt: skip
+                written += min(per_run, rows - written + 0)
+                run += 1
+            batches.append(batch)
+        started = time.perf_counter()
+        for batch in batches:
+            async with conn.transaction():
+                await conn.copy_records_to_table("bench_raw_audit", records=batch, columns=AUDIT_COLUMNS)
+        seconds = time.perf_counter() - started
+        await conn.execute("DROP TABLE bench_raw_audit")
+        return seconds
+    finally:
+        await conn.close()
+
+
+@dataclass
+class ReplayTally:
+    runs: int = 0
+    identical: int = 0
+    chains_valid: int = 0
+
+
+def _replay_share(config_json: bytes, share: int, shares: int) -> tuple[int, int, int]:
+    """Replay and verify every completed run in one share of the runs (a worker process)."""
+    config = msgspec.json.decode(config_json, type=EngineConfig)
+    return asyncio.run(_replay_runs(config, share, shares))
+
+
+async def _replay_runs(config: EngineConfig, share: int, shares: int) -> tuple[int, int, int]:
+    plugins = PluginManager.load(disabled=config.plugins.disabled)
+    templates = template_store(config, plugins)
+    cache = PlanCache(plugins, templates)
+    settings = config.kernel_settings()
+    tally = ReplayTally()
+    conn = await asyncpg.connect(config.database)
+    try:
+        heads = {r["run_id"]: (r["seq"], r["head"]) for r in await conn.fetch(
+            "SELECT run_id, seq, head FROM runs WHERE status = 'completed' AND abs(hashtext(run_id)) % $1 = $2",
+            shares, share)}  # fmt: skip
+        envs = {
+            (r["plan_id"], r["version"]): KernelEnv(
+                plan=await cache.get(conn, r["plan_id"], r["version"]), templates=templates,
+                tick_interval_ms=config.scheduler.tick_interval_ms, settings=settings,
+                message_domain=config.message_domain,
+            )
+            for r in await conn.fetch("SELECT plan_id, version FROM plans")
+        }  # fmt: skip
+
+        def env_for(start: Start) -> KernelEnv:
+            return envs[(start.plan_id, start.plan_version)]
+
+        columns = ", ".join(AUDIT_COLUMNS)
+        current: list[AuditEntry] = []
+        async with conn.transaction():
+            cursor = conn.cursor(
+                f"SELECT {columns} FROM audit_log WHERE abs(hashtext(run_id)) % $1 = $2 ORDER BY run_id, seq",
+                shares, share, prefetch=5000,
+            )  # fmt: skip
+            async for row in cursor:
+                if current and current[-1].run_id != row["run_id"]:
+                    _replay_one(current, heads, env_for, tally)
+                    current = []
+                current.append(audit_from_row(row))
+            if current:
+                _replay_one(current, heads, env_for, tally)
+    finally:
+        await conn.close()
+    return tally.runs, tally.identical, tally.chains_valid
+
+
+def _replay_one(
+    entries: list[AuditEntry], heads: dict[str, tuple[int, str]], env_for: Callable[[Start], KernelEnv], tally: ReplayTally
+) -> None:
+    head = heads.get(entries[0].run_id)
+    if head is None:  # not completed
+        return
+    tally.runs += 1
+    if verify_chain(entries, *head).valid:
+        tally.chains_valid += 1
+    if replay_entries(entries, env_for).identical:
+        tally.identical += 1
+
+
+async def replay_all(config: EngineConfig, processes: int) -> tuple[ReplayTally, float]:
+    """Replay and verify every completed run from Postgres, in `processes` worker processes."""
+    started = time.perf_counter()
+    encoded = msgspec.json.encode(config)
+    loop = asyncio.get_running_loop()
+    with ProcessPoolExecutor(processes) as pool:
+        parts = await asyncio.gather(*(loop.run_in_executor(pool, _replay_share, encoded, k, processes)
+                                       for k in range(processes)))  # fmt: skip
+    tally = ReplayTally()
+    for runs, identical, valid in parts:
+        tally.runs += runs
+        tally.identical += identical
+        tally.chains_valid += valid
+    return tally, time.perf_counter() - started
