@@ -406,8 +406,9 @@ class DaemonBackend:
         while True:
             now = await self.db.fetchval("SELECT manual_tick FROM dee_meta")
             wake = await self.db.fetchval(
-                "SELECT min(wake_tick) FROM runs WHERE wake_tick > $1 AND status <> 'paused'", now
-            )
+                "SELECT min((SELECT min(wake_tick) FROM runs WHERE partition = p AND wake_tick > $1 AND status <> 'paused')) "
+                "FROM generate_series(0, $2 - 1) AS p", now, self.partitions,
+            )  # one probe of the runs_due index per partition
             step = target if wake is None or wake > target else wake
             await self._set_clock(step)
             await self.run_until_idle()
@@ -421,8 +422,9 @@ class DaemonBackend:
         await self.db.execute("UPDATE dee_meta SET manual_tick = greatest(manual_tick, $1)", tick)
         self._manual_tick = tick
         due = await self.db.fetch(
-            "SELECT DISTINCT partition FROM runs WHERE wake_tick <= $1 AND status <> 'paused'", tick
-        )
+            "SELECT p AS partition FROM generate_series(0, $2 - 1) AS p WHERE EXISTS "
+            "(SELECT 1 FROM runs WHERE partition = p AND wake_tick <= $1 AND status <> 'paused')", tick, self.partitions,
+        )  # fmt: skip
         async with self.redis.pipeline(transaction=False) as pipe:
             for row in due:
                 pipe.xadd(self.keys.inbound(row["partition"]), {FIELD: wire.encode(wire.Wake(command_id="wake"))})
@@ -444,14 +446,17 @@ class DaemonBackend:
         assert self.redis is not None
         row = await self.db.fetchrow(
             """
+            WITH m AS (SELECT manual_tick AS t FROM dee_meta)
             SELECT coalesce(
               (SELECT min(partition) FROM inbox),
               (SELECT min(partition) FROM outbox),
-              (SELECT min(r.partition) FROM runs r, dee_meta m WHERE r.awaiting
-                 OR (r.wake_tick <= m.manual_tick AND r.status <> 'paused'))) AS busy,
-              (SELECT manual_tick FROM dee_meta) AS tick
-            """
-        )
+              (SELECT min(partition) FROM runs WHERE awaiting),
+              (SELECT min(p) FROM generate_series(0, $1 - 1) AS p, m WHERE EXISTS (
+                 SELECT 1 FROM runs WHERE partition = p AND wake_tick <= m.t AND status <> 'paused'))) AS busy,
+              (SELECT t FROM m) AS tick
+            """,
+            self.partitions,
+        )  # index probes only: this runs every few milliseconds while a caller waits
         self._manual_tick = row["tick"]
         if row["busy"] is not None:
             return int(row["busy"])

@@ -26,7 +26,11 @@ _HREF = re.compile(r'href="(https?://[^"]+)"')
 
 @functools.lru_cache(maxsize=4096)
 def _compile(source: str) -> Any:
-    return _ENV.from_string(source)
+    template = _ENV.from_string(source)
+    # Jinja keeps a template's globals as a ChainMap over the environment's and merges it into
+    # every render's context in Python; one plain dict (same contents) makes that a C copy
+    template.globals = dict(template.globals)
+    return template
 
 
 def render_text(source: str, variables: dict[str, Any], what: str) -> str:

@@ -18,7 +18,7 @@ from dee.store.admin import drop_database, recreate_database
 from dee.store.migrate import migrate, migration_files, pending_migrations
 from tests.integration.conftest import deployment_config, replace_scheduler
 
-EXPECTED = ["0001_init.sql"]
+EXPECTED = ["0001_init.sql", "0002_awaiting_index.sql"]
 TABLES = {
     "dee_meta", "dee_migrations", "plans", "partitions", "instances", "contacts", "suppressions", "consents",
     "runs", "received", "inbox", "outbox", "audit_log",
@@ -49,12 +49,13 @@ async def state(dsn: str) -> dict[str, object]:
         await conn.close()
 
 
-def test_the_shipped_migrations_are_numbered_from_one() -> None:
+def test_the_shipped_migrations_are_numbered_from_one_without_gaps() -> None:
     files = migration_files()
-    assert [(n, name) for n, name, _ in files] == [(1, "0001_init.sql")]
+    assert [n for n, _, _ in files] == list(range(1, len(files) + 1))
+    assert files[0][1] == "0001_init.sql"
 
 
-async def test_a_fresh_database_gets_0001_once(fresh: EngineConfig) -> None:
+async def test_a_fresh_database_gets_every_migration_once(fresh: EngineConfig) -> None:
     conn = await asyncpg.connect(fresh.database)
     try:
         assert await pending_migrations(conn) == EXPECTED
@@ -62,7 +63,7 @@ async def test_a_fresh_database_gets_0001_once(fresh: EngineConfig) -> None:
         assert await pending_migrations(conn) == []
         first = await state(fresh.database)
         assert first == {
-            "migrations": [(1, "0001_init.sql")],
+            "migrations": list(enumerate(EXPECTED, start=1)),
             "meta": [(1000, 4, 0)],
             "partitions": [0, 1, 2, 3],
             "tables": TABLES,
@@ -84,7 +85,7 @@ async def test_five_concurrent_migrations_apply_once_and_all_succeed(fresh: Engi
     assert [r for r in results if isinstance(r, BaseException)] == []
     assert sorted(results, key=len) == [[], [], [], [], EXPECTED]
     assert await state(fresh.database) == {
-        "migrations": [(1, "0001_init.sql")],
+        "migrations": list(enumerate(EXPECTED, start=1)),
         "meta": [(1000, 4, 0)],
         "partitions": [0, 1, 2, 3],
         "tables": TABLES,

@@ -330,3 +330,29 @@ def test_evaluation_is_a_pure_function_of_the_snapshot(snap):
     assert first == again == fresh
     assert snap == before
     assert all(isinstance(result, bool) or result[0] == "error" for result in first)
+
+
+DIRECT_SOURCES = [
+    *(f"events.{name}({arg})" for name in ("hasReply", "hasOpen", "hasClick", "hasBounce")
+      for arg in ("any", '"initial-email"', '"follow-up"')),
+    "contact.unsubscribed", "contact.bounced", " events.hasReply(any) ",
+]  # fmt: skip
+_event_types = st.sampled_from(["email.replied", "email.opened", "email.clicked", "email.bounced", "voice.completed"])
+_event_steps = st.sampled_from(["initial-email", "follow-up", None, "call-attempt"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(events=st.lists(st.tuples(_event_types, _event_steps), max_size=6), unsubscribed=st.booleans(), bounced=st.booleans())
+def test_conditions_evaluated_without_cel_agree_with_cel(events: list[tuple[str, str | None]], unsubscribed: bool, bounced: bool) -> None:
+    snap = snapshot(*events, contact={"unsubscribed": unsubscribed, "bounced": bounced})
+    for source in DIRECT_SOURCES:
+        condition = compile_condition(source)
+        assert condition._direct is not None, f"{source} should take the direct path"
+        through_cel = condition._program.execute(condition._bindings(snap))
+        assert condition.evaluate(snap) is through_cel, source
+
+
+def test_other_conditions_still_go_through_cel() -> None:
+    for source in ('events.hasReply(any) or contact.bounced', "!contact.unsubscribed", "events.hasReply('follow-up')",
+                   'events.hasOpen("a\\\\b")', "contact.attributes.tier == 'gold'"):  # fmt: skip
+        assert compile_condition(source)._direct is None, source

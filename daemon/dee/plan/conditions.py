@@ -279,11 +279,33 @@ _BIND: dict[str, Callable[[ConditionSnapshot], Callable[..., Any]]] = {
 }
 
 
+_DIRECT_EVENT = re.compile(r'events\.(hasReply|hasOpen|hasClick|hasBounce)\((?:(any)|"([^"\\]*)")\)')
+_DIRECT_FLAG = re.compile(r"contact\.(unsubscribed|bounced)")
+
+
+def _direct_form(cel_source: str) -> Callable[[ConditionSnapshot], bool] | None:
+    """The most common conditions, evaluated without CEL: `events.hasReply(any)`,
+    `events.hasOpen("step")` (any of the four event tests) and `contact.unsubscribed` or
+    `contact.bounced` alone. Each gives exactly what CEL gives (a property test compares them);
+    they are checked on every touch of every run, where CEL's binding cost dominated."""
+    source = cel_source.strip()
+    if match := _DIRECT_EVENT.fullmatch(source):
+        kind = _EVENT_TYPES[match.group(1)]
+        step_id = ANY_STEP if match.group(2) else match.group(3)
+        if step_id == ANY_STEP:
+            return lambda s: any(e.type == kind for e in s.events)
+        return lambda s: any(e.type == kind and e.step_id == step_id for e in s.events)
+    if match := _DIRECT_FLAG.fullmatch(source):
+        flag = match.group(1)
+        return lambda s: s.contact[flag] is True
+    return None
+
+
 class CompiledCondition:
     """A checked, compiled condition; `evaluate` is a pure function of the snapshot."""
 
     __slots__ = ("source", "cel_source", "referenced_steps", "is_default",
-                 "_program", "_roots", "_paths", "_functions")
+                 "_program", "_roots", "_paths", "_functions", "_direct")
 
     source: str
     cel_source: str
@@ -293,6 +315,7 @@ class CompiledCondition:
     _roots: tuple[str, ...]
     _paths: dict[str, frozenset[tuple[str, ...]]]
     _functions: tuple[str, ...]
+    _direct: Callable[[ConditionSnapshot], bool] | None
 
     def __init__(self, source: str, analysis: _Analysis) -> None:
         program = analysis.program
@@ -303,6 +326,7 @@ class CompiledCondition:
             # sorted tuples: bindings are built in one fixed order (no set iteration in the kernel)
             ("_program", program), ("_roots", tuple(sorted(set(program.variables())))),
             ("_paths", analysis.paths), ("_functions", tuple(sorted(set(program.functions()) & _BIND.keys()))),
+            ("_direct", _direct_form(analysis.cel_source)),
         ]:
             object.__setattr__(self, name, value)
 
@@ -326,6 +350,8 @@ class CompiledCondition:
         """True or False for this snapshot; `ConditionError` if CEL fails or the result is no bool."""
         if self.is_default:
             return True
+        if self._direct is not None:
+            return self._direct(snapshot)
         try:
             result = self._program.execute(self._bindings(snapshot))
         except Exception as exc:  # the binding raises KeyError, TypeError, RuntimeError, ...

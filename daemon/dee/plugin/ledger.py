@@ -7,6 +7,7 @@ count of every key shows whether anything was ever sent twice, across process cr
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -52,10 +53,34 @@ class RedisLedger:
         self.keys = [Keys(namespace).simulated(channel, name) for name in ("answers", "sends", "requests")]
         # a bounded pool that waits for a free connection rather than failing a burst of sends
         self._redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(url, max_connections=16))
+        self._script = self._redis.register_script(_RECORD)
+        self._waiting: list[tuple[str, bytes, asyncio.Future[bytes]]] = []
 
     async def record(self, key: str, decide: Callable[[], DispatchResponse]) -> DispatchResponse:
-        raw = await self._redis.eval(_RECORD, 3, *self.keys, key, msgspec.json.encode(decide()))
-        return msgspec.json.decode(raw, type=DispatchResponse)
+        """Recorded together with the other sends of this moment: the dispatcher hands a batch
+        of requests over at once, and one pipelined round trip records them all (each key
+        still in its own atomic script call)."""
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._waiting.append((key, msgspec.json.encode(decide()), future))
+        if len(self._waiting) == 1:
+            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._flush()))
+        return msgspec.json.decode(await future, type=DispatchResponse)
+
+    async def _flush(self) -> None:
+        batch, self._waiting = self._waiting, []
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key, answer, _ in batch:
+                    await self._script(keys=self.keys, args=[key, answer], client=pipe)
+                results = await pipe.execute()
+        except Exception as exc:  # every waiting send fails alike (the dispatcher retries them)
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (*_, future), raw in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(raw)
 
     async def sends(self) -> dict[str, int]:
         return {k.decode(): int(v) for k, v in (await self._redis.hgetall(self.keys[1])).items()}

@@ -144,13 +144,15 @@ async def audit_of(conn: asyncpg.Connection, run_id: str) -> list[AuditEntry]:
 
 
 async def due_runs(conn: asyncpg.Connection, partition: int, tick: int, cap: int) -> list[RunState]:
-    """Runs with inputs waiting or a timer due, ordered by run id, at most `cap` of them."""
+    """Runs with inputs waiting or a timer due, ordered by run id, at most `cap` of them.
+
+    A union of two index scans (inbox, runs_due): an OR would scan every run of the partition,
+    which with many waiting runs is the whole cost of an idle tick."""
     rows = await conn.fetch(
         """
-        SELECT run_id, state FROM runs
-        WHERE partition = $1 AND (
-              run_id IN (SELECT run_id FROM inbox WHERE partition = $1)
-           OR (wake_tick <= $2 AND status <> 'paused'))
+        SELECT run_id, state FROM runs WHERE run_id IN (
+            SELECT run_id FROM inbox WHERE partition = $1
+            UNION SELECT run_id FROM runs WHERE partition = $1 AND wake_tick <= $2 AND status <> 'paused')
         ORDER BY run_id LIMIT $3
         """,
         partition, tick, cap,
