@@ -20,6 +20,7 @@ import asyncpg
 import msgspec
 from dee.bench import workload
 from dee.bench.daemons import start_daemons
+from dee.bench.idle import run_idle
 from dee.bench.measure import check_workload, raw_write_seconds, replay_all
 from dee.bench.report import BenchReport, EngineFigures, RawFigures, ReplayFigures
 from dee.config import EngineConfig
@@ -116,6 +117,8 @@ async def run_bench(
         report.engine.append(figures)
         report.raw = report.raw or raw
         report.replay = report.replay or replay
+    if idle_runs:
+        report.idle = await run_idle(bench_config(config, "bench_idle"), idle_runs, logs)
     report.client_peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return report
 

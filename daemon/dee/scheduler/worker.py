@@ -83,6 +83,7 @@ class PartitionWorker:
         self.settings = config.kernel_settings()
         self.committed_tick = -1
         self._enrolments_deferred = 0
+        self._fenced_out: str | None = None  # why this worker's commit was refused, once it was
 
     def stop(self) -> None:
         """Drain: finish the current iteration, then return from `run`."""
@@ -140,12 +141,14 @@ class PartitionWorker:
     async def iterate(self, entries: Sequence[Entry]) -> TickReport:
         """Accept the batch (one transaction, then ack and answer), then run the tick (another)."""
         started = time.perf_counter()
+        if self._fenced_out is not None:  # once refused, always refused (even with nothing to write)
+            raise LeaseLostError(self.partition, self._fenced_out)
         valid, dead = self._decode(entries)
         async with self.pool.acquire() as conn:
             tick = await self.clock.tick(conn, self.partition)
             report = TickReport(tick, accepted=len(valid), dead=len(dead))
             accepted: list[tuple[str, wire.Reply]] = []
-            if valid:
+            if any(not isinstance(m, wire.Wake) for _, m in valid):  # a wake alone carries nothing to accept
                 async with conn.transaction():
                     await self._fence(conn)
                     intake, duplicates = await self._intake(conn, tick, [m for _, m in valid])
@@ -174,21 +177,29 @@ class PartitionWorker:
             raise TickFailed(str(exc)) from exc
 
     async def _tick(self, tick: int, report: TickReport, started: float) -> TickReport:
-        """The tick transaction: advance what is due, write it, then answer and publish."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            await self._fence(conn)
-            replies, outbox, audit = await self._process(conn, tick, report)
-            report.entries += await rows.copy_audit(conn, audit)
-            outbox_seqs = await rows.add_outbox(conn, self.partition, outbox)
-            if tick > self.committed_tick:
-                await conn.execute("UPDATE partitions SET tick = greatest(tick, $2) WHERE partition = $1", self.partition, tick)
-            await self._store_replies(conn, replies)
+        """The tick transaction: advance what is due, write it, then answer and publish. With
+        nothing due there is no transaction at all: an idle tick reads two index entries."""
+        async with self.pool.acquire() as conn:
+            if not await rows.anything_due(conn, self.partition, tick):
+                self._observe(report, started)
+                return report
+            async with conn.transaction():
+                await self._fence(conn)
+                replies, outbox, audit = await self._process(conn, tick, report)
+                report.entries += await rows.copy_audit(conn, audit)
+                outbox_seqs = await rows.add_outbox(conn, self.partition, outbox)
+                if tick > self.committed_tick:
+                    await conn.execute("UPDATE partitions SET tick = greatest(tick, $2) WHERE partition = $1", self.partition, tick)
+                await self._store_replies(conn, replies)
         self.committed_tick = max(self.committed_tick, tick)
         await self._reply(replies)
         await self.publish(list(zip(outbox_seqs, outbox, strict=True)))
+        self._observe(report, started)
+        return report
+
+    def _observe(self, report: TickReport, started: float) -> None:
         if self.metrics is not None:
             self.metrics.observe_tick(self.partition, report, time.perf_counter() - started)  # type: ignore[attr-defined]
-        return report
 
     @staticmethod
     def _decode(entries: Sequence[Entry]) -> tuple[list[tuple[bytes, wire.Inbound]], list[tuple[Entry, str]]]:
@@ -211,7 +222,9 @@ class PartitionWorker:
         row = await conn.fetchrow("SELECT epoch, owner FROM partitions WHERE partition = $1 FOR UPDATE", self.partition)
         if row is None or row["epoch"] != self.epoch or row["owner"] != self.instance:
             self._stop.set()
-            raise LeaseLostError(self.partition, f"epoch {row['epoch'] if row else '?'} != held {self.epoch}")
+            self._fenced_out = f"epoch {row['epoch'] if row else '?'} != held {self.epoch}"
+        if self._fenced_out is not None:
+            raise LeaseLostError(self.partition, self._fenced_out)
 
     async def _intake(self, conn: asyncpg.Connection, tick: int, messages: list[wire.Inbound]) -> tuple[Intake, list[tuple[str, wire.Reply]]]:
         intake = Intake(tick, self.partition)

@@ -160,6 +160,14 @@ async def due_runs(conn: asyncpg.Connection, partition: int, tick: int, cap: int
     return [decode_state(r["state"]) for r in rows]
 
 
+async def anything_due(conn: asyncpg.Connection, partition: int, tick: int) -> bool:
+    """Whether `due_runs` would find anything (two index probes, no transaction needed)."""
+    return bool(await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM inbox WHERE partition = $1) OR EXISTS "
+        "(SELECT 1 FROM runs WHERE partition = $1 AND wake_tick <= $2 AND status <> 'paused')", partition, tick,
+    ))  # fmt: skip
+
+
 async def inbox_of(conn: asyncpg.Connection, partition: int, run_ids: Sequence[str]) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT seq, run_id, body, reply_to, message_id FROM inbox WHERE partition = $1 AND run_id = ANY($2::text[]) "
