@@ -138,7 +138,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.database or args.redis:
         config = msgspec.structs.replace(config, database=args.database or config.database, redis=args.redis or config.redis)
     daemons = tuple(int(n) for n in args.daemons.split(","))
-    report = asyncio.run(run_bench(config, args.contacts, daemons, idle_runs=args.idle_runs))
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    report = asyncio.run(run_bench(config, args.contacts, daemons, idle_runs=args.idle_runs, progress=progress))
     if not args.json:
         print(report.table())
     print(report.json_line())

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import asyncpg
+
 from dee.config import EngineConfig
 
 

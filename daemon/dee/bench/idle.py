@@ -28,7 +28,7 @@ from dee.plan.create import create_plan
 from dee.plan.model import Duration, Plan
 from dee.scratch import create_deployment, destroy_deployment
 
-SMALL = 10_000
+SMALL = 10_000  # the first measurement: this many runs, or a tenth of them if fewer
 CHUNK = 50_000
 IDLE_ROUNDS = 10
 WAKE_GAP_S = 0.03
@@ -99,7 +99,7 @@ async def run_idle(config: EngineConfig, runs: int, log_dir: Path) -> IdleFigure
     try:
         async with Engine(config, scheduler=False) as engine:
             plan = idle_plan()
-            small = min(SMALL, runs)
+            small = min(SMALL, runs // 10)
             await enrol(engine, plan, 0, small)
             tick_small = await idle_tick_ms(config, daemon)
             rss_small = daemon.memory_kb()[0] / 1024
@@ -111,5 +111,5 @@ async def run_idle(config: EngineConfig, runs: int, log_dir: Path) -> IdleFigure
     finally:
         await daemon.stop()
     await destroy_deployment(config)
-    return IdleFigures(runs=runs, enrol_seconds=enrol_seconds, rss_small_mb=rss_small, rss_large_mb=rss_large,
+    return IdleFigures(runs=runs, small_runs=small, enrol_seconds=enrol_seconds, rss_small_mb=rss_small, rss_large_mb=rss_large,
                        idle_tick_ms_small=tick_small, idle_tick_ms_large=tick_large, idle_ticks=IDLE_ROUNDS)  # fmt: skip

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import asyncpg
 import msgspec
+
 from dee.bench.report import Correctness
 from dee.bench.workload import PATHS, path_of
 from dee.config import EngineConfig

@@ -14,10 +14,12 @@ import os
 import resource
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
 import msgspec
+
 from dee.bench import workload
 from dee.bench.daemons import start_daemons
 from dee.bench.idle import run_idle
@@ -34,12 +36,15 @@ EVENT_CONCURRENCY = 500
 
 def bench_config(config: EngineConfig, suffix: str = "bench") -> EngineConfig:
     """The configured servers, a database and a Redis namespace of the bench's own, a manual clock."""
+    name = f"{database_name(config.database)}_{suffix}"
     return msgspec.structs.replace(
         config,
-        database=with_database(config.database, f"{database_name(config.database)}_{suffix}"),
-        namespace=f"{config.namespace}-{suffix}",
+        database=with_database(config.database, name),
+        namespace=f"{config.namespace}-{name}",  # two benches on different databases never share keys
         scheduler=msgspec.structs.replace(config.scheduler, clock="manual"),
         metrics=msgspec.structs.replace(config.metrics, enabled=False),
+        # a million runs take minutes to start; being idle is what the bench waits for
+        client=msgspec.structs.replace(config.client, idle_timeout_ms=max(config.client.idle_timeout_ms, 3_600_000)),
     )  # fmt: skip
 
 
@@ -106,18 +111,25 @@ async def run_workload(config: EngineConfig, contacts: int, daemons: int, log_di
 
 async def run_bench(
     config: EngineConfig, contacts: int, daemon_counts: tuple[int, ...] = (1, 2), idle_runs: int = 0,
-    log_dir: Path | None = None,
+    log_dir: Path | None = None, progress: Callable[[str], None] = lambda _line: None,
 ) -> BenchReport:  # fmt: skip
     """The whole benchmark; `config` names the servers (a scratch database is made on them)."""
     logs = log_dir or Path(tempfile.mkdtemp(prefix="dee-bench-"))
     report = BenchReport(contacts=contacts, partitions=config.scheduler.partitions, cores=os.cpu_count() or 1,
                          expected=workload.expected(contacts), log_dir=str(logs))  # fmt: skip
+    progress(f"dee bench: {contacts:,} contacts; daemon logs in {logs}")
     for count in daemon_counts:
+        progress(f"outreach-v2 with {count} daemon(s) ...")
         figures, raw, replay = await run_workload(bench_config(config), contacts, count, logs, measure=report.raw is None)
+        progress(f"  {figures.transitions:,} transitions in {figures.seconds:.2f} s = {figures.transitions_per_s:,.0f}/s; "
+                 f"enrolment {figures.enrolments_per_s:,.0f}/s")  # fmt: skip
+        if replay is not None:
+            progress(f"  replay {replay.runs_per_s:,.0f} runs/s; raw write {raw.rows_per_s if raw else 0:,.0f} rows/s")
         report.engine.append(figures)
         report.raw = report.raw or raw
         report.replay = report.replay or replay
     if idle_runs:
+        progress(f"{idle_runs:,} waiting runs ...")
         report.idle = await run_idle(bench_config(config, "bench_idle"), idle_runs, logs)
     report.client_peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return report

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
+from dee.kernel.idempotency import idempotency_key, message_id
 from dee.kernel.state import Contact, StepResult
 from dee.plan.conditions import CompiledCondition, ConditionSnapshot, VisibleEvent
 
 
-@dataclass(frozen=True, slots=True)
-class StepContext:
+class StepContext(msgspec.Struct, frozen=True):
     """Run, contact, visible events, variables and the tick, as of this moment of the run.
 
     `idempotency_key` and `message_id` identify this execution of the step (the same across its
-    retries); `settings` are the plugin's own deployment settings (sender address, tracking
-    domain), which are configuration and therefore the same in replay as in the original run.
+    retries; derived on access, since only channel steps need them); `settings` are the plugin's
+    own deployment settings (sender address, tracking domain), which are configuration and
+    therefore the same in replay as in the original run.
     """
 
     run_id: str
@@ -30,12 +32,20 @@ class StepContext:
     variables: Mapping[str, Any]
     results: tuple[StepResult, ...]
     events: tuple[VisibleEvent, ...]
-    idempotency_key: str
-    message_id: str
+    key_attempt: int
+    message_domain: str
     tick_interval_ms: int
     templates: Any
     settings: Mapping[str, Any]
-    compiled: Callable[[str], CompiledCondition] = field(repr=False)
+    compiled: Callable[[str], CompiledCondition]
+
+    @property
+    def idempotency_key(self) -> str:
+        return idempotency_key(self.run_id, self.step_id, self.step_tick, self.key_attempt)
+
+    @property
+    def message_id(self) -> str:
+        return message_id(self.idempotency_key, self.message_domain)
 
     def snapshot(self) -> ConditionSnapshot:
         return condition_snapshot(self.contact, self.variables, self.results, self.events, self.tick)

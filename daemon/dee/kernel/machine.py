@@ -18,14 +18,14 @@ from dee.errors import InvalidTransitionError
 from dee.kernel.audit import EntryDraft
 from dee.kernel.context import StepContext, condition_snapshot
 from dee.kernel.effects import ContactFlagged, DispatchRequest, Effect
-from dee.kernel.idempotency import idempotency_key, message_id
+from dee.kernel.idempotency import message_id
 from dee.kernel.inputs import (
     AnyInput, Cancel, ChannelResult, ContactChanged, Event, Pause, ReplayRecorded, Resume, Retry, Start, Suppressed,
 )  # fmt: skip
+from dee.kernel.outcomes import Done, Fail, Finish, Send, Sleep, StepOutcome
 from dee.kernel.retry import RetryPolicy, next_retry
 from dee.kernel.state import PendingDispatch, RunState, StepResult
 from dee.kernel.transitions import ALLOWED, check_transition
-from dee.kernel.outcomes import Done, Fail, Finish, Send, Sleep, StepOutcome
 from dee.plan.compiled import CompiledPlan
 from dee.plan.conditions import VisibleEvent
 
@@ -300,14 +300,11 @@ class _Run:
     # ---- steps -------------------------------------------------------------------------
     def context(self, step_id: str, at: int) -> StepContext:
         env = self.kernel_env
-        key = idempotency_key(self.s.run_id, step_id, self.s.step_tick, self.s.key_attempt)
+        s = self.s
         return StepContext(
-            run_id=self.s.run_id, plan_id=self.s.plan_id, plan_version=self.s.plan_version,
-            step_id=step_id, step_type=env.plan.step(step_id).type, tick=at, step_tick=self.s.step_tick,
-            contact=self.s.contact, variables=self.s.variables, results=self.s.results,
-            events=self.s.events, idempotency_key=key, message_id=message_id(key, env.message_domain),
-            tick_interval_ms=env.tick_interval_ms, templates=env.templates, settings=env.settings,
-            compiled=env.plan.condition,
+            s.run_id, s.plan_id, s.plan_version, step_id, env.plan.step(step_id).type, at, s.step_tick, s.contact,
+            s.variables, s.results, s.events, s.key_attempt, env.message_domain, env.tick_interval_ms, env.templates,
+            env.settings, env.plan.condition,
         )  # fmt: skip
 
     def call(self, step_id: str, at: int, method: str, *args: Any) -> StepOutcome:

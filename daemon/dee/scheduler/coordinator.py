@@ -2,7 +2,7 @@
 
 Leases live in Postgres on the database clock. Taking partition p bumps its epoch, which is the
 fencing token every tick transaction checks; so two writers can overlap in time but never both
-commit. An instance wants the partitions whose rendezvous hash it wins among the live instances
+commit. An instance wants the partitions it wins by rendezvous hashing with bounded load among the live instances
 (or the ones its static `partition_key` names), takes only free or expired leases, and drains a
 partition (stop reading, finish the iteration, release) before giving it up.
 """
@@ -21,9 +21,27 @@ from dee.config import EngineConfig
 log = logging.getLogger("dee.coordinator")
 
 
-def rendezvous_owner(partition: int, instances: list[str]) -> str:
-    """The instance with the highest hash for this partition (stable as instances come and go)."""
-    return max(instances, key=lambda i: hashlib.sha256(f"{i}|{partition}".encode()).digest())
+def _rank(partition: int, instance: str) -> bytes:
+    return hashlib.sha256(f"{instance}|{partition}".encode()).digest()
+
+
+def assignment(partitions: int, instances: list[str]) -> dict[int, str]:
+    """Rendezvous hashing with bounded load: partition by partition, the instance with the
+    highest hash among those holding fewer than ceil(partitions / instances). Every instance
+    computes the same answer from the same live set; the bound keeps the split even (plain
+    rendezvous gave one of two daemons 12 of 16 partitions), and most partitions still stay
+    where they were when an instance comes or goes."""
+    if not instances:
+        return {}
+    cap = -(-partitions // len(instances))
+    load = dict.fromkeys(instances, 0)
+    owners: dict[int, str] = {}
+    for partition in range(partitions):
+        ranked = sorted(instances, key=lambda i: _rank(partition, i), reverse=True)
+        owner = next(i for i in ranked if load[i] < cap)
+        owners[partition] = owner
+        load[owner] += 1
+    return owners
 
 
 def parse_partition_key(key: str, partitions: int) -> set[int]:
@@ -78,7 +96,7 @@ class Coordinator:
         ]
         if self.instance not in live:
             live.append(self.instance)
-        return {p for p in range(self.config.scheduler.partitions) if rendezvous_owner(p, sorted(live)) == self.instance}
+        return {p for p, owner in assignment(self.config.scheduler.partitions, sorted(live)).items() if owner == self.instance}
 
     async def rebalance(self) -> None:
         async with self.pool.acquire() as conn:

@@ -1,0 +1,37 @@
+"""`dee bench` end to end at a small N: real daemon processes, and only its correctness output
+is checked (speed targets are for the benchmark itself, run by hand: see the README)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from dee.bench.workload import expected
+from dee.store.admin import with_database
+
+from tests.integration.conftest import PG_DSN, REDIS_URL
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_dee_bench_at_a_small_n_reports_a_correct_run() -> None:
+    contacts, idle = 120, 400
+    database = with_database(PG_DSN, f"dee_test_{uuid.uuid4().hex[:12]}")
+    done = subprocess.run(
+        [sys.executable, "-m", "dee.cli", "bench", "--contacts", str(contacts), "--daemons", "1,2",
+         "--idle-runs", str(idle), "--database", database, "--redis", REDIS_URL, "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    want = expected(contacts)
+    assert figures["correct"] is True and figures["problems"] == []
+    assert figures["transitions"] == want.transitions == 1_007
+    assert figures["replay_runs"] == figures["replay_identical"] == figures["chains_valid"] == contacts
+    assert figures["idle_runs"] == idle
+    for key in ("transitions_per_s_1_daemon", "transitions_per_s_2_daemon", "enrolments_per_s", "raw_rows_per_s",
+                "replays_per_s", "write_efficiency", "idle_tick_ms", "idle_rss_growth_mb"):  # fmt: skip
+        assert isinstance(figures[key], int | float), key
