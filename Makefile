@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 PYTHON3 ?= python3
 
 .DEFAULT_GOAL := help
-.PHONY: help venv services test demo lint clean distclean
+.PHONY: help venv services test demo bench lint clean distclean
 
 help: ## list the targets
 	@echo 'DEE make targets (VENV=$(VENV)):'
@@ -34,6 +34,8 @@ test: venv services ## run the test suite (extra pytest arguments: PYTEST_ARGS=.
 demo: venv services ## simulate the sales-outreach-v2 plan: 1000 contacts over 10 days
 	$(VENV)/bin/dee simulate config/plans/sales-outreach-v2.yaml --contacts 1000 --days 10
 
+bench: venv services ## dee bench: the outreach-v2 workload, 10,000 contacts (extra arguments: BENCH_ARGS=...)
+	$(VENV)/bin/dee bench $(BENCH_ARGS)
 
 lint: venv ## ruff if it is installed, and a byte-compile of everything
 	@if $(PY) -m ruff --version >/dev/null 2>&1; then \

@@ -433,13 +433,15 @@ class DaemonBackend:
     async def run_until_idle(self) -> None:
         """Poll until no partition has anything due, queued or in flight at the clock's tick."""
         deadline = time.monotonic() + self.config.client.idle_timeout_ms / 1000
+        pause = 0.002
         while True:
             busy = await self._busy()
             if busy is None:
                 return
             if time.monotonic() > deadline:
                 raise EngineUnavailableError(busy, "not idle before the timeout")
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(pause)
+            pause = min(pause * 1.5, 0.02)  # quick for short waits, light on the database for long ones
 
     async def _busy(self) -> int | None:
         """A partition that still has work, or None when the whole deployment is idle."""

@@ -49,6 +49,11 @@ class DaemonProcess:
             self.proc = subprocess.Popen([sys.executable, "-m", "dee.cli", "run"], env=self.env,
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
 
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
     def memory_kb(self) -> tuple[int, int]:
         """(current RSS, peak RSS) in KiB, from /proc."""
         assert self.proc is not None

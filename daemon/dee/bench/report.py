@@ -41,6 +41,7 @@ class EngineFigures:
     transitions: int
     peak_rss_mb: float
     correctness: Correctness
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # enrolment and workload, by process group
 
     @property
     def transitions_per_s(self) -> float:
@@ -142,6 +143,8 @@ class BenchReport:
             out[f"transitions_per_s_{run.daemons}_daemon"] = round(run.transitions_per_s)
             out[f"seconds_{run.daemons}_daemon"] = round(run.seconds, 3)
             out[f"peak_rss_mb_{run.daemons}_daemon"] = round(run.peak_rss_mb, 1)
+            for name, seconds in run.cpu_seconds.items():
+                out[f"cpu_us_per_transition_{name}_{run.daemons}_daemon"] = round(1e6 * seconds / max(run.transitions, 1))
         if self.raw is not None and first is not None:
             out["raw_rows_per_s"] = round(self.raw.rows_per_s)
             out["raw_row_bytes"] = self.raw.row_bytes
@@ -176,6 +179,9 @@ class BenchReport:
             row(f"end to end, {run.daemons} daemon(s)", f"{run.transitions_per_s:,.0f} transitions/s ({run.seconds:.2f} s)",
                 f">= {TARGET_TRANSITIONS_PER_S:,}")  # fmt: skip
             row(f"peak RSS, {run.daemons} daemon(s)", f"{run.peak_rss_mb:,.0f} MB per daemon")
+            if run.cpu_seconds:
+                spent = ", ".join(f"{name} {1e6 * seconds / run.transitions:,.0f}" for name, seconds in run.cpu_seconds.items())
+                row(f"CPU per transition, {run.daemons} daemon(s)", f"{spent} µs")
         if self.raw is not None and first is not None:
             row("raw write limit", f"{self.raw.rows_per_s:,.0f} rows/s ({self.raw.rows:,} x {self.raw.row_bytes} B in {self.raw.seconds:.2f} s)")
             row("engine / raw write limit", f"{self.raw.seconds / first.seconds:.0%}", f">= {TARGET_WRITE_EFFICIENCY:.0%}")

@@ -20,7 +20,7 @@ from pathlib import Path
 import asyncpg
 import msgspec
 
-from dee.bench import workload
+from dee.bench import cpu, workload
 from dee.bench.daemons import start_daemons
 from dee.bench.idle import run_idle
 from dee.bench.measure import check_workload, raw_write_seconds, replay_all
@@ -83,8 +83,11 @@ async def run_workload(config: EngineConfig, contacts: int, daemons: int, log_di
     await create_deployment(config)
     procs = await start_daemons(config, daemons, log_dir)
     try:
+        pids = [p.pid for p in procs]
+        before = cpu.snapshot(pids)
         async with Engine(config, scheduler=False) as engine:
             enrol_s, work_s, events = await drive(engine, contacts)
+        after = cpu.snapshot(pids)
         peak_rss = max(p.memory_kb()[1] for p in procs) / 1024
     finally:
         for p in procs:
@@ -96,7 +99,7 @@ async def run_workload(config: EngineConfig, contacts: int, daemons: int, log_di
         await conn.close()
     figures = EngineFigures(
         daemons=daemons, enrol_seconds=enrol_s, seconds=work_s, events=events, transitions=checked.transitions,
-        peak_rss_mb=peak_rss, correctness=checked,
+        peak_rss_mb=peak_rss, correctness=checked, cpu_seconds={k: after[k] - before[k] for k in after},
     )  # fmt: skip
     raw = replay = None
     if measure:
