@@ -226,7 +226,7 @@ class DaemonBackend:
         async def one(partition: int, items: list[tuple[str, Contact]]) -> tuple[list[str], list[str]]:
             async with self.db.acquire() as conn, conn.transaction():
                 tick = await self.clock.tick(conn, partition)  # type: ignore[union-attr]
-                done = await enrol(conn, partition, tick, compiled, version, items, variables, tick, None, stamp, ulid)
+                done = await enrol(conn, partition, tick, compiled, version, items, variables, tick, None, stamp, self.new_run_id)
                 inserted = await rows.insert_new_runs(conn, done.runs, done.audit)
             created = set(done.created)
             lost = [contact.id for run_id, contact in items if run_id in created and run_id not in inserted]

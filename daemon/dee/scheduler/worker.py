@@ -29,7 +29,7 @@ from dee.bus import messages as wire
 from dee.bus.streams import FIELD, GROUP, Entry, GroupReader, Keys, dead_letter, trim_acknowledged
 from dee.config import EngineConfig
 from dee.errors import LeaseLostError, error_fields
-from dee.ids import ulid
+from dee.ids import MonotonicUlid
 from dee.kernel.audit import AuditEntry, seal
 from dee.kernel.effects import ContactFlagged, DispatchRequest
 from dee.kernel.inputs import AnyInput, ContactChanged
@@ -84,6 +84,8 @@ class PartitionWorker:
         self.committed_tick = -1
         self._enrolments_deferred = 0
         self._fenced_out: str | None = None  # why this worker's commit was refused, once it was
+        self._envs: dict[tuple[str, int], KernelEnv] = {}
+        self._new_id = MonotonicUlid()  # ids of this worker's audit entries and new runs
 
     def stop(self) -> None:
         """Drain: finish the current iteration, then return from `run`."""
@@ -246,7 +248,7 @@ class PartitionWorker:
             (new if m.command_id in fresh and m.command_id not in seen else duplicates).append(m)
             seen.add(m.command_id)
         stamp = _now_iso()
-        await accept(conn, intake, new, self.plans, stamp, ulid)
+        await accept(conn, intake, new, self.plans, stamp, self._new_id)
         await rows.add_inbox(conn, self.partition, intake.inbox)
         return intake, await self._stored_replies(conn, duplicates)
 
@@ -290,7 +292,7 @@ class PartitionWorker:
             except Exception as exc:  # a kernel or plugin bug must stop this run, not the partition
                 log.exception("run %s: advance raised; the run is stopped", state.run_id)
                 result = quarantine(state, f"{type(exc).__name__}: {exc}", tick)
-            sealed = seal(result.entries, state.audit_head, stamp, ulid)
+            sealed = seal(result.entries, state.audit_head, stamp, self._new_id)
             new_state = msgspec.structs.replace(result.state, audit_head=sealed[-1].checksum) if sealed else result.state
             states.append(new_state)
             audit.extend(sealed)
@@ -318,11 +320,15 @@ class PartitionWorker:
         return replies, outbox, audit
 
     async def _env(self, conn: asyncpg.Connection, state: RunState) -> KernelEnv:
-        compiled = await self.plans.get(conn, state.plan_id, state.plan_version)
-        return KernelEnv(
-            plan=compiled, templates=self.plans.templates, tick_interval_ms=self.config.scheduler.tick_interval_ms,
-            settings=self.settings, message_domain=self.config.message_domain,
-        )  # fmt: skip
+        key = (state.plan_id, state.plan_version)
+        env = self._envs.get(key)
+        if env is None:  # one per plan version: everything in it is configuration
+            env = self._envs[key] = KernelEnv(
+                plan=await self.plans.get(conn, *key), templates=self.plans.templates,
+                tick_interval_ms=self.config.scheduler.tick_interval_ms, settings=self.settings,
+                message_domain=self.config.message_domain,
+            )  # fmt: skip
+        return env
 
     async def _fan_out(self, conn: asyncpg.Connection, tick: int, flagged: list[ContactFlagged]) -> None:
         """A contact flag set by one run (hard bounce) reaches the contact's other runs."""
@@ -339,10 +345,11 @@ class PartitionWorker:
 
     async def _store_replies(self, conn: asyncpg.Connection, replies: list[tuple[str, wire.Reply]]) -> None:
         if replies:
-            await conn.executemany(
-                "UPDATE received SET reply = $2 WHERE message_id = $1",
-                [(reply.command_id, wire.encode(reply)) for _, reply in replies],
-            )
+            await conn.execute(
+                "UPDATE received SET reply = u.reply FROM unnest($1::text[], $2::bytea[]) AS u(id, reply) "
+                "WHERE message_id = u.id",
+                [reply.command_id for _, reply in replies], [wire.encode(reply) for _, reply in replies],
+            )  # fmt: skip
 
     async def _reply(self, replies: list[tuple[str, wire.Reply]]) -> None:
         if not replies:

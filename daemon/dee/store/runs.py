@@ -182,12 +182,16 @@ async def delete_inbox(conn: asyncpg.Connection, seqs: Sequence[int]) -> None:
 
 
 async def add_inbox(conn: asyncpg.Connection, partition: int, rows: Sequence[tuple[str, int, bytes, str | None, str | None]]) -> None:
-    """rows: (run_id, tick, encoded input, reply_to, message_id)."""
+    """rows: (run_id, tick, encoded input, reply_to, message_id); one statement for all of them,
+    in the given order (the inbox's seq is the order inputs are applied in)."""
     if rows:
-        await conn.executemany(
-            "INSERT INTO inbox (partition, run_id, tick, body, reply_to, message_id) VALUES ($1, $2, $3, $4, $5, $6)",
-            [(partition, *row) for row in rows],
-        )
+        run_ids, ticks, bodies, reply_tos, message_ids = (list(column) for column in zip(*rows, strict=True))
+        await conn.execute(
+            "INSERT INTO inbox (partition, run_id, tick, body, reply_to, message_id) "
+            "SELECT $1, r, t, b, rt, m FROM unnest($2::text[], $3::bigint[], $4::bytea[], $5::text[], $6::text[]) "
+            "WITH ORDINALITY AS u(r, t, b, rt, m, n) ORDER BY n",
+            partition, run_ids, ticks, bodies, reply_tos, message_ids,
+        )  # fmt: skip
 
 
 class OutboxItem(msgspec.Struct, frozen=True, rename="camel"):
