@@ -6,6 +6,9 @@ outcomes never depend on what an earlier run left behind.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import asyncpg
 import redis.asyncio as aioredis
 
@@ -39,3 +42,13 @@ async def create_deployment(config: EngineConfig) -> None:
 async def destroy_deployment(config: EngineConfig) -> None:
     await drop_database(config.database)
     await clear_namespace(config.redis, config.namespace)
+
+
+@asynccontextmanager
+async def scratch_deployment(config: EngineConfig) -> AsyncIterator[EngineConfig]:
+    """A fresh deployment for the duration of a block, dropped afterwards even on failure."""
+    await create_deployment(config)
+    try:
+        yield config
+    finally:
+        await destroy_deployment(config)

@@ -26,7 +26,7 @@ from dee.engine import Engine
 from dee.plan import steps, transitions
 from dee.plan.create import create_plan
 from dee.plan.model import Duration, Plan
-from dee.scratch import create_deployment, destroy_deployment
+from dee.scratch import scratch_deployment
 
 SMALL = 10_000  # the first measurement: this many runs, or a tenth of them if fewer
 CHUNK = 50_000
@@ -94,22 +94,22 @@ async def enrol(engine: Engine, plan: Plan, start: int, stop: int) -> None:
 
 
 async def run_idle(config: EngineConfig, runs: int, log_dir: Path) -> IdleFigures:
-    await create_deployment(config)
-    (daemon,) = await start_daemons(config, 1, log_dir)
-    try:
-        async with Engine(config, scheduler=False) as engine:
-            plan = idle_plan()
-            small = min(SMALL, runs // 10)
-            await enrol(engine, plan, 0, small)
-            tick_small = await idle_tick_ms(config, daemon)
-            rss_small = daemon.memory_kb()[0] / 1024
-            started = time.perf_counter()
-            await enrol(engine, plan, small, runs)
-            enrol_seconds = time.perf_counter() - started
-            tick_large = await idle_tick_ms(config, daemon)
-            rss_large = daemon.memory_kb()[0] / 1024
-    finally:
-        await daemon.stop()
-    await destroy_deployment(config)
-    return IdleFigures(runs=runs, small_runs=small, enrol_seconds=enrol_seconds, rss_small_mb=rss_small, rss_large_mb=rss_large,
-                       idle_tick_ms_small=tick_small, idle_tick_ms_large=tick_large, idle_ticks=IDLE_ROUNDS)  # fmt: skip
+    async with scratch_deployment(config):
+        (daemon,) = await start_daemons(config, 1, log_dir)
+        try:
+            async with Engine(config, scheduler=False) as engine:
+                plan = idle_plan()
+                small = min(SMALL, runs // 10)
+                await enrol(engine, plan, 0, small)
+                tick_small = await idle_tick_ms(config, daemon)
+                rss_small = daemon.memory_kb()[0] / 1024
+                started = time.perf_counter()
+                await enrol(engine, plan, small, runs)
+                enrol_seconds = time.perf_counter() - started
+                tick_large = await idle_tick_ms(config, daemon)
+                rss_large = daemon.memory_kb()[0] / 1024
+        finally:
+            await daemon.stop()
+    return IdleFigures(runs=runs, small_runs=small, enrol_seconds=enrol_seconds, rss_small_mb=rss_small,
+                       rss_large_mb=rss_large, idle_tick_ms_small=tick_small, idle_tick_ms_large=tick_large,
+                       idle_ticks=IDLE_ROUNDS)  # fmt: skip

@@ -28,7 +28,7 @@ from dee.bench.report import BenchReport, EngineFigures, RawFigures, ReplayFigur
 from dee.config import EngineConfig
 from dee.engine import Engine
 from dee.plan.files import load_plan
-from dee.scratch import create_deployment, destroy_deployment
+from dee.scratch import scratch_deployment
 from dee.store.admin import database_name, with_database
 
 EVENT_CONCURRENCY = 500
@@ -80,35 +80,34 @@ async def drive(engine: Engine, contacts: int) -> tuple[float, float, int]:
 
 async def run_workload(config: EngineConfig, contacts: int, daemons: int, log_dir: Path, measure: bool) -> tuple[EngineFigures, RawFigures | None, ReplayFigures | None]:
     """One fresh deployment, `daemons` daemon processes, the workload and its checks."""
-    await create_deployment(config)
-    procs = await start_daemons(config, daemons, log_dir)
-    try:
-        pids = [p.pid for p in procs]
-        before = cpu.snapshot(pids)
-        async with Engine(config, scheduler=False) as engine:
-            enrol_s, work_s, events = await drive(engine, contacts)
-        after = cpu.snapshot(pids)
-        peak_rss = max(p.memory_kb()[1] for p in procs) / 1024
-    finally:
-        for p in procs:
-            await p.stop()
-    conn = await asyncpg.connect(config.database)
-    try:
-        checked = await check_workload(conn, contacts)
-    finally:
-        await conn.close()
-    figures = EngineFigures(
-        daemons=daemons, enrol_seconds=enrol_s, seconds=work_s, events=events, transitions=checked.transitions,
-        peak_rss_mb=peak_rss, correctness=checked, cpu_seconds={k: after[k] - before[k] for k in after},
-    )  # fmt: skip
-    raw = replay = None
-    if measure:
+    async with scratch_deployment(config):
+        procs = await start_daemons(config, daemons, log_dir)
+        try:
+            pids = [p.pid for p in procs]
+            before = cpu.snapshot(pids)
+            async with Engine(config, scheduler=False) as engine:
+                enrol_s, work_s, events = await drive(engine, contacts)
+            after = cpu.snapshot(pids)
+            peak_rss = max(p.memory_kb()[1] for p in procs) / 1024
+        finally:
+            for p in procs:
+                await p.stop()
+        conn = await asyncpg.connect(config.database)
+        try:
+            checked = await check_workload(conn, contacts)
+        finally:
+            await conn.close()
+        figures = EngineFigures(
+            daemons=daemons, enrol_seconds=enrol_s, seconds=work_s, events=events, transitions=checked.transitions,
+            peak_rss_mb=peak_rss, correctness=checked, cpu_seconds={k: after[k] - before[k] for k in after},
+        )  # fmt: skip
+        if not measure:
+            return figures, None, None
         row_bytes = checked.audit_bytes // max(checked.audit_rows, 1)
         raw_s = await raw_write_seconds(config.database, checked.audit_rows, contacts, row_bytes)
-        raw = RawFigures(rows=checked.audit_rows, row_bytes=row_bytes, seconds=raw_s)
         tally, seconds = await replay_all(config, os.cpu_count() or 1)
-        replay = ReplayFigures(runs=tally.runs, identical=tally.identical, chains_valid=tally.chains_valid, seconds=seconds)
-    await destroy_deployment(config)
+    raw = RawFigures(rows=checked.audit_rows, row_bytes=row_bytes, seconds=raw_s)
+    replay = ReplayFigures(runs=tally.runs, identical=tally.identical, chains_valid=tally.chains_valid, seconds=seconds)
     return figures, raw, replay
 
 
