@@ -422,8 +422,9 @@ class DaemonBackend:
         await self.db.execute("UPDATE dee_meta SET manual_tick = greatest(manual_tick, $1)", tick)
         self._manual_tick = tick
         due = await self.db.fetch(
-            "SELECT p AS partition FROM generate_series(0, $2 - 1) AS p WHERE EXISTS "
-            "(SELECT 1 FROM runs WHERE partition = p AND wake_tick <= $1 AND status <> 'paused')", tick, self.partitions,
+            "SELECT p AS partition FROM generate_series(0, $2 - 1) AS p WHERE "
+            "(SELECT 1 FROM runs WHERE partition = p AND wake_tick <= $1 AND status <> 'paused' LIMIT 1) IS NOT NULL",
+            tick, self.partitions,
         )  # fmt: skip
         async with self.redis.pipeline(transaction=False) as pipe:
             for row in due:
@@ -453,12 +454,14 @@ class DaemonBackend:
               (SELECT min(partition) FROM inbox),
               (SELECT min(partition) FROM outbox),
               (SELECT min(partition) FROM runs WHERE awaiting),
-              (SELECT min(p) FROM generate_series(0, $1 - 1) AS p, m WHERE EXISTS (
-                 SELECT 1 FROM runs WHERE partition = p AND wake_tick <= m.t AND status <> 'paused'))) AS busy,
+              (SELECT min(p) FROM generate_series(0, $1 - 1) AS p WHERE (
+                 SELECT 1 FROM runs WHERE partition = p AND wake_tick <= (SELECT t FROM m) AND status <> 'paused'
+                 LIMIT 1) IS NOT NULL)) AS busy,
               (SELECT t FROM m) AS tick
             """,
             self.partitions,
-        )  # index probes only: this runs every few milliseconds while a caller waits
+        )  # index probes only (a LIMIT 1 subquery per partition: an EXISTS became a hash join
+        #    over every run), since this runs every few milliseconds while a caller waits
         self._manual_tick = row["tick"]
         if row["busy"] is not None:
             return int(row["busy"])

@@ -35,6 +35,8 @@ class Intake:
     audit: list[AuditEntry] = field(default_factory=list)
     enrolled: dict[tuple[str, str], str] = field(default_factory=dict)
     known: dict[str, int] = field(default_factory=dict)  # run id -> partition, looked up once per batch
+    # contact id -> its active runs here as (run id, plan id) by run id, looked up once per batch
+    active: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
     def owns(self, run_id: str) -> bool:
         """Whether the run exists in this partition (enrolled before or earlier in this batch)."""
@@ -58,6 +60,16 @@ async def accept(
     if named:
         found = await conn.fetch("SELECT run_id, partition FROM runs WHERE run_id = ANY($1::text[])", named)
         intake.known.update((r["run_id"], r["partition"]) for r in found)
+    # runs addressed by contact; intake writes no run row before the batch's end, so one read
+    # up front sees what a read per message would
+    contacts = sorted({m.contact_id for m in messages
+                       if isinstance(m, wire.Suppress) or (isinstance(m, wire.Event) and m.run_id is None)})  # fmt: skip
+    if contacts:
+        for r in await conn.fetch(
+            f"SELECT contact_id, run_id, plan_id FROM runs WHERE partition = $1 AND contact_id = ANY($2::text[]) "
+            f"AND status NOT IN {TERMINAL_SQL} ORDER BY run_id", intake.partition, contacts,
+        ):  # fmt: skip
+            intake.active.setdefault(r["contact_id"], []).append((r["run_id"], r["plan_id"]))
     for message in messages:
         if isinstance(message, wire.Execute | wire.ExecuteBatch):
             await _execute(conn, intake, message, plans, stamp, new_id)
@@ -139,13 +151,9 @@ async def _command(
     intake.inbox.append((m.run_id, tick, encode_input(made), m.reply_to, m.command_id))
 
 
-async def _targets(conn: asyncpg.Connection, intake: Intake, contact_id: str, plan_id: str | None = None) -> list[str]:
-    rows = await conn.fetch(
-        f"SELECT run_id FROM runs WHERE partition = $1 AND contact_id = $2 AND status NOT IN {TERMINAL_SQL} "
-        "AND ($3::text IS NULL OR plan_id = $3) ORDER BY run_id",
-        intake.partition, contact_id, plan_id,
-    )  # fmt: skip
-    return [r["run_id"] for r in rows]
+def _targets(intake: Intake, contact_id: str, plan_id: str | None = None) -> list[str]:
+    """The contact's active runs in this partition (of one plan, if given), by run id."""
+    return [run_id for run_id, plan in intake.active.get(contact_id, []) if plan_id is None or plan == plan_id]
 
 
 async def _event(conn: asyncpg.Connection, intake: Intake, m: wire.Event) -> None:
@@ -155,7 +163,7 @@ async def _event(conn: asyncpg.Connection, intake: Intake, m: wire.Event) -> Non
             return
         targets = [m.run_id]
     else:
-        targets = await _targets(conn, intake, m.contact_id)
+        targets = _targets(intake, m.contact_id)
     if m.event_type == "email.unsubscribed":
         await conn.execute(
             "INSERT INTO contacts (contact_id, partition, unsubscribed, updated_tick) VALUES ($1, $2, true, $3) "
@@ -176,7 +184,7 @@ async def _suppress(conn: asyncpg.Connection, intake: Intake, m: wire.Suppress) 
     )  # fmt: skip
     targets: list[str] = []
     if m.level != "channel":
-        targets = await _targets(conn, intake, m.contact_id, m.plan_id if m.level == "plan" else None)
+        targets = _targets(intake, m.contact_id, m.plan_id if m.level == "plan" else None)
     body = encode_input(Suppressed(intake.tick, m.level, m.reason, m.source))
     intake.inbox.extend((run_id, intake.tick, body, None, None) for run_id in targets)
     intake.reply(m, wire.Reply(m.command_id, True, runs=targets))
