@@ -54,9 +54,15 @@ def template_variables(ctx: StepContext, unsubscribe_url: str) -> dict[str, Any]
     }
 
 
+@functools.lru_cache(maxsize=4096)
+def _quoted(url: str) -> str:
+    """A link as a query value (a template's links are the same in every email it renders)."""
+    return quote(url, safe="")
+
+
 def add_tracking(html: str, token: str, domain: str, opens: bool, clicks: bool) -> str:
     if clicks:
-        html = _HREF.sub(lambda m: f'href="https://{domain}/c/{token}?u={quote(m.group(1), safe="")}"', html)
+        html = _HREF.sub(lambda m: f'href="https://{domain}/c/{token}?u={_quoted(m.group(1))}"', html)
     if opens:
         html += f'<img src="https://{domain}/o/{token}.gif" width="1" height="1" alt="">'
     return html
