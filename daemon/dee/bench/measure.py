@@ -59,39 +59,42 @@ async def check_workload(conn: asyncpg.Connection, contacts: int) -> Correctness
     )  # fmt: skip
 
 
-async def raw_write_seconds(database: str, rows: int, runs: int, row_bytes: int) -> float:
-    """Seconds to COPY `rows` audit-shaped rows of about `row_bytes` bytes into a table like
-    `audit_log` (same columns and indexes), `RAW_RUNS_PER_TRANSACTION` runs per transaction:
-    the same volume the engine wrote, with nothing but the writing."""
+def _raw_batches(rows: int, runs: int, filler: str) -> list[list[tuple[object, ...]]]:
+    """`rows` audit-shaped rows spread over `runs` runs, `RAW_RUNS_PER_TRANSACTION` runs a batch."""
     per_run = max(1, -(-rows // max(runs, 1)))
-    filler = "x" * max(0, row_bytes - 260)
+    output = f'{{"status":"delivered","pad":"{filler}"}}'
+    records: list[tuple[object, ...]] = []
+    for n in range(rows):
+        run, seq = divmod(n, per_run)
+        records.append((f"01RAW{run:021d}", seq + 1, f"01ENTRY{n:019d}", "sales-outreach-v2", "initial-email",
+                        seq * 3600, "2026-11-25T12:00:00.000+00:00", "step.entered", None, output, None,
+                        "0" * 64, "f" * 64))  # fmt: skip
+    size = per_run * RAW_RUNS_PER_TRANSACTION
+    return [records[start : start + size] for start in range(0, rows, size)]
+
+
+async def raw_write_seconds(database: str, rows: int, runs: int, row_bytes: int) -> tuple[float, int]:
+    """Seconds to COPY `rows` audit-shaped rows of `row_bytes` bytes (padded to size) into a
+    table like `audit_log` (same columns and indexes), `RAW_RUNS_PER_TRANSACTION` runs per
+    transaction: the volume the engine wrote, with nothing but the writing. Also returns the
+    average size the rows really had."""
     conn = await asyncpg.connect(database)
     try:
         await conn.execute("DROP TABLE IF EXISTS bench_raw_audit")
         await conn.execute("CREATE TABLE bench_raw_audit (LIKE audit_log INCLUDING ALL)")
-        batches = []
-        written = 0
-        run = 0
-        while written < rows:
-            batch = []
-            for _ in range(RAW_RUNS_PER_TRANSACTION):
-                if written >= rows:
-                    break
-                run_id = f"01RAW{run:021d}"
-                for seq in range(1, min(per_run, rows - written) + 1):
-                    batch.append((run_id, seq, f"01ENTRY{run:012d}{seq:07d}", "sales-outreach-v2", "initial-email",
-                                  seq * 3600, "2026-11-25T12:00:00.000+00:00", "step.entered", None,
-                                  f'{{"status":"delivered","pad":"{filler}"}}', None, "0" * 64, "f" * 64))  # fmt: skip
-                written += min(per_run, rows - written + 0)
-                run += 1
-            batches.append(batch)
+        size_sql = "SELECT avg(pg_column_size(t.*))::int FROM bench_raw_audit t"
+        await conn.copy_records_to_table("bench_raw_audit", records=_raw_batches(1, 1, "")[0], columns=AUDIT_COLUMNS)
+        filler = "x" * max(0, row_bytes - await conn.fetchval(size_sql))
+        await conn.execute("TRUNCATE bench_raw_audit")
+        batches = _raw_batches(rows, runs, filler)
         started = time.perf_counter()
         for batch in batches:
             async with conn.transaction():
                 await conn.copy_records_to_table("bench_raw_audit", records=batch, columns=AUDIT_COLUMNS)
         seconds = time.perf_counter() - started
+        written = await conn.fetchval(size_sql)
         await conn.execute("DROP TABLE bench_raw_audit")
-        return seconds
+        return seconds, written
     finally:
         await conn.close()
 

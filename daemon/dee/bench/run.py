@@ -104,9 +104,9 @@ async def run_workload(config: EngineConfig, contacts: int, daemons: int, log_di
         if not measure:
             return figures, None, None
         row_bytes = checked.audit_bytes // max(checked.audit_rows, 1)
-        raw_s = await raw_write_seconds(config.database, checked.audit_rows, contacts, row_bytes)
+        raw_s, raw_bytes = await raw_write_seconds(config.database, checked.audit_rows, contacts, row_bytes)
         tally, seconds = await replay_all(config, os.cpu_count() or 1)
-    raw = RawFigures(rows=checked.audit_rows, row_bytes=row_bytes, seconds=raw_s)
+    raw = RawFigures(rows=checked.audit_rows, row_bytes=raw_bytes, seconds=raw_s)
     replay = ReplayFigures(runs=tally.runs, identical=tally.identical, chains_valid=tally.chains_valid, seconds=seconds)
     return figures, raw, replay
 
