@@ -627,6 +627,23 @@ async def test_audit_access_and_chain_verification(eng: Engine, outreach: Plan) 
     assert await eng.audit.get_context_at(run_id, "cold-follow-up") is None
 
 
+async def test_an_edited_audit_row_is_reported_at_its_seq_even_when_its_json_does_not_round_trip(
+    eng: Engine, outreach: Plan, shared_config: EngineConfig
+) -> None:
+    run_id, _ = await completed_outreach(eng, outreach)
+    conn = await asyncpg.connect(shared_config.database)
+    try:  # what only a database superuser can do: switch the append-only trigger off and edit
+        async with conn.transaction():
+            await conn.execute("ALTER TABLE audit_log DISABLE TRIGGER audit_append_only")
+            await conn.execute("UPDATE audit_log SET output = '{\"status\": 1e400}' WHERE run_id = $1 AND seq = 3", run_id)
+            await conn.execute("ALTER TABLE audit_log ENABLE TRIGGER audit_append_only")
+    finally:
+        await conn.close()
+    chain = await eng.verify_audit_chain(run_id)
+    assert (chain.valid, chain.broken_at) == (False, 3)
+    assert chain.reason == "checksum does not match the entry's content"
+
+
 async def test_get_timeline_lists_the_run_in_order(eng: Engine, outreach: Plan) -> None:
     run_id, t0 = await completed_outreach(eng, outreach)
     lines = await eng.get_timeline(run_id)
