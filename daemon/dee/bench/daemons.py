@@ -13,11 +13,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
 
 from dee.config import EngineConfig
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -105,3 +109,20 @@ async def start_daemons(config: EngineConfig, count: int, log_dir: Path, timeout
         raise
     finally:
         await conn.close()
+
+
+async def while_alive(daemons: list[DaemonProcess], work: Awaitable[T]) -> T:
+    """Await `work`, but fail at once (with the log's tail) if a daemon exits meanwhile: the
+    bench would otherwise wait for an idleness that can no longer come."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=0.5)
+            if done:
+                return task.result()
+            for daemon in daemons:
+                daemon.check_alive()
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

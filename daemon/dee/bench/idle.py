@@ -17,7 +17,7 @@ from pathlib import Path
 import asyncpg
 import redis.asyncio as aioredis
 
-from dee.bench.daemons import DaemonProcess, start_daemons
+from dee.bench.daemons import DaemonProcess, start_daemons, while_alive
 from dee.bench.report import IdleFigures
 from dee.bus import messages as wire
 from dee.bus.streams import FIELD, Keys
@@ -100,11 +100,11 @@ async def run_idle(config: EngineConfig, runs: int, log_dir: Path) -> IdleFigure
             async with Engine(config, scheduler=False) as engine:
                 plan = idle_plan()
                 small = min(SMALL, runs // 10)
-                await enrol(engine, plan, 0, small)
+                await while_alive([daemon], enrol(engine, plan, 0, small))
                 tick_small = await idle_tick_ms(config, daemon)
                 rss_small = daemon.memory_kb()[0] / 1024
                 started = time.perf_counter()
-                await enrol(engine, plan, small, runs)
+                await while_alive([daemon], enrol(engine, plan, small, runs))
                 enrol_seconds = time.perf_counter() - started
                 tick_large = await idle_tick_ms(config, daemon)
                 rss_large = daemon.memory_kb()[0] / 1024

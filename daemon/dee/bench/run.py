@@ -21,7 +21,7 @@ import asyncpg
 import msgspec
 
 from dee.bench import cpu, workload
-from dee.bench.daemons import start_daemons
+from dee.bench.daemons import start_daemons, while_alive
 from dee.bench.idle import run_idle
 from dee.bench.measure import check_workload, raw_write_seconds, replay_all
 from dee.bench.report import BenchReport, EngineFigures, RawFigures, ReplayFigures
@@ -86,7 +86,7 @@ async def run_workload(config: EngineConfig, contacts: int, daemons: int, log_di
             pids = [p.pid for p in procs]
             before = cpu.snapshot(pids)
             async with Engine(config, scheduler=False) as engine:
-                enrol_s, work_s, events = await drive(engine, contacts)
+                enrol_s, work_s, events = await while_alive(procs, drive(engine, contacts))
             after = cpu.snapshot(pids)
             peak_rss = max(p.memory_kb()[1] for p in procs) / 1024
         finally:
