@@ -112,4 +112,4 @@ async def run_idle(config: EngineConfig, runs: int, log_dir: Path) -> IdleFigure
             await daemon.stop()
     return IdleFigures(runs=runs, small_runs=small, enrol_seconds=enrol_seconds, rss_small_mb=rss_small,
                        rss_large_mb=rss_large, idle_tick_ms_small=tick_small, idle_tick_ms_large=tick_large,
-                       idle_ticks=IDLE_ROUNDS)  # fmt: skip
+                       idle_ticks=IDLE_ROUNDS * config.scheduler.partitions)  # fmt: skip
