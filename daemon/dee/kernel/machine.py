@@ -129,6 +129,7 @@ class _Run:
     def __init__(self, state: RunState, env: KernelEnv | None) -> None:
         self.s = state
         self.env = env
+        self.first_seq = state.seq  # entries are numbered from here; `finish` writes the last seq back
         self.cursor = state.current_tick
         self.entries: list[EntryDraft] = []
         self.effects: list[Effect] = []
@@ -137,15 +138,16 @@ class _Run:
 
     # ---- bookkeeping -------------------------------------------------------------------
     def finish(self) -> Advance:
+        if self.entries:
+            self.s = msgspec.structs.replace(self.s, seq=self.first_seq + len(self.entries))
         return Advance(self.s, self.entries, self.effects, self.rejected, self.transitions)
 
     def set(self, **changes: Any) -> None:
         self.s = msgspec.structs.replace(self.s, **changes)
 
     def entry(self, action: str, step_id: str | None, tick: int, **fields: Any) -> None:
-        seq = self.s.seq + 1
+        seq = self.first_seq + len(self.entries) + 1
         self.entries.append(EntryDraft(self.s.run_id, seq, self.s.plan_id, step_id, tick, action, **fields))
-        self.set(seq=seq)
 
     def move(self, to: str, tick: int) -> None:
         check_transition(self.s.run_id, self.s.status, to)
