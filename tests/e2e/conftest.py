@@ -24,7 +24,7 @@ import asyncpg
 import pytest
 from dee import Engine
 from dee.config import EngineConfig
-from dee.scratch import create_deployment, destroy_deployment
+from dee.scratch import scratch_deployment
 
 from tests.integration.conftest import deployment_config
 
@@ -112,9 +112,8 @@ async def e2e_deployment(request: pytest.FixtureRequest) -> AsyncIterator[Engine
     marker = request.node.get_closest_marker("deployment")
     options = {"partitions": PARTITIONS, "lease_ttl_ms": LEASE_TTL_MS, **(marker.kwargs if marker else {})}
     config = deployment_config(f"dee_e2e_{uuid.uuid4().hex[:12]}", **options)
-    await create_deployment(config)
-    yield config
-    await destroy_deployment(config)
+    async with scratch_deployment(config):
+        yield config
 
 
 @pytest.fixture

@@ -8,11 +8,10 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import msgspec
 import pytest
 from dee.config import ClientConfig, EngineConfig, MetricsConfig, SchedulerConfig
-from dee.scratch import create_deployment, destroy_deployment
+from dee.scratch import scratch_deployment
 from dee.store.admin import with_database
 
 PG_DSN = os.environ.get("DEE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -35,9 +34,8 @@ async def deployment(request: pytest.FixtureRequest) -> AsyncIterator[EngineConf
     """A migrated, empty deployment; options from `@pytest.mark.deployment(partitions=16, ...)`."""
     marker = request.node.get_closest_marker("deployment")
     config = deployment_config(f"dee_test_{uuid.uuid4().hex[:12]}", **(marker.kwargs if marker else {}))
-    await create_deployment(config)
-    yield config
-    await destroy_deployment(config)
+    async with scratch_deployment(config):
+        yield config
 
 
 def replace_scheduler(config: EngineConfig, **changes: Any) -> EngineConfig:

@@ -37,7 +37,7 @@ from dee import (
 )
 from dee.config import ClientConfig
 from dee.plan.model import Plan
-from dee.scratch import create_deployment, destroy_deployment
+from dee.scratch import scratch_deployment
 
 from tests.integration.conftest import deployment_config
 
@@ -80,9 +80,8 @@ async def deployment(request: pytest.FixtureRequest) -> AsyncIterator[EngineConf
     """conftest's `deployment` (with its `deployment` marker), on the module's event loop."""
     marker = request.node.get_closest_marker("deployment")
     config = deployment_config(f"dee_test_{uuid.uuid4().hex[:12]}", **(marker.kwargs if marker else {}))
-    await create_deployment(config)
-    yield config
-    await destroy_deployment(config)
+    async with scratch_deployment(config):
+        yield config
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -94,10 +93,8 @@ async def engine(deployment: EngineConfig) -> AsyncIterator[Engine]:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def shared_config() -> AsyncIterator[EngineConfig]:
-    config = deployment_config(f"dee_test_{uuid.uuid4().hex[:12]}")
-    await create_deployment(config)
-    yield config
-    await destroy_deployment(config)
+    async with scratch_deployment(deployment_config(f"dee_test_{uuid.uuid4().hex[:12]}")) as config:
+        yield config
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -55,6 +55,7 @@ class RedisLedger:
         self._redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(url, max_connections=16))
         self._script = self._redis.register_script(_RECORD)
         self._waiting: list[tuple[str, bytes, asyncio.Future[bytes]]] = []
+        self._flushes: set[asyncio.Future[None]] = set()
 
     async def record(self, key: str, decide: Callable[[], DispatchResponse]) -> DispatchResponse:
         """Recorded together with the other sends of this moment: the dispatcher hands a batch
@@ -62,8 +63,10 @@ class RedisLedger:
         still in its own atomic script call)."""
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._waiting.append((key, msgspec.json.encode(decide()), future))
-        if len(self._waiting) == 1:
-            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._flush()))
+        if len(self._waiting) == 1:  # the first of this moment: flush once the others have joined
+            flush = asyncio.ensure_future(self._flush())
+            self._flushes.add(flush)  # the loop keeps only a weak reference to a task
+            flush.add_done_callback(self._flushes.discard)
         return msgspec.json.decode(await future, type=DispatchResponse)
 
     async def _flush(self) -> None:

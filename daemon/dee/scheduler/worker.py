@@ -150,7 +150,8 @@ class PartitionWorker:
             tick = await self.clock.tick(conn, self.partition)
             report = TickReport(tick, accepted=len(valid), dead=len(dead))
             accepted: list[tuple[str, wire.Reply]] = []
-            if any(not isinstance(m, wire.Wake) for _, m in valid):  # a wake alone carries nothing to accept
+            carries_input = any(not isinstance(m, wire.Wake) for _, m in valid)  # a wake alone carries nothing
+            if carries_input:
                 async with conn.transaction():
                     await self._fence(conn)
                     intake, duplicates = await self._intake(conn, tick, [m for _, m in valid])
@@ -172,17 +173,18 @@ class PartitionWorker:
             return report
         self._enrolments_deferred = 0
         try:
-            return await self._tick(tick, report, started)
+            return await self._tick(tick, report, started, probe_first=not carries_input)
         except LeaseLostError:
             raise
         except Exception as exc:  # the batch is already accepted: nothing here is its fault
             raise TickFailed(str(exc)) from exc
 
-    async def _tick(self, tick: int, report: TickReport, started: float) -> TickReport:
-        """The tick transaction: advance what is due, write it, then answer and publish. With
-        nothing due there is no transaction at all: an idle tick reads two index entries."""
+    async def _tick(self, tick: int, report: TickReport, started: float, probe_first: bool) -> TickReport:
+        """The tick transaction: advance what is due, write it, then answer and publish. An
+        iteration that accepted no input first asks whether anything is due (two index
+        probes): with nothing due there is no transaction at all."""
         async with self.pool.acquire() as conn:
-            if not await rows.anything_due(conn, self.partition, tick):
+            if probe_first and not await rows.anything_due(conn, self.partition, tick):
                 self._observe(report, started)
                 return report
             async with conn.transaction():
@@ -225,7 +227,6 @@ class PartitionWorker:
         if row is None or row["epoch"] != self.epoch or row["owner"] != self.instance:
             self._stop.set()
             self._fenced_out = f"epoch {row['epoch'] if row else '?'} != held {self.epoch}"
-        if self._fenced_out is not None:
             raise LeaseLostError(self.partition, self._fenced_out)
 
     async def _intake(self, conn: asyncpg.Connection, tick: int, messages: list[wire.Inbound]) -> tuple[Intake, list[tuple[str, wire.Reply]]]:
