@@ -120,8 +120,10 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from dee import gc_tuning
     from dee.simulate import format_report, progress_bar, run_simulation
 
+    gc_tuning.tune()
     config = load_config(args)
     plan = load_plan(args.plan, templates=_templates(args))
     report = asyncio.run(run_simulation(config, plan, args.contacts, args.days, args.memory, args.database, args.redis,
@@ -132,8 +134,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from dee import gc_tuning
     from dee.bench.run import run_bench
 
+    gc_tuning.tune()
     config = load_config(args)
     if args.database or args.redis:
         config = msgspec.structs.replace(config, database=args.database or config.database, redis=args.redis or config.redis)

@@ -13,6 +13,7 @@ import signal
 import uvloop
 
 from dee.config import EngineConfig
+from dee import gc_tuning
 from dee.engine import Engine
 from dee.metrics import serve
 
@@ -41,4 +42,5 @@ async def serve_until_signalled(config: EngineConfig) -> int:
 
 def run(config: EngineConfig) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    gc_tuning.tune()
     return uvloop.run(serve_until_signalled(config))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import asyncpg
 import msgspec
 
+from dee import gc_tuning
 from dee.bench.report import Correctness
 from dee.bench.workload import PATHS, path_of
 from dee.config import EngineConfig
@@ -108,6 +109,7 @@ class ReplayTally:
 
 def _replay_share(config_json: bytes, share: int, shares: int) -> tuple[int, int, int]:
     """Replay and verify every completed run in one share of the runs (a worker process)."""
+    gc_tuning.tune()
     config = msgspec.json.decode(config_json, type=EngineConfig)
     return asyncio.run(_replay_runs(config, share, shares))
 
