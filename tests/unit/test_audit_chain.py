@@ -17,7 +17,9 @@ import msgspec
 import pytest
 
 from dee import ChainVerification, Engine, EngineConfig, SchedulerConfig, load_plan
-from dee.kernel.audit import AuditEntry, EntryDraft, canonical, chain_checksum, seal, verify_chain
+from dee.kernel.audit import (
+    AuditEntry, AuditRow, EntryDraft, canonical, chain_checksum, entry_of, seal, seal_rows, verify_chain,
+)  # fmt: skip
 
 ZEROS = "0" * 64
 HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -235,6 +237,51 @@ def test_rewriting_a_middle_entry_and_resealing_everything_after_it_needs_the_he
     result = verify_chain(forged, head_seq=5, head_checksum=head)  # ... the recorded head can
     assert (result.valid, result.broken_at) == (False, 5)
     assert result.reason == "the last entry is not the run's recorded chain head"
+
+
+# ---- stored rows ------------------------------------------------------------------------------
+
+
+def rows() -> list[AuditRow]:
+    return seal_rows(drafts(), ZEROS, STAMP, _ids())
+
+
+def test_rows_are_the_entries_with_their_json_as_canonical_text() -> None:
+    entries, stored = chain(), rows()
+    assert [r.checksum for r in stored] == [e.checksum for e in entries]
+    for row, entry in zip(stored, entries, strict=True):
+        assert entry_of(row) == entry
+        for text in (row.input, row.output, row.context):
+            assert text is None or text == json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert entry_of(stored[1], with_context=False) == replace(entries[1], context=None)
+    assert verify_chain(stored, head_seq=5, head_checksum=stored[-1].checksum).valid is True
+
+
+ROW_TAMPERING = {
+    "input": {"input": '{"kind":"start","runId":"other","tick":0,"variables":{"product":"DEE"}}'},
+    "output": {"output": '{"planChecksum":"cc","status":"pending"}'},
+    "context": {"context": '{"contact":{"id":"c1"},"events":[],"tick":0}'},
+    "not-json": {"output": '{"status": '},
+    "unrepresentable-number": {"output": '{"planChecksum":"' + "c" * 64 + '","status":1e400}'},
+    "action": {"action": "run.cancelled"},
+}
+
+
+@pytest.mark.parametrize("changes", ROW_TAMPERING.values(), ids=ROW_TAMPERING.keys())
+def test_tampering_with_a_stored_row_breaks_the_chain_at_that_row(changes: dict[str, Any]) -> None:
+    stored = rows()
+    stored[0] = stored[0]._replace(**changes)
+    result = verify_chain(stored)
+    assert (result.valid, result.broken_at, result.reason) == (False, 1, "checksum does not match the entry's content")
+
+
+def test_a_row_whose_json_is_not_in_canonical_form_is_judged_by_its_values() -> None:
+    """Rows written before JSON was stored canonically: same values, other key order and spacing."""
+    stored = rows()
+    reordered = json.dumps(dict(reversed(list(json.loads(stored[0].input or "{}").items()))), indent=1)
+    assert reordered != stored[0].input
+    stored[0] = stored[0]._replace(input=reordered)
+    assert verify_chain(stored, head_seq=5, head_checksum=stored[-1].checksum).valid is True
 
 
 # ---- deletions and reordering ---------------------------------------------------------------

@@ -18,13 +18,13 @@ from dee.bench.report import Correctness
 from dee.bench.workload import PATHS, path_of
 from dee.config import EngineConfig
 from dee.engine import template_store
-from dee.kernel.audit import AuditEntry, verify_chain
+from dee.kernel.audit import AuditRow, entry_of, verify_chain
 from dee.kernel.inputs import Start
 from dee.kernel.machine import KernelEnv
 from dee.kernel.replay import replay_entries
 from dee.plugin.manager import PluginManager
 from dee.store.plans import PlanCache
-from dee.store.runs import AUDIT_COLUMNS, audit_from_row
+from dee.store.runs import AUDIT_COLUMNS
 
 RAW_RUNS_PER_TRANSACTION = 500
 
@@ -138,7 +138,7 @@ async def _replay_runs(config: EngineConfig, share: int, shares: int) -> tuple[i
             return envs[(start.plan_id, start.plan_version)]
 
         columns = ", ".join(AUDIT_COLUMNS)
-        current: list[AuditEntry] = []
+        current: list[AuditRow] = []
         async with conn.transaction():
             cursor = conn.cursor(
                 f"SELECT {columns} FROM audit_log WHERE abs(hashtext(run_id)) % $1 = $2 ORDER BY run_id, seq",
@@ -148,7 +148,7 @@ async def _replay_runs(config: EngineConfig, share: int, shares: int) -> tuple[i
                 if current and current[-1].run_id != row["run_id"]:
                     _replay_one(current, heads, env_for, tally)
                     current = []
-                current.append(audit_from_row(row))
+                current.append(AuditRow(*row))
             if current:
                 _replay_one(current, heads, env_for, tally)
     finally:
@@ -157,15 +157,15 @@ async def _replay_runs(config: EngineConfig, share: int, shares: int) -> tuple[i
 
 
 def _replay_one(
-    entries: list[AuditEntry], heads: dict[str, tuple[int, str]], env_for: Callable[[Start], KernelEnv], tally: ReplayTally
+    rows: list[AuditRow], heads: dict[str, tuple[int, str]], env_for: Callable[[Start], KernelEnv], tally: ReplayTally
 ) -> None:
-    head = heads.get(entries[0].run_id)
+    head = heads.get(rows[0].run_id)
     if head is None:  # not completed
         return
     tally.runs += 1
-    if verify_chain(entries, *head).valid:
+    if verify_chain(rows, *head).valid:
         tally.chains_valid += 1
-    if replay_entries(entries, env_for).identical:
+    if replay_entries([entry_of(row, with_context=False) for row in rows], env_for).identical:
         tally.identical += 1
 
 

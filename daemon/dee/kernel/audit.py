@@ -10,8 +10,9 @@ recomputes it from the stored values.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -80,28 +81,96 @@ def chain_checksum(entry: AuditEntry) -> str:
     return hashlib.sha256(entry.previous_checksum.encode() + canonical(entry)).hexdigest()
 
 
-def seal(
-    drafts: Iterable[EntryDraft], head: str, timestamp: str, new_id: Callable[[], str]
-) -> list[AuditEntry]:
-    """Turn drafts into chained entries, continuing from the run's chain `head`."""
-    sealed: list[AuditEntry] = []
+class AuditRow(NamedTuple):
+    """A sealed entry as `audit_log` stores it (its columns, in order): input, output and context
+    are the canonical JSON text the checksum covered. Writing needs no second encoding, and
+    verifying needs no decoding: the stored text goes into the canonical bytes as it is."""
+
+    run_id: str
+    seq: int
+    id: str
+    plan_id: str
+    step_id: str | None
+    tick: int
+    timestamp: str
+    action: str
+    input: str | None
+    output: str | None
+    context: str | None
+    previous_checksum: str
+    checksum: str
+
+
+def seal_rows(drafts: Iterable[EntryDraft], head: str, timestamp: str, new_id: Callable[[], str]) -> list[AuditRow]:
+    """Turn drafts into chained rows, continuing from the run's chain `head`."""
+    rows: list[AuditRow] = []
     previous = head
     for d in drafts:
-        body = _Unsealed(new_id(), d.run_id, d.seq, d.plan_id, d.step_id, d.tick, timestamp, d.action,
-                         d.input, d.output, d.context, previous)  # fmt: skip
+        entry_id = new_id()
+        texts = [None if value is None else _encode_sorted(value) for value in (d.input, d.output, d.context)]
+        body = _Unsealed(entry_id, d.run_id, d.seq, d.plan_id, d.step_id, d.tick, timestamp, d.action,
+                         *[None if t is None else msgspec.Raw(t) for t in texts], previous)  # fmt: skip
         checksum = hashlib.sha256(previous.encode() + _encode_sorted(body)).hexdigest()
-        sealed.append(AuditEntry(*msgspec.structs.astuple(body), checksum))
+        rows.append(AuditRow(d.run_id, d.seq, entry_id, d.plan_id, d.step_id, d.tick, timestamp, d.action,
+                             *[None if t is None else t.decode() for t in texts], previous, checksum))  # fmt: skip
         previous = checksum
-    return sealed
+    return rows
+
+
+def seal(drafts: Iterable[EntryDraft], head: str, timestamp: str, new_id: Callable[[], str]) -> list[AuditEntry]:
+    """`seal_rows` with the drafts' values kept as they are (for holders of entries, not rows)."""
+    listed = list(drafts)
+    return [
+        AuditEntry(r.id, r.run_id, r.seq, r.plan_id, r.step_id, r.tick, r.timestamp, r.action, d.input, d.output,
+                   d.context, r.previous_checksum, r.checksum)
+        for d, r in zip(listed, seal_rows(listed, head, timestamp, new_id), strict=True)
+    ]  # fmt: skip
+
+
+def entry_of(row: AuditRow, with_context: bool = True) -> AuditEntry:
+    """The entry a stored row holds, its JSON decoded (what readers are shown). Replay reads
+    only inputs and outputs: `with_context=False` leaves the largest part, the context record
+    (which the chain covers), undecoded."""
+    context = _loads(row.context) if with_context else None
+    return AuditEntry(row.id, row.run_id, row.seq, row.plan_id, row.step_id, row.tick, row.timestamp, row.action,
+                      _loads(row.input), _loads(row.output), context, row.previous_checksum, row.checksum)  # fmt: skip
+
+
+def row_checksum(row: AuditRow) -> str:
+    """The checksum of a stored row: from its text as stored (rows written by `seal_rows`); text
+    that is not in canonical form (or not JSON) is decoded and judged by its values."""
+    texts = [None if t is None else msgspec.Raw(t.encode()) for t in (row.input, row.output, row.context)]
+    body = _Unsealed(row.id, row.run_id, row.seq, row.plan_id, row.step_id, row.tick, row.timestamp, row.action,
+                     *texts, row.previous_checksum)  # fmt: skip
+    checksum = hashlib.sha256(row.previous_checksum.encode() + _encode_sorted(body)).hexdigest()
+    if checksum == row.checksum:
+        return checksum
+    try:
+        return chain_checksum(entry_of(row))
+    except ValueError:  # not JSON at all: no value could have produced this checksum
+        return checksum
+
+
+_decode_json = msgspec.json.Decoder().decode
+
+
+def _loads(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return _decode_json(text)
+    except msgspec.DecodeError:  # what msgspec cannot hold (1e400): the stdlib reads it, verification judges it
+        return json.loads(text)
 
 
 _encode_sorted = msgspec.json.Encoder(order="sorted").encode
 
 
 def verify_chain(
-    entries: Sequence[AuditEntry], head_seq: int | None = None, head_checksum: str | None = None
+    entries: Sequence[AuditEntry] | Sequence[AuditRow], head_seq: int | None = None, head_checksum: str | None = None
 ) -> ChainVerification:
-    """Recompute the chain; `broken_at` is the seq of the first entry that does not verify.
+    """Recompute the chain (of entries, or of stored rows); `broken_at` is the seq of the first
+    entry that does not verify.
 
     `head_seq`/`head_checksum` are what the run row says the chain ends with: comparing them
     catches the deletion of the newest entries, which a chain alone cannot show.
@@ -118,7 +187,7 @@ def verify_chain(
             return broken(expected_seq, f"entry seq {entry.seq} where {expected_seq} was expected (missing entry)")
         if entry.previous_checksum != previous:
             return broken(entry.seq, "previous_checksum does not match the entry before it")
-        if chain_checksum(entry) != entry.checksum:
+        if (row_checksum(entry) if isinstance(entry, AuditRow) else chain_checksum(entry)) != entry.checksum:
             return broken(entry.seq, "checksum does not match the entry's content")
         previous = entry.checksum
     if head_seq is not None and head_seq != len(entries):

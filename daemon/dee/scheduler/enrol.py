@@ -16,7 +16,7 @@ import asyncpg
 from msgspec.structs import replace
 
 from dee.errors import AlreadyEnrolledError, ContactSuppressedError, DeeError
-from dee.kernel.audit import AuditEntry, seal
+from dee.kernel.audit import AuditRow, seal_rows
 from dee.kernel.contact import Contact
 from dee.kernel.inputs import Start
 from dee.kernel.machine import start_run
@@ -27,7 +27,7 @@ from dee.store.runs import TERMINAL_SQL, run_record
 @dataclass
 class Enrolment:
     runs: list[tuple[Any, ...]] = field(default_factory=list)
-    audit: list[AuditEntry] = field(default_factory=list)
+    audit: list[AuditRow] = field(default_factory=list)
     created: list[str] = field(default_factory=list)
     refused: list[tuple[str, DeeError]] = field(default_factory=list)
 
@@ -78,7 +78,7 @@ async def enrol(
             contact = replace(contact, unsubscribed=contact.unsubscribed or unsubscribed, bounced=contact.bounced or bounced)
         start = Start(tick, run_id, plan.id, version, plan.checksum, contact, dict(variables), start_tick)
         first = start_run(start)
-        entries = seal(first.entries, first.state.audit_head, stamp, new_id)
+        entries = seal_rows(first.entries, first.state.audit_head, stamp, new_id)
         out.runs.append(run_record(replace(first.state, audit_head=entries[-1].checksum), partition, idempotency_key))
         out.audit.extend(entries)
         already[(plan.id, contact.id)] = run_id

@@ -16,7 +16,7 @@ import asyncpg
 
 from dee.bus import messages as wire
 from dee.errors import DeeError, RunNotFoundError, StartInPastError, UnknownPlanError, error_fields
-from dee.kernel.audit import AuditEntry
+from dee.kernel.audit import AuditRow
 from dee.kernel.inputs import Cancel, ChannelResult, Event, Pause, ReplayRecorded, Resume, Retry, Suppressed
 from dee.scheduler.enrol import enrol
 from dee.store.plans import PlanCache
@@ -32,7 +32,7 @@ class Intake:
     replies: list[tuple[str, wire.Reply]] = field(default_factory=list)
     inbox: list[InboxRow] = field(default_factory=list)
     runs: list[tuple[Any, ...]] = field(default_factory=list)
-    audit: list[AuditEntry] = field(default_factory=list)
+    audit: list[AuditRow] = field(default_factory=list)
     enrolled: dict[tuple[str, str], str] = field(default_factory=dict)
     known: dict[str, int] = field(default_factory=dict)  # run id -> partition, looked up once per batch
     # contact id -> its active runs here as (run id, plan id) by run id, looked up once per batch

@@ -30,7 +30,7 @@ from dee.bus.streams import FIELD, GROUP, Entry, GroupReader, Keys, dead_letter,
 from dee.config import EngineConfig
 from dee.errors import LeaseLostError, error_fields
 from dee.ids import MonotonicUlid
-from dee.kernel.audit import AuditEntry, seal
+from dee.kernel.audit import AuditRow, seal_rows
 from dee.kernel.effects import ContactFlagged, DispatchRequest
 from dee.kernel.inputs import AnyInput, ContactChanged
 from dee.kernel.machine import KernelEnv, advance, quarantine
@@ -271,7 +271,7 @@ class PartitionWorker:
 
     async def _process(
         self, conn: asyncpg.Connection, tick: int, report: TickReport
-    ) -> tuple[list[tuple[str, wire.Reply]], list[rows.OutboxItem], list[AuditEntry]]:
+    ) -> tuple[list[tuple[str, wire.Reply]], list[rows.OutboxItem], list[AuditRow]]:
         """Advance the due runs through the kernel; stage their writes."""
         cap = self.config.scheduler.max_runs_per_tick
         due = await rows.due_runs(conn, self.partition, tick, cap)
@@ -281,7 +281,7 @@ class PartitionWorker:
             by_run[record["run_id"]].append(record)
         stamp = _now_iso()
         states: list[RunState] = []
-        audit: list[AuditEntry] = []
+        audit: list[AuditRow] = []
         outbox: list[rows.OutboxItem] = []
         replies: list[tuple[str, wire.Reply]] = []
         flagged: list[ContactFlagged] = []
@@ -293,7 +293,7 @@ class PartitionWorker:
             except Exception as exc:  # a kernel or plugin bug must stop this run, not the partition
                 log.exception("run %s: advance raised; the run is stopped", state.run_id)
                 result = quarantine(state, f"{type(exc).__name__}: {exc}", tick)
-            sealed = seal(result.entries, state.audit_head, stamp, self._new_id)
+            sealed = seal_rows(result.entries, state.audit_head, stamp, self._new_id)
             new_state = msgspec.structs.replace(result.state, audit_head=sealed[-1].checksum) if sealed else result.state
             states.append(new_state)
             audit.extend(sealed)

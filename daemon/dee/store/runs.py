@@ -6,14 +6,13 @@ Writes are batched per tick, never per entry: audit rows go in with COPY, run up
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import asyncpg
 import msgspec
 
-from dee.kernel.audit import AuditEntry
+from dee.kernel.audit import AuditEntry, AuditRow, entry_of
 from dee.kernel.effects import DispatchRequest
 from dee.kernel.inputs import AnyInput
 from dee.kernel.state import RunState
@@ -63,7 +62,7 @@ def run_record(state: RunState, partition: int, idempotency_key: str | None = No
     )  # fmt: skip
 
 
-async def insert_new_runs(conn: asyncpg.Connection, records: Sequence[tuple[Any, ...]], audit: Sequence[AuditEntry]) -> set[str]:
+async def insert_new_runs(conn: asyncpg.Connection, records: Sequence[tuple[Any, ...]], audit: Sequence[AuditRow]) -> set[str]:
     """COPY new runs and their first audit entries; a run that lost a race with a concurrent
     enrolment of the same contact and plan (or idempotency key) is dropped with its entries.
     Returns the ids of the runs inserted."""
@@ -111,41 +110,15 @@ async def update_runs(conn: asyncpg.Connection, states: Sequence[RunState]) -> N
     )  # fmt: skip
 
 
-def _json(value: Any) -> str | None:
-    return None if value is None else msgspec.json.encode(value).decode()
-
-
-async def copy_audit(conn: asyncpg.Connection, entries: Iterable[AuditEntry]) -> int:
-    records = [
-        (e.run_id, e.seq, e.id, e.plan_id, e.step_id, e.tick, e.timestamp, e.action, _json(e.input),
-         _json(e.output), _json(e.context), e.previous_checksum, e.checksum)
-        for e in entries
-    ]  # fmt: skip
-    if records:
-        await conn.copy_records_to_table("audit_log", records=records, columns=AUDIT_COLUMNS)
-    return len(records)
-
-
-_decode_json = msgspec.json.Decoder().decode
-
-
-def _loads(text: str | None) -> Any:
-    if text is None:
-        return None
-    try:
-        return _decode_json(text)
-    except msgspec.DecodeError:  # what msgspec cannot hold (1e400): the stdlib reads it, verification judges it
-        return json.loads(text)
+async def copy_audit(conn: asyncpg.Connection, rows: Sequence[AuditRow]) -> int:
+    if rows:
+        await conn.copy_records_to_table("audit_log", records=rows, columns=AUDIT_COLUMNS)
+    return len(rows)
 
 
 def audit_from_row(row: asyncpg.Record) -> AuditEntry:
-    """Rebuild an entry from its stored values (verification re-derives the canonical bytes)."""
-    return AuditEntry(
-        id=row["id"], run_id=row["run_id"], seq=row["seq"], plan_id=row["plan_id"], step_id=row["step_id"],
-        tick=row["tick"], timestamp=row["ts"], action=row["action"], input=_loads(row["input"]),
-        output=_loads(row["output"]), context=_loads(row["context"]),
-        previous_checksum=row["previous_checksum"], checksum=row["checksum"],
-    )  # fmt: skip
+    """An entry from its stored values (selected as `AUDIT_COLUMNS`)."""
+    return entry_of(AuditRow(*row))
 
 
 async def audit_of(conn: asyncpg.Connection, run_id: str) -> list[AuditEntry]:
