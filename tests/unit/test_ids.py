@@ -34,3 +34,12 @@ def test_a_monotonic_generator_does_not_go_back_with_the_clock(monkeypatch) -> N
     now[0] -= 10_000_000_000  # ten seconds back
     second = make()
     assert second > first and decode(second) == decode(first) + 1
+
+
+def test_ids_crossing_a_1024_boundary_within_a_millisecond_are_encoded_in_full(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    make = MonotonicUlid()
+    monkeypatch.setattr("dee.ids.time.time_ns", lambda: 5_000_000_000_000_000)
+    monkeypatch.setattr("dee.ids.os.urandom", lambda n: (0x3FE).to_bytes(n, "big"))  # two below a boundary
+    ids = [make() for _ in range(4)]
+    assert [decode(i) & ((1 << 80) - 1) for i in ids] == [0x3FE, 0x3FF, 0x400, 0x401]
+    assert ids == sorted(ids) and ids[1][:24] != ids[2][:24]
