@@ -27,6 +27,7 @@ from dee.store.plans import PlanCache
 from dee.store.runs import AUDIT_COLUMNS
 
 RAW_RUNS_PER_TRANSACTION = 500
+_IN_RANGE = "run_id >= $1 AND ($2::text IS NULL OR run_id < $2)"
 
 
 async def check_workload(conn: asyncpg.Connection, contacts: int) -> Correctness:
@@ -107,14 +108,14 @@ class ReplayTally:
     chains_valid: int = 0
 
 
-def _replay_share(config_json: bytes, share: int, shares: int) -> tuple[int, int, int]:
-    """Replay and verify every completed run in one share of the runs (a worker process)."""
+def _replay_share(config_json: bytes, first: str, end: str | None) -> tuple[int, int, int]:
+    """Replay and verify every completed run with `first <= run_id < end` (a worker process)."""
     gc_tuning.tune()
     config = msgspec.json.decode(config_json, type=EngineConfig)
-    return asyncio.run(_replay_runs(config, share, shares))
+    return asyncio.run(_replay_runs(config, first, end))
 
 
-async def _replay_runs(config: EngineConfig, share: int, shares: int) -> tuple[int, int, int]:
+async def _replay_runs(config: EngineConfig, first: str, end: str | None) -> tuple[int, int, int]:
     plugins = PluginManager.load(disabled=config.plugins.disabled)
     templates = template_store(config, plugins)
     cache = PlanCache(plugins, templates)
@@ -123,8 +124,7 @@ async def _replay_runs(config: EngineConfig, share: int, shares: int) -> tuple[i
     conn = await asyncpg.connect(config.database)
     try:
         heads = {r["run_id"]: (r["seq"], r["head"]) for r in await conn.fetch(
-            "SELECT run_id, seq, head FROM runs WHERE status = 'completed' AND abs(hashtext(run_id)) % $1 = $2",
-            shares, share)}  # fmt: skip
+            f"SELECT run_id, seq, head FROM runs WHERE status = 'completed' AND {_IN_RANGE}", first, end)}  # fmt: skip
         envs = {
             (r["plan_id"], r["version"]): KernelEnv(
                 plan=await cache.get(conn, r["plan_id"], r["version"]), templates=templates,
@@ -141,8 +141,7 @@ async def _replay_runs(config: EngineConfig, share: int, shares: int) -> tuple[i
         current: list[AuditRow] = []
         async with conn.transaction():
             cursor = conn.cursor(
-                f"SELECT {columns} FROM audit_log WHERE abs(hashtext(run_id)) % $1 = $2 ORDER BY run_id, seq",
-                shares, share, prefetch=5000,
+                f"SELECT {columns} FROM audit_log WHERE {_IN_RANGE} ORDER BY run_id, seq", first, end, prefetch=5000,
             )  # fmt: skip
             async for row in cursor:
                 if current and current[-1].run_id != row["run_id"]:
@@ -170,13 +169,22 @@ def _replay_one(
 
 
 async def replay_all(config: EngineConfig, processes: int) -> tuple[ReplayTally, float]:
-    """Replay and verify every completed run from Postgres, in `processes` worker processes."""
+    """Replay and verify every completed run from Postgres, in `processes` worker processes,
+    each taking a contiguous range of run ids (read in primary-key order: no sort)."""
     started = time.perf_counter()
     encoded = msgspec.json.encode(config)
+    conn = await asyncpg.connect(config.database)
+    try:
+        runs = await conn.fetchval("SELECT count(*) FROM runs")
+        bounds = [await conn.fetchval("SELECT run_id FROM runs ORDER BY run_id OFFSET $1 LIMIT 1", runs * k // processes)
+                  for k in range(processes)]  # fmt: skip
+    finally:
+        await conn.close()
+    ranges = list(zip(bounds, [*bounds[1:], None], strict=True)) if runs else []
     loop = asyncio.get_running_loop()
     with ProcessPoolExecutor(processes) as pool:
-        parts = await asyncio.gather(*(loop.run_in_executor(pool, _replay_share, encoded, k, processes)
-                                       for k in range(processes)))  # fmt: skip
+        parts = await asyncio.gather(*(loop.run_in_executor(pool, _replay_share, encoded, first, end)
+                                       for first, end in ranges))  # fmt: skip
     tally = ReplayTally()
     for runs, identical, valid in parts:
         tally.runs += runs
