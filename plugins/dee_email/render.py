@@ -26,24 +26,30 @@ _HREF = re.compile(r'href="(https?://[^"]+)"')
 
 @functools.lru_cache(maxsize=4096)
 def _compile(source: str) -> Any:
-    template = _ENV.from_string(source)
-    # Jinja keeps a template's globals as a ChainMap over the environment's and merges it into
-    # every render's context in Python; one plain dict (same contents) makes that a C copy
-    template.globals = dict(template.globals)
-    return template
+    return _ENV.from_string(source)
 
 
-def render_text(source: str, variables: dict[str, Any], what: str) -> str:
+def render_text(source: str, namespace: dict[str, Any], what: str) -> str:
+    """Render with `namespace` (from `template_variables`) as the template's whole context.
+
+    `Template.render` would copy the variables and merge the environment's globals into them
+    on every call; an email renders three times from the same namespace, which already holds
+    the globals, so its renders share it (templates cannot write to it: assignments go to the
+    render's own scope, and the sandbox makes values immutable)."""
     try:
-        return _compile(source).render(variables)
+        template = _compile(source)
+        return "".join(template.root_render_func(template.new_context(namespace, shared=True)))
     except Exception as exc:  # jinja raises many types; all mean "this step cannot render"
         raise TemplateError(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
 def template_variables(ctx: StepContext, unsubscribe_url: str) -> dict[str, Any]:
+    """The render namespace: the environment's globals, the run's variables, then the names
+    every template can use (which win over variables of the same name)."""
     contact = {**ctx.contact.attributes, **msgspec.to_builtins(ctx.contact)}
     previous = msgspec.to_builtins(ctx.previous_result) if ctx.previous_result else {}
     return {
+        **_ENV.globals,
         **ctx.variables,
         "contact": contact,
         "variables": dict(ctx.variables),

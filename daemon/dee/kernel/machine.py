@@ -126,9 +126,13 @@ def quarantine(state: RunState, error: str, tick: int) -> Advance:
 class _Run:
     """The mutable working copy of one `advance` call; nothing of it outlives the call."""
 
+    plan: CompiledPlan
+
     def __init__(self, state: RunState, env: KernelEnv | None) -> None:
         self.s = state
         self.env = env
+        if env is not None:  # `start_run` and `quarantine` work without one (and need none)
+            self.plan = env.plan
         self.first_seq = state.seq  # entries are numbered from here; `finish` writes the last seq back
         self.cursor = state.current_tick
         self.entries: list[EntryDraft] = []
@@ -159,10 +163,6 @@ class _Run:
         """The environment; only `start_run` and `quarantine` work without one (and need none)."""
         assert self.env is not None
         return self.env
-
-    @property
-    def plan(self) -> CompiledPlan:
-        return self.kernel_env.plan
 
     # ---- timers ------------------------------------------------------------------------
     def fire_timer(self, at: int) -> None:
@@ -304,7 +304,7 @@ class _Run:
         env = self.kernel_env
         s = self.s
         return StepContext(
-            s.run_id, s.plan_id, s.plan_version, step_id, env.plan.step(step_id).type, at, s.step_tick, s.contact,
+            s.run_id, s.plan_id, s.plan_version, step_id, self.plan.step(step_id).type, at, s.step_tick, s.contact,
             s.variables, s.results, s.events, s.key_attempt, env.message_domain, env.tick_interval_ms, env.templates,
             env.settings, env.plan.condition,
         )  # fmt: skip

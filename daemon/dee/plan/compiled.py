@@ -32,12 +32,16 @@ class CompiledPlan:
     conditions: Mapping[str, CompiledCondition]
     exit_conditions: tuple[tuple[CompiledCondition, str], ...]
     remaining: Mapping[str, int]
+    steps: Mapping[str, Step]  # by id: the kernel looks a step up several times per transition
 
     def step(self, step_id: str) -> Step:
-        return self.plan.step(step_id)
+        try:
+            return self.steps[step_id]
+        except KeyError:
+            raise KeyError(step_id) from None
 
     def type_of(self, step_id: str) -> StepType:
-        return self.step_types[self.plan.step(step_id).type]
+        return self.step_types[self.step(step_id).type]
 
     def condition(self, expression: str) -> CompiledCondition:
         return self.conditions[expression]
@@ -128,4 +132,5 @@ def compile_plan(plan: Plan, step_types: Mapping[str, StepType], params: Mapping
         conditions=expressions,
         exit_conditions=exits,
         remaining=longest_remaining(successors, [s.id for s in plan.steps]),
+        steps={s.id: s for s in plan.steps},
     )
