@@ -1,13 +1,17 @@
-"""The partition worker: the single writer of one partition, one transaction per iteration.
+"""The partition worker: the single writer of one partition.
 
-Each iteration reads a batch from `dee:{p}:in` and runs two transactions, each of which first
-checks the fencing epoch (a stale writer's commit is refused there):
-1. intake: records the batch as accepted and stamps it with the current tick (`received`,
-   `inbox`, new runs); after commit the stream entries are acknowledged and answered;
-2. the tick: advances the runs that are due, ordered by run id, at most `max_runs_per_tick`,
-   and writes runs, audit entries (COPY), outbox rows and the partition clock; after commit it
-   answers commands and publishes the outbox to the dispatch streams.
-A crash between the two loses nothing: accepted inputs wait in the `inbox` table.
+Each iteration reads a batch from `dee:{p}:in`. Every transaction first checks the fencing
+epoch (a stale writer's commit is refused there). Normally one transaction does it all:
+1. intake: records the batch as accepted and stamps it with the current tick (`received`, new
+   runs), then
+2. the tick: advances the runs that are due or got input, ordered by run id, at most
+   `max_runs_per_tick` (the batch's inputs go to their runs directly; those of runs over the cap
+   wait in `inbox`), and writes runs, audit entries (COPY), outbox rows and the partition clock;
+after the commit it answers, acknowledges the stream entries and publishes the outbox to the
+dispatch streams. When that transaction fails, the batch is taken in two: intake (inputs to
+`inbox`, then answer and acknowledge), then the tick; a crash or failure in between loses
+nothing, the accepted inputs wait in `inbox`. A burst of enrolments alone is only taken in (the
+tick follows a few iterations later), which is what `bulk_execute` waits for.
 """
 
 from __future__ import annotations
@@ -16,10 +20,8 @@ import asyncio
 import logging
 import re
 import time
-from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 
 import asyncpg
 import msgspec
@@ -28,15 +30,11 @@ import redis.asyncio as aioredis
 from dee.bus import messages as wire
 from dee.bus.streams import FIELD, GROUP, Entry, GroupReader, Keys, dead_letter, trim_acknowledged
 from dee.config import EngineConfig
-from dee.errors import LeaseLostError, error_fields
+from dee.errors import LeaseLostError
 from dee.ids import MonotonicUlid
-from dee.kernel.audit import AuditRow, seal_rows
-from dee.kernel.effects import ContactFlagged, DispatchRequest
-from dee.kernel.inputs import AnyInput, ContactChanged
-from dee.kernel.machine import KernelEnv, advance, quarantine
-from dee.kernel.state import RunState
+from dee.scheduler.advance import Advancer, now_iso
 from dee.scheduler.clock import DeploymentClock
-from dee.scheduler.intake import Intake, accept
+from dee.scheduler.intake import InboxRow, Intake, accept
 from dee.store import runs as rows
 from dee.store.plans import PlanCache
 
@@ -49,6 +47,16 @@ _ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 class TickFailed(Exception):
     """The tick transaction failed after its batch was accepted (never the batch's fault)."""
+
+
+@dataclass
+class TickWrites:
+    """What a committed tick still owes: answers to commands, channel actions to publish, and
+    (when the batch was accepted in the same transaction) the answers of its intake."""
+
+    replies: list[tuple[str, wire.Reply]]
+    outbox: list[tuple[int, rows.OutboxItem]]
+    accepted: list[tuple[str, wire.Reply]] = field(default_factory=list)
 
 
 @dataclass
@@ -80,12 +88,11 @@ class PartitionWorker:
         self.keys = Keys(config.namespace)
         self.reader = GroupReader(redis, self.keys.inbound(partition), GROUP, instance)
         self._stop = asyncio.Event()
-        self.settings = config.kernel_settings()
         self.committed_tick = -1
         self._enrolments_deferred = 0
         self._fenced_out: str | None = None  # why this worker's commit was refused, once it was
-        self._envs: dict[tuple[str, int], KernelEnv] = {}
         self._new_id = MonotonicUlid()  # ids of this worker's audit entries and new runs
+        self.advancer = Advancer(partition, config, plans, self._new_id)
 
     def stop(self) -> None:
         """Drain: finish the current iteration, then return from `run`."""
@@ -141,33 +148,45 @@ class PartitionWorker:
             return await rows.unpublished(conn, self.partition)
 
     async def iterate(self, entries: Sequence[Entry]) -> TickReport:
-        """Accept the batch (one transaction, then ack and answer), then run the tick (another)."""
+        """Accept the batch and run the tick: in one transaction when it can (the batch's inputs
+        then reach their runs directly), else in two (accept, ack and answer; then the tick)."""
         started = time.perf_counter()
         if self._fenced_out is not None:  # once refused, always refused (even with nothing to write)
             raise LeaseLostError(self.partition, self._fenced_out)
         valid, dead = self._decode(entries)
+        messages = [m for _, m in valid]
+        carries_input = any(not isinstance(m, wire.Wake) for m in messages)  # a wake alone carries nothing
+        # a burst of enrolments is taken in first (what bulk_execute waits for); the runs start
+        # at their logical tick all the same, a few iterations later
+        deferring = bool(messages) and self._enrolments_deferred < MAX_DEFERRED_TICKS and all(
+            isinstance(m, wire.Execute | wire.ExecuteBatch) for m in messages
+        )
+        accepted: list[tuple[str, wire.Reply]] = []
+        ticked: TickWrites | None = None
         async with self.pool.acquire() as conn:
             tick = await self.clock.tick(conn, self.partition)
             report = TickReport(tick, accepted=len(valid), dead=len(dead))
-            accepted: list[tuple[str, wire.Reply]] = []
-            carries_input = any(not isinstance(m, wire.Wake) for _, m in valid)  # a wake alone carries nothing
-            if carries_input:
+            if carries_input and not deferring:
+                ticked = await self._accept_and_tick(conn, tick, messages, report)
+            if carries_input and ticked is None:
                 async with conn.transaction():
                     await self._fence(conn)
-                    intake, duplicates = await self._intake(conn, tick, [m for _, m in valid])
-                    inserted = await rows.insert_new_runs(conn, intake.runs, intake.audit)
-                    report.entries += sum(1 for e in intake.audit if e.run_id in inserted)
+                    intake, duplicates = await self._intake(conn, tick, messages, queue=True)
+                    report.entries += await self._insert_runs(conn, intake)
                     await self._store_replies(conn, intake.replies)
                 accepted = [*intake.replies, *duplicates]
         for entry, reason in dead:
             await dead_letter(self.redis, self.keys.dead(self.partition), self.reader.stream, entry, reason)
+        if ticked is not None:
+            accepted = ticked.accepted
+            self.committed_tick = max(self.committed_tick, tick)
         await self._reply(accepted)  # before the ack: a crash in between re-reads, and re-answers
         await self.reader.ack([e[0] for e in entries])
-        if valid and self._enrolments_deferred < MAX_DEFERRED_TICKS and all(
-            isinstance(m, wire.Execute | wire.ExecuteBatch) for _, m in valid
-        ):
-            # a burst of enrolments: take it in first (what bulk_execute waits for); the runs
-            # start at their logical tick all the same, a few iterations later
+        if ticked is not None:
+            self._enrolments_deferred = 0
+            await self._after_tick(ticked, report, started)
+            return report
+        if deferring:
             self._enrolments_deferred += 1
             report.tick = -1  # look again at once
             return report
@@ -179,6 +198,36 @@ class PartitionWorker:
         except Exception as exc:  # the batch is already accepted: nothing here is its fault
             raise TickFailed(str(exc)) from exc
 
+    async def _accept_and_tick(
+        self, conn: asyncpg.Connection, tick: int, messages: list[wire.Inbound], report: TickReport
+    ) -> TickWrites | None:
+        """Accept a batch and advance the due runs in one transaction; the batch's inputs go to
+        their runs directly instead of through the `inbox` table (only those of runs over the
+        cap are queued there). None when that transaction failed: the caller then takes the
+        two-transaction path, where a failure is judged entry by entry."""
+        counted = (report.entries, report.processed, report.transitions)
+        try:
+            async with conn.transaction():
+                await self._fence(conn)
+                intake, duplicates = await self._intake(conn, tick, messages, queue=False)
+                report.entries += await self._insert_runs(conn, intake)
+                await self._store_replies(conn, intake.replies)
+                ticked = await self._advance_due(conn, tick, report, intake.inbox)
+        except (LeaseLostError, OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, TimeoutError):
+            raise
+        except Exception:
+            log.warning("partition %s: accepting and advancing in one transaction failed; "
+                        "taking the batch in two", self.partition, exc_info=True)  # fmt: skip
+            report.entries, report.processed, report.transitions = counted
+            return None
+        ticked.accepted = [*intake.replies, *duplicates]
+        return ticked
+
+    async def _insert_runs(self, conn: asyncpg.Connection, intake: Intake) -> int:
+        """Write the runs the batch enrolled; returns how many audit entries that wrote."""
+        inserted = await rows.insert_new_runs(conn, intake.runs, intake.audit)
+        return sum(1 for e in intake.audit if e.run_id in inserted)
+
     async def _tick(self, tick: int, report: TickReport, started: float, probe_first: bool) -> TickReport:
         """The tick transaction: advance what is due, write it, then answer and publish. An
         iteration that accepted no input first asks whether anything is due (two index
@@ -189,17 +238,28 @@ class PartitionWorker:
                 return report
             async with conn.transaction():
                 await self._fence(conn)
-                replies, outbox, audit = await self._process(conn, tick, report)
-                report.entries += await rows.copy_audit(conn, audit)
-                outbox_seqs = await rows.add_outbox(conn, self.partition, outbox)
-                if tick > self.committed_tick:
-                    await conn.execute("UPDATE partitions SET tick = greatest(tick, $2) WHERE partition = $1", self.partition, tick)
-                await self._store_replies(conn, replies)
+                ticked = await self._advance_due(conn, tick, report, [])
         self.committed_tick = max(self.committed_tick, tick)
-        await self._reply(replies)
-        await self.publish(list(zip(outbox_seqs, outbox, strict=True)))
-        self._observe(report, started)
+        await self._after_tick(ticked, report, started)
         return report
+
+    async def _advance_due(self, conn: asyncpg.Connection, tick: int, report: TickReport, fresh: list[InboxRow]) -> TickWrites:
+        """Inside the tick transaction: advance the due runs and write what they did."""
+        done = await self.advancer.advance_due(conn, tick, fresh)
+        report.processed, report.transitions = len(done.states), report.transitions + done.transitions
+        replies, outbox = done.replies, done.outbox
+        report.entries += await rows.copy_audit(conn, done.audit)
+        outbox_seqs = await rows.add_outbox(conn, self.partition, outbox)
+        if tick > self.committed_tick:
+            await conn.execute("UPDATE partitions SET tick = greatest(tick, $2) WHERE partition = $1", self.partition, tick)
+        await self._store_replies(conn, replies)
+        return TickWrites(replies, list(zip(outbox_seqs, outbox, strict=True)))
+
+    async def _after_tick(self, ticked: TickWrites, report: TickReport, started: float) -> None:
+        """After the tick's commit: answer its commands, publish its channel actions."""
+        await self._reply(ticked.replies)
+        await self.publish(ticked.outbox)
+        self._observe(report, started)
 
     def _observe(self, report: TickReport, started: float) -> None:
         if self.metrics is not None:
@@ -229,7 +289,11 @@ class PartitionWorker:
             self._fenced_out = f"epoch {row['epoch'] if row else '?'} != held {self.epoch}"
             raise LeaseLostError(self.partition, self._fenced_out)
 
-    async def _intake(self, conn: asyncpg.Connection, tick: int, messages: list[wire.Inbound]) -> tuple[Intake, list[tuple[str, wire.Reply]]]:
+    async def _intake(
+        self, conn: asyncpg.Connection, tick: int, messages: list[wire.Inbound], queue: bool
+    ) -> tuple[Intake, list[tuple[str, wire.Reply]]]:
+        """Dedupe and accept; `queue` writes the accepted inputs to the inbox (else the caller
+        hands `intake.inbox` to the tick in the same transaction)."""
         intake = Intake(tick, self.partition)
         keyed = [m for m in messages if not isinstance(m, wire.Wake)]
         if not keyed:
@@ -248,9 +312,10 @@ class PartitionWorker:
         for m in keyed:
             (new if m.command_id in fresh and m.command_id not in seen else duplicates).append(m)
             seen.add(m.command_id)
-        stamp = _now_iso()
+        stamp = now_iso()
         await accept(conn, intake, new, self.plans, stamp, self._new_id)
-        await rows.add_inbox(conn, self.partition, intake.inbox)
+        if queue:
+            await rows.add_inbox(conn, self.partition, intake.inbox)
         return intake, await self._stored_replies(conn, duplicates)
 
     async def _stored_replies(self, conn: asyncpg.Connection, duplicates: list[wire.Inbound]) -> list[tuple[str, wire.Reply]]:
@@ -268,81 +333,6 @@ class PartitionWorker:
             for m in wanted
             if stored.get(m.command_id) is not None and m.reply_to
         ]
-
-    async def _process(
-        self, conn: asyncpg.Connection, tick: int, report: TickReport
-    ) -> tuple[list[tuple[str, wire.Reply]], list[rows.OutboxItem], list[AuditRow]]:
-        """Advance the due runs through the kernel; stage their writes."""
-        cap = self.config.scheduler.max_runs_per_tick
-        due = await rows.due_runs(conn, self.partition, tick, cap)
-        pending = await rows.inbox_of(conn, self.partition, [s.run_id for s in due])
-        by_run: dict[str, list[asyncpg.Record]] = defaultdict(list)
-        for record in pending:
-            by_run[record["run_id"]].append(record)
-        stamp = _now_iso()
-        states: list[RunState] = []
-        audit: list[AuditRow] = []
-        outbox: list[rows.OutboxItem] = []
-        replies: list[tuple[str, wire.Reply]] = []
-        flagged: list[ContactFlagged] = []
-        for state in due:
-            records = by_run.get(state.run_id, [])
-            inputs: list[AnyInput] = [rows.decode_input(r["body"]) for r in records]
-            try:
-                result = advance(state, inputs, tick, await self._env(conn, state))
-            except Exception as exc:  # a kernel or plugin bug must stop this run, not the partition
-                log.exception("run %s: advance raised; the run is stopped", state.run_id)
-                result = quarantine(state, f"{type(exc).__name__}: {exc}", tick)
-            sealed = seal_rows(result.entries, state.audit_head, stamp, self._new_id)
-            new_state = msgspec.structs.replace(result.state, audit_head=sealed[-1].checksum) if sealed else result.state
-            states.append(new_state)
-            audit.extend(sealed)
-            report.transitions += sum(1 for e in result.entries if e.action == "step.entered")
-            rejected = {getattr(r.input, "command_id", None): r for r in result.rejected}
-            for record in records:
-                if record["reply_to"]:
-                    refusal = rejected.get(record["message_id"])
-                    if refusal is None:
-                        reply = wire.Reply(record["message_id"], True, run_id=state.run_id)
-                    else:
-                        error = refusal.error(state.run_id)
-                        reply = wire.Reply(record["message_id"], False, type(error).__name__, str(error),
-                                           state.run_id, details=error_fields(error))  # fmt: skip
-                    replies.append((record["reply_to"], reply))
-            for effect in result.effects:
-                if isinstance(effect, DispatchRequest):
-                    outbox.append(rows.OutboxItem(self.partition, state.contact.id, effect))
-                elif isinstance(effect, ContactFlagged):
-                    flagged.append(effect)
-        report.processed = len(due)
-        await rows.delete_inbox(conn, [r["seq"] for r in pending])
-        await rows.update_runs(conn, states)
-        await self._fan_out(conn, tick, flagged)
-        return replies, outbox, audit
-
-    async def _env(self, conn: asyncpg.Connection, state: RunState) -> KernelEnv:
-        key = (state.plan_id, state.plan_version)
-        env = self._envs.get(key)
-        if env is None:  # one per plan version: everything in it is configuration
-            env = self._envs[key] = KernelEnv(
-                plan=await self.plans.get(conn, *key), templates=self.plans.templates,
-                tick_interval_ms=self.config.scheduler.tick_interval_ms, settings=self.settings,
-                message_domain=self.config.message_domain,
-            )  # fmt: skip
-        return env
-
-    async def _fan_out(self, conn: asyncpg.Connection, tick: int, flagged: list[ContactFlagged]) -> None:
-        """A contact flag set by one run (hard bounce) reaches the contact's other runs."""
-        for effect in flagged:
-            await conn.execute(
-                f"UPDATE contacts SET {effect.flag} = true, updated_tick = $2 WHERE contact_id = $1",
-                effect.contact_id, tick,
-            )  # fmt: skip
-            others = await conn.fetch(
-                f"SELECT run_id FROM runs WHERE contact_id = $1 AND status NOT IN {rows.TERMINAL_SQL}", effect.contact_id
-            )
-            body = rows.encode_input(ContactChanged(tick, **{effect.flag: True}))
-            await rows.add_inbox(conn, self.partition, [(r["run_id"], tick, body, None, None) for r in others])
 
     async def _store_replies(self, conn: asyncpg.Connection, replies: list[tuple[str, wire.Reply]]) -> None:
         if replies:
@@ -371,6 +361,3 @@ class PartitionWorker:
         async with self.pool.acquire() as conn:
             await conn.execute("DELETE FROM outbox WHERE seq = ANY($1::bigint[])", [seq for seq, _ in items])
 
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")

@@ -6,7 +6,7 @@ Writes are batched per tick, never per entry: audit rows go in with COPY, run up
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -126,8 +126,9 @@ async def audit_of(conn: asyncpg.Connection, run_id: str) -> list[AuditEntry]:
     return [audit_from_row(r) for r in rows]
 
 
-async def due_runs(conn: asyncpg.Connection, partition: int, tick: int, cap: int) -> list[RunState]:
-    """Runs with inputs waiting or a timer due, ordered by run id, at most `cap` of them.
+async def due_runs(conn: asyncpg.Connection, partition: int, tick: int, cap: int, fresh: Sequence[str] = ()) -> list[RunState]:
+    """Runs with inputs waiting (queued, or `fresh`: just accepted) or a timer due, ordered by
+    run id, at most `cap` of them.
 
     The ids come first, from two index scans (inbox, runs_due; an OR would scan every run of
     the partition), and only those rows are read: joined directly, the planner liked to walk
@@ -137,10 +138,11 @@ async def due_runs(conn: asyncpg.Connection, partition: int, tick: int, cap: int
         WITH due AS MATERIALIZED (
             SELECT run_id FROM inbox WHERE partition = $1
             UNION SELECT run_id FROM runs WHERE partition = $1 AND wake_tick <= $2 AND status <> 'paused'
+            UNION SELECT unnest($4::text[])
             ORDER BY run_id LIMIT $3)
         SELECT r.run_id, r.state FROM due JOIN runs r ON r.run_id = due.run_id ORDER BY r.run_id
         """,
-        partition, tick, cap,
+        partition, tick, cap, list(fresh),
     )  # fmt: skip
     return [decode_state(r["state"]) for r in rows]
 
