@@ -61,14 +61,14 @@ class Partition:
         b = self.backend
         worker = PartitionWorker(self.partition, epoch, self.instance, self.config, b.pool, b.redis, b.plans, b.clock)
         if dies_before_answering:
-            answer = worker._reply
+            deliver = worker._deliver
 
-            async def die_before_answering(replies: Any) -> None:
+            async def die_before_answering(replies: Any, outbox: Any, acks: Any) -> None:
                 if replies:
                     raise Killed
-                await answer(replies)
+                await deliver(replies, outbox, acks)
 
-            worker._reply = die_before_answering  # type: ignore[method-assign]
+            worker._deliver = die_before_answering  # type: ignore[method-assign]
         self.workers.append(worker)
         task = asyncio.create_task(worker.run())
         self.tasks.append(task)

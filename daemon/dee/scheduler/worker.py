@@ -7,8 +7,9 @@ epoch (a stale writer's commit is refused there). Normally one transaction does 
 2. the tick: advances the runs that are due or got input, ordered by run id, at most
    `max_runs_per_tick` (the batch's inputs go to their runs directly; those of runs over the cap
    wait in `inbox`), and writes runs, audit entries (COPY), outbox rows and the partition clock;
-after the commit it answers, acknowledges the stream entries and publishes the outbox to the
-dispatch streams. When that transaction fails, the batch is taken in two: intake (inputs to
+after the commit, in one Redis round trip, it answers, publishes the outbox to the dispatch
+streams and acknowledges the stream entries (the published outbox rows are deleted by the next
+transaction). When that transaction fails, the batch is taken in two: intake (inputs to
 `inbox`, then answer and acknowledge), then the tick; a crash or failure in between loses
 nothing, the accepted inputs wait in `inbox`. A burst of enrolments alone is only taken in (the
 tick follows a few iterations later), which is what `bulk_execute` waits for.
@@ -57,6 +58,7 @@ class TickWrites:
     replies: list[tuple[str, wire.Reply]]
     outbox: list[tuple[int, rows.OutboxItem]]
     accepted: list[tuple[str, wire.Reply]] = field(default_factory=list)
+    dropped: int = 0  # how many published outbox rows the transaction deleted
 
 
 @dataclass
@@ -93,6 +95,7 @@ class PartitionWorker:
         self._fenced_out: str | None = None  # why this worker's commit was refused, once it was
         self._new_id = MonotonicUlid()  # ids of this worker's audit entries and new runs
         self.advancer = Advancer(partition, config, plans, self._new_id)
+        self._published: list[int] = []  # outbox rows published, to delete with the next transaction
 
     def stop(self) -> None:
         """Drain: finish the current iteration, then return from `run`."""
@@ -100,7 +103,7 @@ class PartitionWorker:
 
     async def run(self) -> None:
         await self.reader.claim_idle(0)
-        await self.publish(await self._unpublished())
+        await self._deliver([], await self._unpublished(), [])
         iterations = 0
         busy = True  # a new owner looks at the partition once even without input
         last_tick = -1
@@ -115,6 +118,8 @@ class PartitionWorker:
             iterations += 1
             if iterations % 500 == 0:
                 await trim_acknowledged(self.redis, self.reader.stream, GROUP)
+        if self._fenced_out is None:
+            await self._drop_published()
 
     async def guarded(self, entries: Sequence[Entry]) -> TickReport:
         """One iteration; a batch that cannot commit is retried entry by entry, and an entry
@@ -177,15 +182,13 @@ class PartitionWorker:
                 accepted = [*intake.replies, *duplicates]
         for entry, reason in dead:
             await dead_letter(self.redis, self.keys.dead(self.partition), self.reader.stream, entry, reason)
+        acks = [e[0] for e in entries]
         if ticked is not None:
-            accepted = ticked.accepted
             self.committed_tick = max(self.committed_tick, tick)
-        await self._reply(accepted)  # before the ack: a crash in between re-reads, and re-answers
-        await self.reader.ack([e[0] for e in entries])
-        if ticked is not None:
             self._enrolments_deferred = 0
-            await self._after_tick(ticked, report, started)
+            await self._after_tick(ticked, report, started, acks)
             return report
+        await self._deliver(accepted, [], acks)
         if deferring:
             self._enrolments_deferred += 1
             report.tick = -1  # look again at once
@@ -234,17 +237,22 @@ class PartitionWorker:
         probes): with nothing due there is no transaction at all."""
         async with self.pool.acquire() as conn:
             if probe_first and not await rows.anything_due(conn, self.partition, tick):
+                await self._drop_published(conn)
                 self._observe(report, started)
                 return report
             async with conn.transaction():
                 await self._fence(conn)
                 ticked = await self._advance_due(conn, tick, report, [])
         self.committed_tick = max(self.committed_tick, tick)
-        await self._after_tick(ticked, report, started)
+        await self._after_tick(ticked, report, started, [])
         return report
 
     async def _advance_due(self, conn: asyncpg.Connection, tick: int, report: TickReport, fresh: list[InboxRow]) -> TickWrites:
-        """Inside the tick transaction: advance the due runs and write what they did."""
+        """Inside the tick transaction: advance the due runs and write what they did (and drop
+        the outbox rows published after earlier commits)."""
+        dropped = len(self._published)
+        if dropped:
+            await rows.delete_outbox(conn, self._published)
         done = await self.advancer.advance_due(conn, tick, fresh)
         report.processed, report.transitions = len(done.states), report.transitions + done.transitions
         replies, outbox = done.replies, done.outbox
@@ -253,12 +261,12 @@ class PartitionWorker:
         if tick > self.committed_tick:
             await conn.execute("UPDATE partitions SET tick = greatest(tick, $2) WHERE partition = $1", self.partition, tick)
         await self._store_replies(conn, replies)
-        return TickWrites(replies, list(zip(outbox_seqs, outbox, strict=True)))
+        return TickWrites(replies, list(zip(outbox_seqs, outbox, strict=True)), dropped=dropped)
 
-    async def _after_tick(self, ticked: TickWrites, report: TickReport, started: float) -> None:
-        """After the tick's commit: answer its commands, publish its channel actions."""
-        await self._reply(ticked.replies)
-        await self.publish(ticked.outbox)
+    async def _after_tick(self, ticked: TickWrites, report: TickReport, started: float, acks: list[bytes]) -> None:
+        """After the tick's commit: answer, publish its channel actions, acknowledge the batch."""
+        del self._published[: ticked.dropped]
+        await self._deliver([*ticked.accepted, *ticked.replies], ticked.outbox, acks)
         self._observe(report, started)
 
     def _observe(self, report: TickReport, started: float) -> None:
@@ -342,22 +350,33 @@ class PartitionWorker:
                 [reply.command_id for _, reply in replies], [wire.encode(reply) for _, reply in replies],
             )  # fmt: skip
 
-    async def _reply(self, replies: list[tuple[str, wire.Reply]]) -> None:
-        if not replies:
+    async def _deliver(
+        self, replies: list[tuple[str, wire.Reply]], outbox: list[tuple[int, rows.OutboxItem]], acks: list[bytes]
+    ) -> None:
+        """After a commit, in one round trip and in this order: the answers, the channel actions
+        (XADD to their dispatch streams), the acknowledgement of the stream entries. A crash
+        part-way re-reads what was not acknowledged and answers or publishes again; duplicates
+        are dropped downstream (by command id, by idempotency key). Published outbox rows are
+        deleted with the next transaction (or when the partition goes idle)."""
+        if not (replies or outbox or acks):
             return
         async with self.redis.pipeline(transaction=False) as pipe:
             for stream, reply in replies:
                 pipe.xadd(stream, {FIELD: wire.encode(reply)}, maxlen=10_000, approximate=True)
-            await pipe.execute()
-
-    async def publish(self, items: list[tuple[int, rows.OutboxItem]]) -> None:
-        """XADD committed channel actions to their dispatch streams, then drop the outbox rows."""
-        if not items:
-            return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for _, item in items:
+            for _, item in outbox:
                 pipe.xadd(self.keys.dispatch(item.request.channel), {FIELD: msgspec.json.encode(item)})
+            if acks:
+                pipe.xack(self.reader.stream, self.reader.group, *acks)
             await pipe.execute()
-        async with self.pool.acquire() as conn:
-            await conn.execute("DELETE FROM outbox WHERE seq = ANY($1::bigint[])", [seq for seq, _ in items])
+        self._published.extend(seq for seq, _ in outbox)
 
+    async def _drop_published(self, conn: asyncpg.Connection | None = None) -> None:
+        """Delete the outbox rows already published (on their own, outside a tick)."""
+        if not self._published:
+            return
+        if conn is None:
+            async with self.pool.acquire() as own:
+                await rows.delete_outbox(own, self._published)
+        else:
+            await rows.delete_outbox(conn, self._published)
+        self._published.clear()

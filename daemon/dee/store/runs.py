@@ -201,6 +201,10 @@ async def add_outbox(conn: asyncpg.Connection, partition: int, items: Sequence[O
     return [row["seq"] for row in rows]
 
 
+async def delete_outbox(conn: asyncpg.Connection, seqs: Sequence[int]) -> None:
+    await conn.execute("DELETE FROM outbox WHERE seq = ANY($1::bigint[])", list(seqs))
+
+
 async def unpublished(conn: asyncpg.Connection, partition: int) -> list[tuple[int, OutboxItem]]:
     rows = await conn.fetch("SELECT seq, body FROM outbox WHERE partition = $1 ORDER BY seq", partition)
     return [(r["seq"], msgspec.json.decode(r["body"], type=OutboxItem)) for r in rows]
