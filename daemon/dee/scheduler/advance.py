@@ -62,8 +62,8 @@ class Advancer:
         this transaction, applied after the queued ones of the same run (and queued themselves
         when their run is over the cap)."""
         cap = self.config.scheduler.max_runs_per_tick
-        due = await rows.due_runs(conn, self.partition, tick, cap, sorted({row[0] for row in fresh}))
-        pending = await rows.inbox_of(conn, self.partition, [s.run_id for s in due])
+        due, queued = await rows.due_runs(conn, self.partition, tick, cap, sorted({row[0] for row in fresh}))
+        pending = await rows.inbox_of(conn, self.partition, queued) if queued else []
         by_run: dict[str, list[Queued]] = defaultdict(list)
         for record in pending:
             by_run[record["run_id"]].append((record["body"], record["reply_to"], record["message_id"]))

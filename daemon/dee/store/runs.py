@@ -126,13 +126,16 @@ async def audit_of(conn: asyncpg.Connection, run_id: str) -> list[AuditEntry]:
     return [audit_from_row(r) for r in rows]
 
 
-async def due_runs(conn: asyncpg.Connection, partition: int, tick: int, cap: int, fresh: Sequence[str] = ()) -> list[RunState]:
+async def due_runs(
+    conn: asyncpg.Connection, partition: int, tick: int, cap: int, fresh: Sequence[str] = ()
+) -> tuple[list[RunState], list[str]]:
     """Runs with inputs waiting (queued, or `fresh`: just accepted) or a timer due, ordered by
-    run id, at most `cap` of them.
+    run id, at most `cap` of them; and which of them have queued inputs (usually none: then
+    there is no need to read the inbox).
 
-    The ids come first, from two index scans (inbox, runs_due; an OR would scan every run of
-    the partition), and only those rows are read: joined directly, the planner liked to walk
-    the primary key over every run of every partition to find a few hundred."""
+    The ids come first, from index scans (inbox, runs_due; an OR would scan every run of the
+    partition), and only those rows are read: joined directly, the planner liked to walk the
+    primary key over every run of every partition to find a few hundred."""
     rows = await conn.fetch(
         """
         WITH due AS MATERIALIZED (
@@ -140,11 +143,12 @@ async def due_runs(conn: asyncpg.Connection, partition: int, tick: int, cap: int
             UNION SELECT run_id FROM runs WHERE partition = $1 AND wake_tick <= $2 AND status <> 'paused'
             UNION SELECT unnest($4::text[])
             ORDER BY run_id LIMIT $3)
-        SELECT r.run_id, r.state FROM due JOIN runs r ON r.run_id = due.run_id ORDER BY r.run_id
+        SELECT r.run_id, r.state, EXISTS (SELECT 1 FROM inbox i WHERE i.partition = $1 AND i.run_id = r.run_id) AS queued
+        FROM due JOIN runs r ON r.run_id = due.run_id ORDER BY r.run_id
         """,
         partition, tick, cap, list(fresh),
     )  # fmt: skip
-    return [decode_state(r["state"]) for r in rows]
+    return [decode_state(r["state"]) for r in rows], [r["run_id"] for r in rows if r["queued"]]
 
 
 async def anything_due(conn: asyncpg.Connection, partition: int, tick: int) -> bool:
