@@ -213,6 +213,19 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    async def go() -> int:
+        async with _client(args) as engine:
+            document = await engine.audit.export(args.run_id, args.format, args.output)
+        if args.output is None:
+            sys.stdout.buffer.write(document)
+        else:
+            print(f"{args.output}: {len(document):,} bytes ({args.format})", file=sys.stderr)
+        return 0
+
+    return asyncio.run(go())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dee", description="DEE, the Deterministic Execution Engine")
     parser.add_argument("--config", help="TOML configuration file (default: built-in defaults + environment)")
@@ -270,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser("audit", help="audit log").add_subparsers(dest="audit_command", required=True)
     command("verify", cmd_audit_verify, "verify audit chains (all runs when none is named)", audit).add_argument("run_ids", nargs="*")
+    export = command("export", cmd_audit_export, "a run's audit log as JSON (chain included) or a PDF report", audit)
+    export.add_argument("run_id")
+    export.add_argument("--format", choices=("json", "pdf"), default="json")
+    export.add_argument("--output", help="file to write (default: standard output)")
     return parser
 
 

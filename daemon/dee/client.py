@@ -322,6 +322,24 @@ class DaemonBackend:
         )  # fmt: skip
         await self.ask(partition_for(record.contact_id, self.partitions), message)
 
+    async def contacts_of(self, run_ids: list[str]) -> dict[str, Contact]:
+        found = await self.db.fetch("SELECT run_id, state FROM runs WHERE run_id = ANY($1::text[])", run_ids)
+        return {r["run_id"]: rows.decode_state(r["state"]).contact for r in found}
+
+    async def consents_until(self, contact_ids: list[str], tick: int) -> list[ConsentRecord]:
+        found = await self.db.fetch(
+            "SELECT contact_id, channel, status, source, tick, expires_tick, evidence FROM consents "
+            "WHERE contact_id = ANY($1::text[]) AND tick <= $2 ORDER BY id", contact_ids, tick,
+        )  # fmt: skip
+        return [ConsentRecord(**{**dict(r), "evidence": msgspec.json.decode(r["evidence"])}) for r in found]
+
+    async def suppressions_between(self, from_tick: int, to_tick: int) -> list[Suppression]:
+        found = await self.db.fetch(
+            "SELECT contact_id, level, reason, source, channel, plan_id, tick FROM suppressions "
+            "WHERE tick BETWEEN $1 AND $2 ORDER BY id", from_tick, to_tick,
+        )  # fmt: skip
+        return [Suppression(**dict(r)) for r in found]
+
     async def record_replay(self, run_id: str, result: ReplayResult) -> None:
         for request in result.dispatches:
             await self.adapters[request.channel].send(request)

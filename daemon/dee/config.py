@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
+from datetime import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,6 +51,17 @@ class VoiceChannelConfig(_Section):
     adapter: str = "simulated"
     caller_id: str = "+15550000000"
     api_url: str | None = None
+    # calls are allowed from the first to the second time, in the contact's time zone (what the
+    # compliance report checks every call against)
+    calling_hours: tuple[str, str] = ("08:00", "21:00")
+
+    def __post_init__(self) -> None:
+        try:
+            start, end = (time.fromisoformat(t) for t in self.calling_hours)
+        except ValueError as exc:
+            raise ValueError(f"channels.voice.calling_hours: times as HH:MM ({exc})") from None
+        if not start < end:
+            raise ValueError("channels.voice.calling_hours: the first time must be before the second")
 
 
 class ChannelsConfig(_Section):

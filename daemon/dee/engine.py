@@ -9,8 +9,10 @@ The facade itself only converts arguments, replays and projects; backends store 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -29,6 +31,9 @@ from dee.kernel.timeline import TimelineEntry, timeline
 from dee.plan.model import Plan
 from dee.plugin.contracts import ChannelAdapter
 from dee.plugin.manager import PluginManager
+from dee.reports.compliance import RUN_ENDINGS, ComplianceReport, build_report
+from dee.reports.export import ExportFormat
+from dee.reports.export import render as render_export
 from dee.runs import BulkError, BulkResult, ConsentRecord, ExecutionRun, RunPage, Suppression
 from dee.templates import ChainedTemplateStore, load_directory
 
@@ -63,6 +68,42 @@ class AuditAccess:
             if entry.action == "step.entered" and entry.step_id == step_id:
                 return entry.context
         return None
+
+    async def export(self, run_id: str, format: ExportFormat = "json", output: str | os.PathLike[str] | None = None) -> bytes:
+        """The run's audit log as JSON (every entry, the chain included) or as a PDF report (the
+        run, the chain's status, the timeline); also written to `output` when given."""
+        entries = await self.get_by_run(run_id)
+        run = await self._backend.get_run(run_id)
+        chain = verify_chain(entries, *await self._backend.chain_head(run_id))
+        document = render_export(format, run, chain, entries)
+        if output is not None:
+            Path(output).write_bytes(document)
+        return document
+
+
+class ComplianceAccess:
+    """`engine.compliance`: reports over what the engine recorded."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    async def report(self, period_from: int, period_to: int) -> ComplianceReport:
+        """Sends by channel with the consent in force at each, suppressions, every call against
+        the calling hours, unsubscribe processing, and the chain of every run touched, for the
+        ticks `period_from`..`period_to` (both included)."""
+        if period_to < period_from:
+            raise ValueError(f"the period ends (tick {period_to}) before it begins (tick {period_from})")
+        backend = self._engine._backend
+        entries = await backend.audit_query(None, None, period_from, period_to)
+        endings = await backend.audit_query(None, list(RUN_ENDINGS), period_from, None)
+        run_ids = sorted({e.run_id for e in entries})
+        contacts = await backend.contacts_of(run_ids)
+        consents = await backend.consents_until(sorted({c.id for c in contacts.values()}), period_to)
+        suppressions = await backend.suppressions_between(period_from, period_to)
+        chains = {run_id: verify_chain(await backend.audit_entries(run_id), *await backend.chain_head(run_id))
+                  for run_id in run_ids}  # fmt: skip
+        return build_report((period_from, period_to), entries, endings, contacts, consents, suppressions, chains,
+                            self._engine.config.channels.voice.calling_hours)  # fmt: skip
 
 
 def template_store(config: EngineConfig, plugins: PluginManager) -> ChainedTemplateStore:
@@ -101,6 +142,7 @@ class Engine:
         else:
             raise ConfigError(f"database {self.config.database!r}: expected postgresql://... or memory://")
         self.audit = AuditAccess(self)
+        self.compliance = ComplianceAccess(self)
 
     async def __aenter__(self) -> Engine:
         try:

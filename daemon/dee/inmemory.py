@@ -276,6 +276,16 @@ class MemoryBackend:
             record = msgspec.structs.replace(record, tick=self.current_tick)
         self.consents.append(record)
 
+    async def contacts_of(self, run_ids: list[str]) -> dict[str, Contact]:
+        return {run_id: self.runs[run_id].contact for run_id in run_ids if run_id in self.runs}
+
+    async def consents_until(self, contact_ids: list[str], tick: int) -> list[ConsentRecord]:
+        wanted = set(contact_ids)
+        return [c for c in self.consents if c.contact_id in wanted and (c.tick or 0) <= tick]
+
+    async def suppressions_between(self, from_tick: int, to_tick: int) -> list[Suppression]:
+        return [s for s in self.suppressions if from_tick <= s.tick <= to_tick]
+
     # ---- inputs ------------------------------------------------------------------------
     def state(self, run_id: str) -> RunState:
         try:

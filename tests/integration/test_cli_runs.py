@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 
@@ -28,7 +29,7 @@ async def dee(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]
     return code, captured.out + captured.err
 
 
-async def test_runs_and_audit_commands(cli_env: EngineConfig, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_runs_and_audit_commands(cli_env: EngineConfig, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     async with Engine(cli_env, scheduler=True) as engine:
         plan = load_plan("config/plans/sales-outreach-v2.yaml")
         contact = {"id": "k1", "email": "k1@acme.test", "phone": "+1555", "attributes": {"company": "A"}}
@@ -54,5 +55,11 @@ async def test_runs_and_audit_commands(cli_env: EngineConfig, capsys: pytest.Cap
         assert (code, out.strip()) == (0, "1/1 chains valid")
         code, out = await dee(capsys, "runs", "cancel", run.id, "--reason", "asked to stop")
         assert (code, out.strip()) == (0, f"{run.id}: cancelled")
+        code, out = await dee(capsys, "audit", "export", run.id, "--output", str(tmp_path / "run.json"))
+        exported = json.loads((tmp_path / "run.json").read_bytes())
+        assert code == 0 and (exported["run"]["status"], exported["chain"]["valid"]) == ("cancelled", True)
+        assert [e["action"] for e in exported["entries"]][-1] == "run.cancelled"
+        code, out = await dee(capsys, "audit", "export", run.id, "--format", "pdf", "--output", str(tmp_path / "run.pdf"))
+        assert code == 0 and (tmp_path / "run.pdf").read_bytes().startswith(b"%PDF-1.4")
         code, out = await dee(capsys, "runs", "show", "no-such-run")
         assert (code, out.strip()) == (2, "dee: run no-such-run not found")

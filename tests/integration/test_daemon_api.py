@@ -578,9 +578,9 @@ async def test_a_hard_bounce_ends_the_run_undeliverable_and_reaches_the_contacts
 # ---- audit, timeline, replay, debug (shared deployment) -------------------------------------
 
 
-async def completed_outreach(engine: Engine, outreach: Plan) -> tuple[str, int]:
+async def completed_outreach(engine: Engine, outreach: Plan, cid: str | None = None) -> tuple[str, int]:
     """A run of the warm path (opened at +100) to its end at +7 days; returns (run id, t0)."""
-    cid = uid("done")
+    cid = cid or uid("done")
     t0 = await now(engine)
     run = await engine.execute(outreach, contact(cid), VARS)
     await engine.advance_clock(100)
@@ -737,3 +737,30 @@ async def test_only_the_partitions_without_an_owner_are_unavailable(
         with pytest.raises(EngineUnavailableError) as caught:
             await engine.execute(outreach, contact(orphan), VARS)
         assert caught.value.partition == partition_for(orphan, 4)
+
+
+async def test_audit_export_and_the_compliance_report_read_postgres(eng: Engine, outreach: Plan) -> None:
+    cid, gone, blocked = uid("report"), uid("unsub"), uid("blocked")
+    await eng.record_consent(ConsentRecord(contact_id=cid, channel="email", status="granted", source="form"))
+    t0 = await now(eng)
+    run_id, _ = await completed_outreach(eng, outreach, cid)
+    left = await eng.execute(outreach, contact(gone), VARS)
+    await eng.advance_clock(100)
+    await eng.ingest_event("email.unsubscribed", gone, {}, event_id=uid("unsub-event"))
+    await eng.suppress(blocked, "global", "complaint", "support")
+    t1 = await now(eng)
+    report = await eng.compliance.report(t0, t1)
+    mine = [s for s in report.sends if s.run_id == run_id]
+    assert [(s.channel, s.consent) for s in mine] == [("email", "granted"), ("email", "granted"), ("voice", "none"),
+                                                      ("email", "granted")]  # fmt: skip
+    assert [c.timezone for c in report.calls if c.run_id == run_id] == ["UTC"]
+    assert [(u.contact_id, u.stopped_by, u.ticks) for u in report.unsubscribes if u.run_id == left.id] == [
+        (gone, "run.completed", 0)]  # fmt: skip
+    assert [(s.contact_id, s.level, s.reason) for s in report.suppressions if s.contact_id == blocked] == [
+        (blocked, "global", "complaint")]  # fmt: skip
+    assert report.chains.broken == {} and report.chains.runs >= 2
+    document = msgspec.json.decode(await eng.audit.export(run_id))
+    assert (document["run"]["id"], document["chain"]["valid"]) == (run_id, True)
+    assert [e["seq"] for e in document["entries"]] == list(range(1, len(document["entries"]) + 1))
+    assert b"chain: VALID" in await eng.audit.export(run_id, "pdf")
+
