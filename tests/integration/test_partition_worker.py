@@ -11,7 +11,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import msgspec
 import pytest
+import redis.exceptions as redis_errors
 
 from dee import Engine, EngineConfig, load_plan
 from dee.bus import messages as wire
@@ -19,6 +21,7 @@ from dee.bench import workload
 from dee.bus.streams import FIELD, Entry
 from dee.ids import ulid
 from dee.scheduler.worker import PartitionWorker, TickFailed, TickReport
+from dee.store.runs import OutboxItem
 
 OUTREACH = "config/plans/sales-outreach-v2.yaml"
 RUNS = 5
@@ -124,3 +127,41 @@ async def test_when_the_tick_fails_in_both_the_accepted_inputs_wait_in_the_inbox
         pass
     assert sorted(await received(db)) == runs and all(len(t) == 1 for t in (await received(db)).values())
     assert await inbox(db) == []
+
+
+@pytest.mark.deployment(partitions=1, max_runs_per_tick=CAP)
+async def test_channel_actions_committed_while_redis_failed_are_published_once_it_answers(
+    worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w, db, _ = worker
+    stream = w.keys.dispatch("email")
+
+    async def dispatched() -> set[str]:
+        return {msgspec.json.decode(f[FIELD], type=OutboxItem).request.run_id for _, f in await w.redis.xrange(stream)}
+
+    before = await dispatched()
+    plan_id, version = await db.fetchrow("SELECT plan_id, version FROM plans")
+    late = wire.BatchItem(ulid(), workload.contact(RUNS))
+    await w.iterate([entry(wire.ExecuteBatch(command_id=ulid(), plan_id=plan_id, plan_version=version,
+                                             variables={"product": "DEE"}, items=[late]))])  # fmt: skip
+    pipeline = w.redis.pipeline
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        pipe = pipeline(*args, **kwargs)
+
+        async def refuse() -> None:
+            raise redis_errors.ConnectionError("injected: Redis went away after the commit")
+
+        pipe.execute = refuse
+        return pipe
+
+    monkeypatch.setattr(w.redis, "pipeline", failing)
+    report = await w.guarded([])  # starts the run, commits its email, cannot publish it
+    assert report.tick == -1 and await dispatched() == before
+    assert await db.fetchval("SELECT count(*) FROM outbox") == 1
+    assert await db.fetchval("SELECT status FROM runs WHERE run_id = $1", late.run_id) == "waiting"
+    monkeypatch.undo()
+    await w.guarded([])  # Redis answers again: the leftover is published first
+    assert await dispatched() == before | {late.run_id}
+    await w.guarded([])  # idle: the published row is dropped
+    assert await db.fetchval("SELECT count(*) FROM outbox") == 0

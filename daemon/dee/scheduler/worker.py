@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import asyncpg
 import msgspec
 import redis.asyncio as aioredis
+import redis.exceptions as redis_errors
 
 from dee.bus import messages as wire
 from dee.bus.streams import FIELD, GROUP, Entry, GroupReader, Keys, dead_letter, trim_acknowledged
@@ -96,6 +97,7 @@ class PartitionWorker:
         self._new_id = MonotonicUlid()  # ids of this worker's audit entries and new runs
         self.advancer = Advancer(partition, config, plans, self._new_id)
         self._published: list[int] = []  # outbox rows published, to delete with the next transaction
+        self._republish = False  # a commit's channel actions may not have reached Redis: publish again
 
     def stop(self) -> None:
         """Drain: finish the current iteration, then return from `run`."""
@@ -132,7 +134,8 @@ class PartitionWorker:
             log.exception("partition %s: the tick failed; its inputs wait in the inbox, retrying", self.partition)
             await asyncio.sleep(1.0)
             return TickReport(tick=-1)
-        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, TimeoutError) as exc:
+        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, TimeoutError,
+                redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:  # fmt: skip
             log.warning("partition %s: storage unavailable (%s); retrying", self.partition, exc)
             self.reader.repending()
             await asyncio.sleep(0.5)
@@ -158,6 +161,8 @@ class PartitionWorker:
         started = time.perf_counter()
         if self._fenced_out is not None:  # once refused, always refused (even with nothing to write)
             raise LeaseLostError(self.partition, self._fenced_out)
+        if self._republish:
+            await self._publish_leftovers()
         valid, dead = self._decode(entries)
         messages = [m for _, m in valid]
         carries_input = any(not isinstance(m, wire.Wake) for m in messages)  # a wake alone carries nothing
@@ -360,15 +365,29 @@ class PartitionWorker:
         deleted with the next transaction (or when the partition goes idle)."""
         if not (replies or outbox or acks):
             return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for stream, reply in replies:
-                pipe.xadd(stream, {FIELD: wire.encode(reply)}, maxlen=10_000, approximate=True)
-            for _, item in outbox:
-                pipe.xadd(self.keys.dispatch(item.request.channel), {FIELD: msgspec.json.encode(item)})
-            if acks:
-                pipe.xack(self.reader.stream, self.reader.group, *acks)
-            await pipe.execute()
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for stream, reply in replies:
+                    pipe.xadd(stream, {FIELD: wire.encode(reply)}, maxlen=10_000, approximate=True)
+                for _, item in outbox:
+                    pipe.xadd(self.keys.dispatch(item.request.channel), {FIELD: msgspec.json.encode(item)})
+                if acks:
+                    pipe.xack(self.reader.stream, self.reader.group, *acks)
+                await pipe.execute()
+        except BaseException:
+            # committed but perhaps not published (the entries, not acknowledged, come back and
+            # are answered again; the channel actions have only their outbox rows)
+            self._republish = self._republish or bool(outbox)
+            raise
         self._published.extend(seq for seq, _ in outbox)
+
+    async def _publish_leftovers(self) -> None:
+        """Publish the outbox rows a failed delivery may have left (a duplicate is harmless:
+        adapters answer a repeated idempotency key with its first answer)."""
+        published = set(self._published)
+        leftovers = [(seq, item) for seq, item in await self._unpublished() if seq not in published]
+        self._republish = False
+        await self._deliver([], leftovers, [])
 
     async def _drop_published(self, conn: asyncpg.Connection | None = None) -> None:
         """Delete the outbox rows already published (on their own, outside a tick)."""
