@@ -77,11 +77,16 @@ class Coordinator:
         self.static = parse_partition_key(key, config.scheduler.partitions) if key else None
 
     async def run(self) -> None:
+        """Heartbeat and rebalance every third of the lease TTL, for as long as the process
+        runs: a failed round (the database restarting, say) is logged and the next one tries
+        again; if this loop died, leases would lapse and the instance would serve nothing."""
         while True:
             try:
                 await self.rebalance()
-            except (asyncpg.PostgresError, OSError) as exc:
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
                 log.warning("coordinator: %s", exc)
+            except Exception:
+                log.exception("coordinator: rebalancing failed; trying again")
             await asyncio.sleep(self.ttl_ms / 3000)
 
     async def desired(self, conn: asyncpg.Connection) -> set[int]:

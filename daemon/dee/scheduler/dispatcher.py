@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 import msgspec
 import redis.asyncio as aioredis
+import redis.exceptions as redis_errors
 
 from dee.bus import messages as wire
 from dee.bus.streams import (
@@ -60,20 +61,35 @@ class Dispatcher:
         await asyncio.gather(*(self.serve(channel) for channel in sorted(self.adapters)))
 
     async def serve(self, channel: str) -> None:
+        """Serve one channel until stopped. A failed round (Redis away, say) is logged and the
+        round retried: the entries it held are read again (unacknowledged), their actions are
+        sent again under the same idempotency keys (the adapters answer with the first result)."""
         stream = self.keys.dispatch(channel)
-        await ensure_group(self.redis, stream, DISPATCH_GROUP)
         reader = GroupReader(self.redis, stream, DISPATCH_GROUP, self.instance)
         rounds = 0
         while not self._stop.is_set():
-            if rounds % 200 == 0:
-                await reader.claim_idle(self.claim_after_ms)
-            entries = await reader.read(count=500, block_ms=20)
-            if entries:
-                await self.handle(channel, entries)
-                await reader.ack([e[0] for e in entries])
-            rounds += 1
-            if rounds % 1000 == 0:
-                await trim_acknowledged(self.redis, stream, DISPATCH_GROUP)
+            try:
+                if rounds == 0:
+                    await ensure_group(self.redis, stream, DISPATCH_GROUP)
+                if rounds % 200 == 0:
+                    await reader.claim_idle(self.claim_after_ms)
+                entries = await reader.read(count=500, block_ms=20)
+                if entries:
+                    await self.handle(channel, entries)
+                    await reader.ack([e[0] for e in entries])
+                rounds += 1
+                if rounds % 1000 == 0:
+                    await trim_acknowledged(self.redis, stream, DISPATCH_GROUP)
+            except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+                log.warning("dispatcher %s: Redis unavailable (%s); retrying", channel, exc)
+                await self._pause(reader)
+            except Exception:
+                log.exception("dispatcher %s: a round failed; retrying", channel)
+                await self._pause(reader)
+
+    async def _pause(self, reader: GroupReader) -> None:
+        reader.repending()
+        await asyncio.sleep(0.5)
 
     async def handle(self, channel: str, entries: list[Entry]) -> None:
         adapter = self.adapters[channel]
