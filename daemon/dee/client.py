@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -23,7 +23,7 @@ from dee.bus import messages as wire
 from dee.bus.streams import FIELD, Keys
 from dee.config import EngineConfig
 from dee.errors import ConfigError, EngineUnavailableError, RunNotFoundError, rebuild_error
-from dee.ids import MonotonicUlid, ulid
+from dee.ids import MonotonicUlid, now_iso, ulid
 from dee.kernel.audit import AuditEntry
 from dee.metrics import Metrics
 from dee.kernel.contact import Contact
@@ -231,7 +231,7 @@ class DaemonBackend:
         by_partition: dict[int, list[tuple[str, Contact]]] = defaultdict(list)
         for contact in contacts:
             by_partition[partition_for(contact.id, self.partitions)].append((self.new_run_id(), contact))
-        stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
+        stamp = now_iso()
 
         async def one(partition: int, items: list[tuple[str, Contact]]) -> tuple[list[str], list[str]]:
             async with self.db.acquire() as conn, conn.transaction():

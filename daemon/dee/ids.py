@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import UTC, datetime
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 # every 10-bit value as its two Crockford base32 characters: 13 lookups encode a ULID
@@ -48,3 +49,8 @@ class MonotonicUlid:
             self._stem_of = value >> 10
             self._stem = _encode(value)[:24]
         return self._stem + _PAIRS[value & 0x3FF]
+
+
+def now_iso() -> str:
+    """The wall-clock stamp of audit entries and runs (informational: replay never compares it)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")

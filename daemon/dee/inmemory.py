@@ -14,7 +14,7 @@ import heapq
 import time
 from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -23,7 +23,7 @@ from dee.config import EngineConfig
 from dee.errors import (
     AlreadyEnrolledError, ContactSuppressedError, InvalidTransitionError, RunNotFoundError, StartInPastError,
 )  # fmt: skip
-from dee.ids import MonotonicUlid, ulid
+from dee.ids import MonotonicUlid, now_iso, ulid
 from dee.kernel.audit import AuditEntry, seal
 from dee.kernel.contact import Contact
 from dee.kernel.effects import ContactFlagged, DispatchRequest
@@ -323,7 +323,7 @@ class MemoryBackend:
     def commit(self, run_id: str, result: Advance) -> None:
         state = result.state
         if result.entries:
-            stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
+            stamp = now_iso()
             sealed = seal(result.entries, state.audit_head, stamp, ulid)
             self.audit[run_id].extend(sealed)
             state = msgspec.structs.replace(state, audit_head=sealed[-1].checksum)

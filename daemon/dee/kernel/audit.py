@@ -101,6 +101,13 @@ class AuditRow(NamedTuple):
     checksum: str
 
 
+def _checksum(previous: str, fields: tuple[Any, ...], texts: Sequence[bytes | None]) -> str:
+    """sha256(previous || canonical bytes), input/output/context given as canonical JSON already
+    (embedded as they are: the same bytes as encoding their values)."""
+    raw = [None if t is None else msgspec.Raw(t) for t in texts]
+    return hashlib.sha256(previous.encode() + _encode_sorted(_Unsealed(*fields, *raw, previous))).hexdigest()
+
+
 def seal_rows(drafts: Iterable[EntryDraft], head: str, timestamp: str, new_id: Callable[[], str]) -> list[AuditRow]:
     """Turn drafts into chained rows, continuing from the run's chain `head`."""
     rows: list[AuditRow] = []
@@ -108,9 +115,7 @@ def seal_rows(drafts: Iterable[EntryDraft], head: str, timestamp: str, new_id: C
     for d in drafts:
         entry_id = new_id()
         texts = [None if value is None else _encode_sorted(value) for value in (d.input, d.output, d.context)]
-        body = _Unsealed(entry_id, d.run_id, d.seq, d.plan_id, d.step_id, d.tick, timestamp, d.action,
-                         *[None if t is None else msgspec.Raw(t) for t in texts], previous)  # fmt: skip
-        checksum = hashlib.sha256(previous.encode() + _encode_sorted(body)).hexdigest()
+        checksum = _checksum(previous, (entry_id, d.run_id, d.seq, d.plan_id, d.step_id, d.tick, timestamp, d.action), texts)
         rows.append(AuditRow(d.run_id, d.seq, entry_id, d.plan_id, d.step_id, d.tick, timestamp, d.action,
                              *[None if t is None else t.decode() for t in texts], previous, checksum))  # fmt: skip
         previous = checksum
@@ -139,10 +144,9 @@ def entry_of(row: AuditRow, with_context: bool = True) -> AuditEntry:
 def row_checksum(row: AuditRow) -> str:
     """The checksum of a stored row: from its text as stored (rows written by `seal_rows`); text
     that is not in canonical form (or not JSON) is decoded and judged by its values."""
-    texts = [None if t is None else msgspec.Raw(t.encode()) for t in (row.input, row.output, row.context)]
-    body = _Unsealed(row.id, row.run_id, row.seq, row.plan_id, row.step_id, row.tick, row.timestamp, row.action,
-                     *texts, row.previous_checksum)  # fmt: skip
-    checksum = hashlib.sha256(row.previous_checksum.encode() + _encode_sorted(body)).hexdigest()
+    texts = [None if t is None else t.encode() for t in (row.input, row.output, row.context)]
+    fields = (row.id, row.run_id, row.seq, row.plan_id, row.step_id, row.tick, row.timestamp, row.action)
+    checksum = _checksum(row.previous_checksum, fields, texts)
     if checksum == row.checksum:
         return checksum
     try:

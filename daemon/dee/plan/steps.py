@@ -13,14 +13,13 @@ import msgspec
 from dee.plan.model import Condition, Duration, Step, Tracking, Voicemail
 
 
+def camel(name: str) -> str:
+    """`snake_case` as `camelCase`, the spelling of plan files and the wire format."""
+    return name.split("_")[0] + "".join(part.title() for part in name.split("_")[1:])
+
+
 def _params(**values: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if value is None:
-            continue
-        camel = key.split("_")[0] + "".join(part.title() for part in key.split("_")[1:])
-        out[camel] = msgspec.to_builtins(value)
-    return out
+    return {camel(key): msgspec.to_builtins(value) for key, value in values.items() if value is not None}
 
 
 def send_email(

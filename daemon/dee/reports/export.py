@@ -15,6 +15,7 @@ import msgspec
 
 from dee.kernel.audit import AuditEntry, ChainVerification
 from dee.kernel.timeline import timeline
+from dee.plan.steps import camel
 from dee.reports.pdf import text_pdf
 from dee.runs import ExecutionRun
 
@@ -24,7 +25,7 @@ ExportFormat = Literal["json", "pdf"]
 
 def _camel(fields: dict[str, Any]) -> dict[str, Any]:
     """Top-level keys in camelCase, like the wire format and the entries (values untouched)."""
-    return {k.split("_")[0] + "".join(p.title() for p in k.split("_")[1:]): v for k, v in fields.items()}
+    return {camel(k): v for k, v in fields.items()}
 
 
 def export_json(run: ExecutionRun, chain: ChainVerification, entries: Sequence[AuditEntry]) -> bytes:

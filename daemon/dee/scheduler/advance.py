@@ -12,7 +12,6 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import asyncpg
 import msgspec
@@ -20,6 +19,7 @@ import msgspec
 from dee.bus import messages as wire
 from dee.config import EngineConfig
 from dee.errors import error_fields
+from dee.ids import now_iso
 from dee.kernel.audit import AuditRow, seal_rows
 from dee.kernel.effects import ContactFlagged, DispatchRequest
 from dee.kernel.inputs import AnyInput, ContactChanged
@@ -136,7 +136,3 @@ class Advancer:
             body = rows.encode_input(ContactChanged(tick, **{effect.flag: True}))
             await rows.add_inbox(conn, self.partition, [(r["run_id"], tick, body, None, None) for r in others])
 
-
-def now_iso() -> str:
-    """The wall-clock stamp of audit entries (informational: replay never compares it)."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds")

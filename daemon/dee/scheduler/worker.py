@@ -33,8 +33,8 @@ from dee.bus import messages as wire
 from dee.bus.streams import FIELD, GROUP, Entry, GroupReader, Keys, dead_letter, trim_acknowledged
 from dee.config import EngineConfig
 from dee.errors import LeaseLostError
-from dee.ids import MonotonicUlid
-from dee.scheduler.advance import Advancer, now_iso
+from dee.ids import MonotonicUlid, now_iso
+from dee.scheduler.advance import Advancer
 from dee.scheduler.clock import DeploymentClock
 from dee.scheduler.intake import InboxRow, Intake, accept
 from dee.store import runs as rows
