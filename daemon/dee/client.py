@@ -51,6 +51,12 @@ for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
 end
 return 0
 """
+_BUSY_ROWS = (
+    ("inbox", "inputs accepted, not yet applied"),
+    ("outbox", "channel actions committed, not yet published"),
+    ("awaiting", "a run awaits a channel outcome"),
+    ("due", "a run's timer is due"),
+)  # what keeps a partition busy, in the order run_until_idle reports it
 FAST_PATH_MIN = 1000  # contacts from which bulk_execute writes with COPY instead of messages
 
 
@@ -468,31 +474,34 @@ class DaemonBackend:
             if busy is None:
                 return
             if time.monotonic() > deadline:
-                raise EngineUnavailableError(busy, "not idle before the timeout")
+                partition, why = busy
+                raise EngineUnavailableError(partition, f"not idle before the timeout ({why})")
             await asyncio.sleep(pause)
             pause = min(pause * 1.5, 0.02)  # quick for short waits, light on the database for long ones
 
-    async def _busy(self) -> int | None:
-        """A partition that still has work, or None when the whole deployment is idle."""
+    async def _busy(self) -> tuple[int, str] | None:
+        """A partition that still has work and what the work is, or None when the whole
+        deployment is idle (the reason goes into the timeout error: a stuck deployment should
+        say what it is stuck on)."""
         assert self.redis is not None
         row = await self.db.fetchrow(
             """
             WITH m AS (SELECT manual_tick AS t FROM dee_meta)
-            SELECT coalesce(
-              (SELECT min(partition) FROM inbox),
-              (SELECT min(partition) FROM outbox),
-              (SELECT min(partition) FROM runs WHERE awaiting),
+            SELECT (SELECT min(partition) FROM inbox) AS inbox,
+              (SELECT min(partition) FROM outbox) AS outbox,
+              (SELECT min(partition) FROM runs WHERE awaiting) AS awaiting,
               (SELECT min(p) FROM generate_series(0, $1 - 1) AS p WHERE (
                  SELECT 1 FROM runs WHERE partition = p AND wake_tick <= (SELECT t FROM m) AND status <> 'paused'
-                 LIMIT 1) IS NOT NULL)) AS busy,
+                 LIMIT 1) IS NOT NULL) AS due,
               (SELECT t FROM m) AS tick
             """,
             self.partitions,
         )  # index probes only (a LIMIT 1 subquery per partition: an EXISTS became a hash join
         #    over every run), since this runs every few milliseconds while a caller waits
         self._manual_tick = row["tick"]
-        if row["busy"] is not None:
-            return int(row["busy"])
+        for column, why in _BUSY_ROWS:
+            if row[column] is not None:
+                return int(row[column]), why
         # a stream is busy while a consumer group has entries pending or not yet read; asked in
         # Redis (one script call per stream, one round trip): parsing XINFO replies in the
         # client cost a millisecond of CPU per poll
@@ -503,5 +512,6 @@ class DaemonBackend:
             flags = await pipe.execute()
         for index, flag in enumerate(flags):
             if flag:
-                return index if index < self.partitions else -1
+                stream = streams[index]
+                return (index if index < self.partitions else -1), f"{stream} has entries unread or unacknowledged"
         return None

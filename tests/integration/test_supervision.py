@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
 
 from dee.bus import messages as wire
-from dee.bus.streams import FIELD, GroupReader, Keys
+from dee.bus.streams import DISPATCH_GROUP, FIELD, GroupReader, Keys, ensure_group
 from dee.config import EngineConfig, SchedulerConfig
 from dee.kernel.effects import DispatchRequest
 from dee.plugin.contracts import DispatchResponse
@@ -100,3 +100,37 @@ async def test_a_coordinator_round_that_fails_is_followed_by_the_next() -> None:
     finally:
         task.cancel()
     assert len(rounds) >= 4
+
+
+async def test_a_running_dispatcher_takes_over_the_actions_a_dead_one_held() -> None:
+    """Dispatcher b read an action and died without answering; a, which started after that and
+    is past its own (empty) pending entries, claims the action once it has been idle for
+    `claim_after_ms` and sends it. (It used to claim it and then read only new entries: the
+    run waited for its channel outcome forever.)"""
+    keys = Keys(f"dee_test_{uuid.uuid4().hex[:12]}")
+    redis = aioredis.from_url(REDIS_URL)
+    stream = keys.dispatch("email")
+    await ensure_group(redis, stream, DISPATCH_GROUP)
+    request = DispatchRequest("run-1", "hello", "email", "d" * 64, "<m@x>", 1, {"to": "a@b.test"}, 7)
+    await redis.xadd(stream, {FIELD: msgspec.json.encode(OutboxItem(5, "c1", request))})
+    assert len(await GroupReader(redis, stream, DISPATCH_GROUP, "b").read(count=10, block_ms=None)) == 1
+    adapter = CountingAdapter()
+    survivor = Dispatcher("a", redis, {"email": adapter}, 300, keys)
+    task = asyncio.create_task(survivor.run())
+    try:
+
+        async def answered() -> bool:
+            return bool(await redis.xlen(keys.inbound(5)))
+
+        await wait_until(answered, 5)
+        assert adapter.keys == ["d" * 64]
+
+        async def acknowledged() -> bool:
+            return (await redis.xpending(stream, DISPATCH_GROUP))["pending"] == 0
+
+        await wait_until(acknowledged, 5)
+    finally:
+        survivor.stop()
+        await asyncio.wait_for(task, 5)
+        await redis.delete(stream, keys.inbound(5))
+        await redis.aclose()

@@ -71,15 +71,19 @@ class GroupReader:
         self._pending_done = False
 
     async def claim_idle(self, min_idle_ms: int) -> int:
+        """Take over entries other consumers left unacknowledged for `min_idle_ms`. They join
+        this consumer's pending entries, so the next `read` serves its pending entries again
+        (a reader past them would otherwise read only new entries and never see the claimed)."""
         claimed = 0
         start = "0-0"
         while True:
             reply = await self.redis.xautoclaim(self.stream, self.group, self.consumer, min_idle_ms, start, count=500)
             start, entries = reply[0], reply[1]
             claimed += len(entries)
+            if entries:
+                self._pending_done = False
             if start in (b"0-0", "0-0"):
                 return claimed
-            self._pending_done = False
 
     async def read(self, count: int, block_ms: int | None) -> list[Entry]:
         if not self._pending_done:

@@ -67,12 +67,14 @@ class Dispatcher:
         stream = self.keys.dispatch(channel)
         reader = GroupReader(self.redis, stream, DISPATCH_GROUP, self.instance)
         rounds = 0
+        next_claim = 0.0
         while not self._stop.is_set():
             try:
                 if rounds == 0:
                     await ensure_group(self.redis, stream, DISPATCH_GROUP)
-                if rounds % 200 == 0:
+                if time.monotonic() >= next_claim:  # a dead consumer's actions wait at most 1.5 TTLs
                     await reader.claim_idle(self.claim_after_ms)
+                    next_claim = time.monotonic() + self.claim_after_ms / 2000
                 entries = await reader.read(count=500, block_ms=20)
                 if entries:
                     await self.handle(channel, entries)
