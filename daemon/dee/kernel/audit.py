@@ -103,9 +103,21 @@ class AuditRow(NamedTuple):
 
 def _checksum(previous: str, fields: tuple[Any, ...], texts: Sequence[bytes | None]) -> str:
     """sha256(previous || canonical bytes), input/output/context given as canonical JSON already
-    (embedded as they are: the same bytes as encoding their values)."""
-    raw = [None if t is None else msgspec.Raw(t) for t in texts]
-    return hashlib.sha256(previous.encode() + _encode_sorted(_Unsealed(*fields, *raw, previous))).hexdigest()
+    (embedded as they are: the same bytes as encoding their values).
+
+    The bytes are joined here in `_Unsealed`'s sorted key order rather than by encoding an
+    `_Unsealed` of them: the same bytes (a property test holds the two together), a quarter of
+    the time, and every row sealed or verified goes through here."""
+    entry_id, run_id, seq, plan_id, step_id, tick, timestamp, action = fields
+    given, output, context = texts
+    enc = _encode
+    canonical = b"".join((
+        b'{"action":', enc(action), b',"context":', b"null" if context is None else context, b',"id":', enc(entry_id),
+        b',"input":', b"null" if given is None else given, b',"output":', b"null" if output is None else output,
+        b',"planId":', enc(plan_id), b',"previousChecksum":', enc(previous), b',"runId":', enc(run_id),
+        b',"seq":', enc(seq), b',"stepId":', enc(step_id), b',"tick":', enc(tick), b',"timestamp":', enc(timestamp), b"}",
+    ))  # fmt: skip
+    return hashlib.sha256(previous.encode() + canonical).hexdigest()
 
 
 def seal_rows(drafts: Iterable[EntryDraft], head: str, timestamp: str, new_id: Callable[[], str]) -> list[AuditRow]:
@@ -168,6 +180,7 @@ def _loads(text: str | None) -> Any:
 
 
 _encode_sorted = msgspec.json.Encoder(order="sorted").encode
+_encode = msgspec.json.Encoder().encode
 
 
 def verify_chain(
