@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import asyncpg
 import msgspec
+import uvloop
 
 from dee import gc_tuning
 from dee.bench.report import Correctness
@@ -27,6 +28,7 @@ from dee.store.plans import PlanCache
 from dee.store.runs import AUDIT_COLUMNS
 
 RAW_RUNS_PER_TRANSACTION = 500
+REPLAY_RUNS_PER_READ = 250
 _IN_RANGE = "run_id >= $1 AND ($2::text IS NULL OR run_id < $2)"
 
 
@@ -115,7 +117,7 @@ def _replay_share(config_json: bytes, first: str, end: str | None) -> tuple[int,
     """Replay and verify every completed run with `first <= run_id < end` (a worker process)."""
     gc_tuning.tune()
     config = msgspec.json.decode(config_json, type=EngineConfig)
-    return asyncio.run(_replay_runs(config, first, end))
+    return uvloop.run(_replay_runs(config, first, end))  # the daemon's event loop, as `dee run` has
 
 
 async def _replay_runs(config: EngineConfig, first: str, end: str | None) -> tuple[int, int, int]:
@@ -141,13 +143,14 @@ async def _replay_runs(config: EngineConfig, first: str, end: str | None) -> tup
             return envs[(start.plan_id, start.plan_version)]
 
         columns = ", ".join(AUDIT_COLUMNS)
-        current: list[AuditRow] = []
-        async with conn.transaction():
-            cursor = conn.cursor(
-                f"SELECT {columns} FROM audit_log WHERE {_IN_RANGE} ORDER BY run_id, seq", first, end, prefetch=5000,
-            )  # fmt: skip
-            async for row in cursor:
-                if current and current[-1].run_id != row["run_id"]:
+        ids = sorted(heads)
+        for start in range(0, len(ids), REPLAY_RUNS_PER_READ):  # one read a chunk: a cursor cost more per row
+            chunk = ids[start : start + REPLAY_RUNS_PER_READ]
+            current: list[AuditRow] = []
+            for row in await conn.fetch(
+                f"SELECT {columns} FROM audit_log WHERE run_id >= $1 AND run_id <= $2 ORDER BY run_id, seq", chunk[0], chunk[-1]
+            ):  # fmt: skip
+                if current and current[-1].run_id != row[0]:
                     _replay_one(current, heads, env_for, tally)
                     current = []
                 current.append(AuditRow(*row))
