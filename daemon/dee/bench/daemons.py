@@ -20,6 +20,7 @@ from typing import TypeVar
 import asyncpg
 
 from dee.config import EngineConfig
+from dee.scheduler.coordinator import assignment
 
 T = TypeVar("T")
 
@@ -86,8 +87,11 @@ class DaemonProcess:
 
 
 async def start_daemons(config: EngineConfig, count: int, log_dir: Path, timeout: float = 30.0) -> list[DaemonProcess]:
-    """Start `count` daemons and wait until together they own every partition."""
+    """Start `count` daemons and wait until the partitions are split as they will stay (the
+    coordinators' own assignment): a workload started on the first split saw partitions
+    change hands, and wait out the hand-over, in its first seconds."""
     daemons = [DaemonProcess(config, f"bench-{k + 1}", log_dir) for k in range(count)]
+    settled = assignment(config.scheduler.partitions, [d.instance for d in daemons])
     for daemon in daemons:
         daemon.start()
     conn = await asyncpg.connect(config.database)
@@ -96,12 +100,11 @@ async def start_daemons(config: EngineConfig, count: int, log_dir: Path, timeout
         while True:
             for daemon in daemons:
                 daemon.check_alive()
-            rows = await conn.fetch("SELECT owner FROM partitions WHERE lease_until > now()")
-            owners = {r["owner"] for r in rows}
-            if len(rows) == config.scheduler.partitions and owners == {d.instance for d in daemons}:
+            rows = await conn.fetch("SELECT partition, owner FROM partitions WHERE lease_until > now()")
+            if {r["partition"]: r["owner"] for r in rows} == settled:
                 return daemons
             if time.monotonic() > deadline:
-                raise RuntimeError(f"daemons did not take all {config.scheduler.partitions} partitions in {timeout} s")
+                raise RuntimeError(f"daemons did not settle on their split of {config.scheduler.partitions} partitions in {timeout} s")
             await asyncio.sleep(0.1)
     except BaseException:
         for daemon in daemons:
