@@ -61,9 +61,18 @@ def template_variables(ctx: StepContext, unsubscribe_url: str) -> dict[str, Any]
 
 
 @functools.lru_cache(maxsize=4096)
-def _quoted(url: str) -> str:
-    """A link as a query value (a template's links are the same in every email it renders)."""
+def _quoted_fixed(url: str) -> str:
     return quote(url, safe="")
+
+
+def _quoted(url: str) -> str:
+    """A link as a query value. Quoting works character by character, so a link whose last
+    segment is plain ASCII letters and digits (the unsubscribe link's token, say) is its quoted
+    head, from a cache (the same in every email), plus that segment as it is."""
+    head, slash, tail = url.rpartition("/")
+    if slash and tail.isascii() and tail.isalnum():
+        return _quoted_fixed(head + slash) + tail
+    return _quoted_fixed(url)
 
 
 def add_tracking(html: str, token: str, domain: str, opens: bool, clicks: bool) -> str:

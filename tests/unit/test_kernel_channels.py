@@ -4,11 +4,15 @@ bounces, idempotency keys, rendering failures, voice outcomes and the email mess
 from __future__ import annotations
 
 import hashlib
+from urllib.parse import quote
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dee.errors import TemplateError
+from dee_email.render import _quoted
 from dee.kernel.effects import ContactFlagged, DispatchRequest
 from dee.kernel.idempotency import idempotency_key, message_id
 from dee.kernel.inputs import ChannelResult, Pause, Resume
@@ -447,6 +451,16 @@ def test_email_headers_and_tracking_when_tracking_is_on() -> None:
     assert html.endswith(f'<img src="https://t.dee.local/o/{token}.gif" width="1" height="1" alt="">')
     assert f'href="https://t.dee.local/c/{token}?u=https%3A%2F%2Fexample.com%2Fproduct"' in html
     assert 'href="https://example.com/product"' not in html
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=6) | st.sampled_from(
+    ["https:", "", "u.dee.local", "unsubscribe", "0123abcdef", "Zoë", "a b", "?x=1&y=2", "%2F", "ÄÖ9"]), max_size=6))
+def test_a_tracked_link_is_quoted_exactly_as_urllib_quotes_it(segments: list[str]) -> None:
+    """Tracking quotes a link's head once (cached) and appends a plain last segment as it is;
+    the result must be urllib's `quote(url, safe="")` for any link."""
+    url = "/".join(segments)
+    assert _quoted(url) == quote(url, safe="")
 
 
 def test_email_has_no_tracking_when_tracking_is_off() -> None:
