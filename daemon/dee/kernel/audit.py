@@ -101,15 +101,16 @@ class AuditRow(NamedTuple):
     checksum: str
 
 
-def _checksum(previous: str, fields: tuple[Any, ...], texts: Sequence[bytes | None]) -> str:
+def _checksum(
+    entry_id: str, run_id: str, seq: int, plan_id: str, step_id: str | None, tick: int, timestamp: str, action: str,
+    given: bytes | None, output: bytes | None, context: bytes | None, previous: str,
+) -> str:  # fmt: skip
     """sha256(previous || canonical bytes), input/output/context given as canonical JSON already
     (embedded as they are: the same bytes as encoding their values).
 
     The bytes are joined here in `_Unsealed`'s sorted key order rather than by encoding an
     `_Unsealed` of them: the same bytes (a property test holds the two together), a quarter of
     the time, and every row sealed or verified goes through here."""
-    entry_id, run_id, seq, plan_id, step_id, tick, timestamp, action = fields
-    given, output, context = texts
     enc = _encode
     canonical = b"".join((
         b'{"action":', enc(action), b',"context":', b"null" if context is None else context, b',"id":', enc(entry_id),
@@ -127,7 +128,7 @@ def seal_rows(drafts: Iterable[EntryDraft], head: str, timestamp: str, new_id: C
     for d in drafts:
         entry_id = new_id()
         texts = [None if value is None else _encode_sorted(value) for value in (d.input, d.output, d.context)]
-        checksum = _checksum(previous, (entry_id, d.run_id, d.seq, d.plan_id, d.step_id, d.tick, timestamp, d.action), texts)
+        checksum = _checksum(entry_id, d.run_id, d.seq, d.plan_id, d.step_id, d.tick, timestamp, d.action, *texts, previous)
         rows.append(AuditRow(d.run_id, d.seq, entry_id, d.plan_id, d.step_id, d.tick, timestamp, d.action,
                              *[None if t is None else t.decode() for t in texts], previous, checksum))  # fmt: skip
         previous = checksum
@@ -156,10 +157,12 @@ def entry_of(row: AuditRow, with_context: bool = True) -> AuditEntry:
 def row_checksum(row: AuditRow) -> str:
     """The checksum of a stored row: from its text as stored (rows written by `seal_rows`); text
     that is not in canonical form (or not JSON) is decoded and judged by its values."""
-    texts = [None if t is None else t.encode() for t in (row.input, row.output, row.context)]
-    fields = (row.id, row.run_id, row.seq, row.plan_id, row.step_id, row.tick, row.timestamp, row.action)
-    checksum = _checksum(row.previous_checksum, fields, texts)
-    if checksum == row.checksum:
+    run_id, seq, entry_id, plan_id, step_id, tick, timestamp, action, given, output, context, previous, stored = row
+    checksum = _checksum(
+        entry_id, run_id, seq, plan_id, step_id, tick, timestamp, action, None if given is None else given.encode(),
+        None if output is None else output.encode(), None if context is None else context.encode(), previous,
+    )  # fmt: skip
+    if checksum == stored:
         return checksum
     try:
         return chain_checksum(entry_of(row))
