@@ -24,7 +24,7 @@ from dee import (
     load_plan,
 )
 from dee.kernel.effects import DispatchRequest
-from dee.kernel.inputs import Event, Start
+from dee.kernel.inputs import AnyInput, Event, Start, input_from_builtins
 from dee.kernel.machine import KernelEnv
 from dee.kernel.replay import inputs_of, replay_entries, trace
 from dee.plan.compiled import CompiledPlan
@@ -469,3 +469,29 @@ async def test_runs_with_commands_retries_bounces_and_suppressions_replay_identi
             await debugger.step_forward()
         assert [key(e) for e in debugger.entries] == [key(e) for e in recorded], name
         assert debugger.state.status == ends[name][0], name
+
+
+RECORDED_INPUTS = [
+    {"kind": "event", "tick": 3, "eventId": "e1", "type": "email.opened", "stepId": "hello", "data": {"x": [1]}},
+    {"kind": "result", "tick": 2, "runId": "r", "idempotencyKey": "k" * 64, "attempt": 1, "status": "delivered"},
+    {"kind": "pause", "tick": 4, "commandId": "c1"},
+    {"kind": "contact", "tick": 5, "unsubscribed": True},
+    {"kind": "replay", "tick": 6, "identical": False, "fields": ["outcome"]},
+]
+BAD_INPUTS = [
+    {"kind": "nope", "tick": 1}, {"tick": 1}, {"kind": ["event"], "tick": 1}, {"kind": None, "tick": 1},
+    {"kind": "event", "tick": "soon", "eventId": "e", "type": "t"}, {"kind": "event", "tick": 1},
+]
+
+
+@pytest.mark.parametrize("value", RECORDED_INPUTS, ids=lambda v: v["kind"])
+def test_a_recorded_input_converts_to_the_member_its_kind_names(value: dict[str, Any]) -> None:
+    """`input_from_builtins` looks the member up by kind (fast); the result is what converting
+    to the whole union gives."""
+    assert input_from_builtins(value) == msgspec.convert(value, AnyInput)
+
+
+@pytest.mark.parametrize("value", BAD_INPUTS)
+def test_an_input_that_is_not_valid_is_refused_with_a_validation_error(value: dict[str, Any]) -> None:
+    with pytest.raises(msgspec.ValidationError):
+        input_from_builtins(value)

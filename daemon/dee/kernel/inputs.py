@@ -108,5 +108,6 @@ def input_from_builtins(value: dict[str, Any]) -> AnyInput:
     """An input from its JSON form (as the audit log holds it). Converting to the member its
     `kind` names is twenty times faster than converting to the union (replay converts every
     recorded input); a missing or unknown kind gets the union's own validation error."""
-    member = _BY_KIND.get(value.get("kind")) if isinstance(value, dict) else None  # type: ignore[arg-type]
+    kind = value.get("kind") if isinstance(value, dict) else None
+    member = _BY_KIND.get(kind) if isinstance(kind, str) else None
     return msgspec.convert(value, member or AnyInput)  # type: ignore[return-value]
