@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from dee.bench.measure import REPLAY_ROWS_PER_READ, _chunks
 from dee.bench.report import BenchReport, Correctness, EngineFigures, ReplayFigures
 from dee.bench.workload import expected, first_reactions, path_of, second_reactions
 
@@ -57,3 +58,15 @@ def test_every_kind_of_wrong_output_is_reported() -> None:
         assert len(report_with(figures).problems()) == 1, figures
     assert report_with(base, ReplayFigures(100, 99, 100, 0.1)).problems()
     assert report_with(base, ReplayFigures(100, 100, 98, 0.1)).problems()
+
+
+def test_replay_reads_runs_in_chunks_of_about_a_fixed_number_of_rows() -> None:
+    """Every run once, in order; a chunk closes once it holds REPLAY_ROWS_PER_READ rows (a run's
+    head seq is its row count), so long runs make short chunks and the sort stays in memory."""
+    seqs = [1, 30, 2_500, 7, 7, 1_990, 3, 4]
+    heads = {f"run-{i}": (seq, "h") for i, seq in enumerate(seqs)}
+    chunks = _chunks(sorted(heads), heads)
+    assert [run for chunk in chunks for run in chunk] == sorted(heads)
+    assert [[heads[r][0] for r in chunk] for chunk in chunks] == [[1, 30, 2_500], [7, 7, 1_990], [3, 4]]
+    assert all(sum(heads[r][0] for r in chunk) >= REPLAY_ROWS_PER_READ for chunk in chunks[:-1])
+    assert _chunks([], {}) == []
