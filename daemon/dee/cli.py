@@ -198,10 +198,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     async def go() -> int:
         async with _client(args) as engine:
-            ids = args.run_ids or [r.id for r in (await engine.list_runs(limit=10**9)).runs]
+            ids = list(dict.fromkeys(args.run_ids)) or [r.id for r in (await engine.list_runs(limit=10**9)).runs]
             broken = 0
-            for run_id in ids:
-                result = await engine.verify_audit_chain(run_id)
+            for run_id, result in (await engine.verify_audit_chains(ids)).items():
                 if not result.valid:
                     broken += 1
                     print(f"{run_id}: BROKEN at seq {result.broken_at}: {result.reason}")

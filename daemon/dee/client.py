@@ -432,6 +432,21 @@ class DaemonBackend:
             raise RunNotFoundError(run_id)
         return int(row["seq"]), row["head"]
 
+    async def chains(self, run_ids: list[str]) -> dict[str, tuple[list[AuditEntry], int, str]]:
+        """Each run's entries and recorded chain head, in two queries for all of them."""
+        heads = {r["run_id"]: (int(r["seq"]), r["head"]) for r in await self.db.fetch(
+            "SELECT run_id, seq, head FROM runs WHERE run_id = ANY($1::text[])", run_ids)}  # fmt: skip
+        for run_id in run_ids:
+            if run_id not in heads:
+                raise RunNotFoundError(run_id)
+        logs: dict[str, list[AuditEntry]] = defaultdict(list)
+        for row in await self.db.fetch(
+            f"SELECT {', '.join(rows.AUDIT_COLUMNS)} FROM audit_log WHERE run_id = ANY($1::text[]) ORDER BY run_id, seq",
+            run_ids,
+        ):  # fmt: skip
+            logs[row["run_id"]].append(rows.audit_from_row(row))
+        return {run_id: (logs[run_id], *heads[run_id]) for run_id in run_ids}
+
     # ---- manual clock ------------------------------------------------------------------
     async def advance_clock(self, ticks: int) -> None:
         """Step the deployment clock to each tick where a timer is due, up to `ticks` ahead."""

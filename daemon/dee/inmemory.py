@@ -223,6 +223,9 @@ class MemoryBackend:
         state = self.state(run_id)
         return state.seq, state.audit_head
 
+    async def chains(self, run_ids: list[str]) -> dict[str, tuple[list[AuditEntry], int, str]]:
+        return {run_id: (list(self.audit[run_id]), *await self.chain_head(run_id)) for run_id in run_ids}
+
     # ---- commands ----------------------------------------------------------------------
     async def command(self, run_id: str, kind: str, reason: str = "") -> None:
         make = {
