@@ -193,7 +193,7 @@ def _replay_one(
 
 async def replay_all(config: EngineConfig, processes: int) -> tuple[ReplayTally, float]:
     """Replay and verify every completed run from Postgres, in `processes` worker processes,
-    each taking a contiguous range of run ids (read in primary-key order: no sort)."""
+    each taking a contiguous range of run ids (so neither reads the other's rows)."""
     started = time.perf_counter()
     encoded = msgspec.json.encode(config)
     conn = await asyncpg.connect(config.database)

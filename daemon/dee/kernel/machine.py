@@ -306,7 +306,7 @@ class _Run:
         return StepContext(
             s.run_id, s.plan_id, s.plan_version, step_id, self.plan.step(step_id).type, at, s.step_tick, s.contact,
             s.variables, s.results, s.events, s.key_attempt, env.message_domain, env.tick_interval_ms, env.templates,
-            env.settings, env.plan.condition,
+            env.settings, self.plan.condition,
         )  # fmt: skip
 
     def call(self, step_id: str, at: int, method: str, *args: Any) -> StepOutcome:
