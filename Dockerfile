@@ -1,18 +1,28 @@
-# DEE daemon image: `docker build -t dee .` then `docker run dee run` (see docker-compose.yml).
-FROM python:3.11-slim AS build
+# DEE image: `docker build -t dee .`, then `docker run dee run` (see docker-compose.yml).
+# Everything Python installs comes from uv.lock (`uv sync --locked`); the base image is pinned.
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PROJECT_ENVIRONMENT=/opt/dee UV_PYTHON_DOWNLOADS=never
+RUN pip install --no-cache-dir uv==0.13.9
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# dependencies first: this layer is rebuilt only when the lock changes
+COPY pyproject.toml uv.lock README.md LICENSE ./
+RUN uv sync --locked --no-install-project --no-dev
 COPY daemon daemon
 COPY plugins plugins
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN uv sync --locked --no-editable --no-dev \
+    && /opt/dee/bin/dee init /opt/dee-project
 
-FROM python:3.11-slim
-RUN useradd --system --uid 10001 dee
-COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+FROM ${PYTHON_IMAGE}
+RUN groupadd --system --gid 10001 dee && useradd --system --uid 10001 --gid 10001 --no-create-home dee
+COPY --from=build /opt/dee /opt/dee
+COPY --from=build /opt/dee-project /app
+ENV PATH=/opt/dee/bin:$PATH PYTHONUNBUFFERED=1 DEE_CONFIG=/app/dee.toml
 WORKDIR /app
-COPY config config
-USER dee
+USER 10001:10001
 EXPOSE 9464
-ENTRYPOINT ["dee", "--config", "/app/config/dee.toml"]
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9464/healthz', timeout=2)"]
+ENTRYPOINT ["dee"]
 CMD ["run"]

@@ -32,7 +32,7 @@ from dee.plan.compiled import CompiledPlan
 from dee.plan.create import prepare_plan
 from dee.plan.model import Plan
 from dee.plugin.contracts import ChannelAdapter, TemplateStore
-from dee.plugin.manager import PluginManager
+from dee.plugin.manager import CHANNELS, PluginManager
 from dee.routing import partition_for
 from dee.runs import BulkError, BulkResult, ConsentRecord, ExecutionRun, RunPage, Suppression, run_view
 from dee.scheduler.clock import DeploymentClock
@@ -63,12 +63,14 @@ FAST_PATH_MIN = 1000  # contacts from which bulk_execute writes with COPY instea
 class DaemonBackend:
     def __init__(
         self, config: EngineConfig, plugins: PluginManager, templates: TemplateStore,
-        adapters: dict[str, ChannelAdapter], scheduler: bool,
+        adapters: dict[str, ChannelAdapter] | None, scheduler: bool,
     ) -> None:  # fmt: skip
+        """`adapters`: what this process dispatches with (a scheduler); a client has None and
+        asks the plugins only if it must send (a replay with dry_run=False)."""
         self.config = config
         self.plugins = plugins
         self.templates = templates
-        self.adapters = adapters
+        self._adapters = adapters
         self.scheduler = scheduler
         self.partitions = config.scheduler.partitions
         self.plans = PlanCache(plugins, templates)
@@ -126,6 +128,12 @@ class DaemonBackend:
             await self.redis.aclose()
         if self.pool is not None:
             await self.pool.close()
+
+    @property
+    def adapters(self) -> dict[str, ChannelAdapter]:
+        if self._adapters is None:
+            self._adapters = self.plugins.selected_adapters(self.config)
+        return self._adapters
 
     @property
     def db(self) -> asyncpg.Pool:
@@ -520,7 +528,7 @@ class DaemonBackend:
         # a stream is busy while a consumer group has entries pending or not yet read; asked in
         # Redis (one script call per stream, one round trip): parsing XINFO replies in the
         # client cost a millisecond of CPU per poll
-        streams = [self.keys.inbound(p) for p in range(self.partitions)] + [self.keys.dispatch(c) for c in self.adapters]
+        streams = [self.keys.inbound(p) for p in range(self.partitions)] + [self.keys.dispatch(c) for c in CHANNELS]
         async with self.redis.pipeline(transaction=False) as pipe:
             for stream in streams:
                 await self._stream_busy(keys=[stream], client=pipe)

@@ -1,9 +1,14 @@
 """Engine configuration: msgspec Structs, loadable from TOML with environment overrides.
 
-`EngineConfig.load("config/dee.toml")` reads the file, then applies `DATABASE_URL`,
-`REDIS_URL` and `DEE_<SECTION>_<FIELD>` variables (e.g. `DEE_SCHEDULER_TICK_INTERVAL_MS=500`,
+`EngineConfig.load("dee.toml")` reads the file, then applies `DATABASE_URL`, `REDIS_URL` and
+`DEE_<SECTION>_<FIELD>` variables (e.g. `DEE_SCHEDULER_TICK_INTERVAL_MS=500`,
 `DEE_SCHEDULER_CLOCK=manual`, `DEE_CHANNELS_EMAIL_ADAPTER=smtp`). Unknown keys are errors:
-a typo in a config file must not silently fall back to a default.
+a typo in a config file must not silently fall back to a default. Without a path, `load` reads
+`$DEE_CONFIG`, else the `dee.toml` of the project it finds (`dee.project.find_project`).
+
+`config_dir`, the project directory with `plans/`, `templates/` and `scripts/`, is resolved
+against the folder of the file that sets it, and defaults to that folder: a project's
+`dee.toml` sits at its root.
 """
 
 from __future__ import annotations
@@ -100,21 +105,47 @@ class EngineConfig(_Section):
     plugins: PluginsConfig = PluginsConfig()
     metrics: MetricsConfig = MetricsConfig()
     client: ClientConfig = ClientConfig()
-    config_dir: str = "config"
+    config_dir: str | None = None  # None: the project found from the working directory, if any
     namespace: str = "dee"
     message_domain: str = "dee.local"
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> EngineConfig:
-        """Read a TOML file (optional) and apply environment overrides."""
+        """Read a TOML file and apply environment overrides. Without `path`: `$DEE_CONFIG`, else
+        the found project's `dee.toml`, else only the built-in defaults and the environment."""
+        env = os.environ if env is None else env
+        if path is None:
+            path = env.get("DEE_CONFIG") or None
+        if path is None:
+            from dee.project import find_project
+
+            project = find_project()
+            path = project / CONFIG_FILE if project is not None else None
         data: dict[str, Any] = {}
         if path is not None:
+            file = Path(path)
             try:
-                data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+                data = tomllib.loads(file.read_text(encoding="utf-8"))
+            except FileNotFoundError:
+                raise ConfigError(f"{file}: no such configuration file") from None
             except (OSError, tomllib.TOMLDecodeError) as exc:
-                raise ConfigError(f"{path}: {exc}") from exc
-        apply_env(data, os.environ if env is None else env)
+                raise ConfigError(f"{file}: {exc}") from exc
+            folder = file.parent
+            data["config_dir"] = str(folder / data["config_dir"]) if isinstance(data.get("config_dir"), str) else str(folder)
+        apply_env(data, env)
         return cls.from_dict(data)
+
+    def project_dir(self) -> Path | None:
+        """Where this deployment's plans, templates and scripts live: `config_dir`, which must
+        be a directory, or (not set) the project found from the working directory, if any."""
+        if self.config_dir is None:
+            from dee.project import find_project
+
+            return find_project()
+        folder = Path(self.config_dir)
+        if not folder.is_dir():
+            raise ConfigError(f"config_dir {folder}: no such directory (plans, templates and scripts live there)")
+        return folder
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EngineConfig:
@@ -136,6 +167,7 @@ class EngineConfig(_Section):
         }
 
 
+CONFIG_FILE = "dee.toml"
 SECTIONS = ("scheduler", "channels", "audit", "plugins", "metrics", "client")
 ENV_ALIASES = {"DATABASE_URL": ("database",), "REDIS_URL": ("redis",), "DEE_SCHEDULER_TICK_MS": ("scheduler", "tick_interval_ms")}
 
@@ -149,7 +181,7 @@ def apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
     for name, value in sorted(env.items()):
         if name in ENV_ALIASES:
             _set(data, ENV_ALIASES[name], value)
-        elif name.startswith("DEE_") and name != "DEE_CONFIG_DIR":
+        elif name.startswith("DEE_") and name not in ("DEE_CONFIG_DIR", "DEE_CONFIG"):
             parts = name[4:].lower().split("_")
             path = _resolve(parts, EngineConfig)
             if path is not None:

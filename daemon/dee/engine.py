@@ -21,6 +21,7 @@ import msgspec
 from dee.backend import Backend
 from dee.config import EngineConfig
 from dee.errors import AuditChainError, ClockModeError, ConfigError, RunNotFoundError
+from dee.redact import redact
 from dee.kernel.audit import AuditEntry, ChainVerification, verify_chain
 from dee.kernel.contact import Contact
 from dee.kernel.debug import Debugger
@@ -29,7 +30,6 @@ from dee.kernel.machine import KernelEnv
 from dee.kernel.replay import ReplayResult, replay_entries
 from dee.kernel.timeline import TimelineEntry, timeline
 from dee.plan.model import Plan
-from dee.plugin.contracts import ChannelAdapter
 from dee.plugin.manager import PluginManager
 from dee.reports.compliance import RUN_ENDINGS, ComplianceReport, build_report
 from dee.reports.export import ExportFormat
@@ -108,40 +108,42 @@ class ComplianceAccess:
 
 
 def template_store(config: EngineConfig, plugins: PluginManager) -> ChainedTemplateStore:
-    """The config directory's templates, then those plugins provide: what steps render from."""
-    return ChainedTemplateStore([load_directory(config.config_dir), *plugins.template_stores(config).values()])
-
-
-def channel_adapters(config: EngineConfig, plugins: PluginManager) -> dict[str, ChannelAdapter]:
-    """The adapter config selects for each channel; a missing one is a configuration error."""
-    adapters = plugins.channel_adapters(config)
-    chosen: dict[str, ChannelAdapter] = {}
-    for channel in ("email", "voice"):
-        name = getattr(config.channels, channel).adapter
-        adapter = adapters.get((channel, name))
-        if adapter is None:
-            raise ConfigError(f"no plugin provides the {channel} adapter {name!r}")
-        chosen[channel] = adapter
-    return chosen
+    """The project's templates (if it has a project), then those plugins provide: what steps
+    render from."""
+    project = config.project_dir()
+    local = [load_directory(project)] if project is not None else []
+    return ChainedTemplateStore([*local, *plugins.template_stores(config).values()])
 
 
 class Engine:
-    def __init__(self, config: EngineConfig | None = None, *, scheduler: bool = True, plugins: PluginManager | None = None) -> None:
+    """The DEE API. `Engine(config)` with a PostgreSQL database is a client of running daemons:
+    it publishes commands and reads Postgres, and owns no partition. `scheduler=True` also runs
+    a daemon in this process (owns partitions, advances ticks, dispatches). A `memory://`
+    engine is a whole deployment in this process, so it always schedules."""
+
+    def __init__(
+        self, config: EngineConfig | None = None, *, scheduler: bool | None = None, plugins: PluginManager | None = None
+    ) -> None:
         self.config = config or EngineConfig()
-        self.scheduler = scheduler
+        memory = self.config.database.startswith("memory:")
+        if memory and scheduler is False:
+            raise ConfigError("a memory:// engine is its own deployment: there are no daemons it could be a client of")
+        self.scheduler = memory if scheduler is None else scheduler
         self.plugins = plugins or PluginManager.load(disabled=self.config.plugins.disabled)
         self.templates = template_store(self.config, self.plugins)
-        adapters = channel_adapters(self.config, self.plugins)
-        if self.config.database.startswith("memory:"):
+        # a client sends nothing itself (only a replay with dry_run=False does, and it asks then)
+        adapters = self.plugins.selected_adapters(self.config) if self.scheduler else None
+        if memory:
             from dee.inmemory import MemoryBackend
 
-            self._backend: Backend = MemoryBackend(self.config, self.plugins, self.templates, adapters, scheduler)
+            assert adapters is not None
+            self._backend: Backend = MemoryBackend(self.config, self.plugins, self.templates, adapters, True)
         elif self.config.database.startswith(("postgres://", "postgresql://")):
             from dee.client import DaemonBackend
 
-            self._backend = DaemonBackend(self.config, self.plugins, self.templates, adapters, scheduler)
+            self._backend = DaemonBackend(self.config, self.plugins, self.templates, adapters, self.scheduler)
         else:
-            raise ConfigError(f"database {self.config.database!r}: expected postgresql://... or memory://")
+            raise ConfigError(f"database {redact(self.config.database)!r}: expected postgresql://... or memory://")
         self.audit = AuditAccess(self)
         self.compliance = ComplianceAccess(self)
 

@@ -1,6 +1,6 @@
 """Template stores shipped with the core: a directory of YAML files, and an in-memory dict.
 
-Layout of a directory store (the `config/` folder by default)::
+Layout of a directory store (a project folder, see `dee.project`)::
 
     templates/<template_id>.yaml   email: subject (optional), text, html (optional)
     scripts/<script_id>.yaml       voice: kind "script" (greeting, steps) or "voicemail" (tts)
@@ -78,7 +78,3 @@ class ChainedTemplateStore:
     def ids(self, kind: str) -> list[str]:
         return sorted({i for s in self.stores for i in s.ids(kind)})
 
-
-def default_config_dir() -> Path:
-    """`$DEE_CONFIG_DIR`, else `./config`: where plans, templates and scripts live."""
-    return Path(os.environ.get("DEE_CONFIG_DIR", "config"))

@@ -34,7 +34,7 @@ def test_the_shipped_toml_loads_with_its_values() -> None:
     config = EngineConfig.load(TOML, env={})
     assert config.database == "postgresql://postgres@127.0.0.1:5432/dee"
     assert config.redis == "redis://127.0.0.1:6379/0"
-    assert config.config_dir == "config"
+    assert config.config_dir == "config"  # the file's own folder
     assert config.scheduler == SchedulerConfig(tick_interval_ms=1000, max_runs_per_tick=500, partitions=16,
                                                partition_key=None, clock="wall", lease_ttl_ms=10_000)  # fmt: skip
     assert config.channels.email.adapter == "simulated"
@@ -47,11 +47,49 @@ def test_the_shipped_toml_loads_with_its_values() -> None:
 
 
 def test_the_shipped_toml_matches_the_built_in_defaults() -> None:
-    assert EngineConfig.load(TOML, env={}) == EngineConfig()
+    # but for the project directory, which a file sets to its own folder
+    assert EngineConfig.load(TOML, env={}) == EngineConfig(config_dir="config")
 
 
-def test_no_file_and_no_environment_gives_the_defaults() -> None:
+def test_no_file_and_no_environment_gives_the_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # a folder that is no project
     assert EngineConfig.load(None, env={}) == EngineConfig()
+    assert EngineConfig().project_dir() is None
+
+
+def test_without_a_path_the_project_of_the_working_directory_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path, 'namespace = "here"\n')
+    monkeypatch.chdir(tmp_path)
+    config = EngineConfig.load(None, env={})
+    assert config.namespace == "here" and config.config_dir == str(tmp_path)
+    # the layout of this repository: the project in ./config
+    nested = tmp_path / "outer"
+    (nested / "config").mkdir(parents=True)
+    write(nested / "config", 'namespace = "nested"\n')
+    monkeypatch.chdir(nested)
+    assert EngineConfig.load(None, env={}).namespace == "nested"
+
+
+def test_dee_config_names_the_file_to_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, 'namespace = "from-env"\n')
+    monkeypatch.chdir(tmp_path.parent)
+    assert EngineConfig.load(None, env={"DEE_CONFIG": str(path)}).namespace == "from-env"
+
+
+def test_a_relative_config_dir_is_relative_to_the_file_that_sets_it(tmp_path: Path) -> None:
+    (tmp_path / "project").mkdir()
+    path = write(tmp_path, 'config_dir = "project"\n')
+    config = EngineConfig.load(path, env={})
+    assert config.config_dir == str(tmp_path / "project")
+    assert config.project_dir() == tmp_path / "project"
+
+
+def test_a_missing_config_dir_is_one_error_naming_the_path(tmp_path: Path) -> None:
+    path = write(tmp_path, 'config_dir = "nowhere"\n')
+    with pytest.raises(ConfigError, match=f"config_dir {tmp_path / 'nowhere'}: no such directory"):
+        EngineConfig.load(path, env={}).project_dir()
+    with pytest.raises(ConfigError, match="no such configuration file"):
+        EngineConfig.load(tmp_path / "absent.toml", env={})
 
 
 def test_a_toml_file_sets_nested_sections(tmp_path: Path) -> None:

@@ -3,6 +3,8 @@ names, and a third-party step type running end to end in a plan."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import importlib.metadata
 from typing import Any
 
@@ -215,13 +217,13 @@ def test_a_hookimpl_with_a_typo_in_the_hook_name_stops_loading_naming_the_plugin
     assert caught.value.plugin == "dee_typo"
 
 
-def test_template_stores_are_asked_in_registration_order() -> None:
+def test_template_stores_are_asked_in_registration_order(tmp_path: Path) -> None:
     # hookspecs.dee_template_stores: "Stores are asked in registration order; the first that
     # knows an id answers."
     manager = PluginManager.load(extra=[("first", StorePlugin(Store("store-a", "from a"))),
                                         ("second", StorePlugin(Store("store-b", "from b")))])  # fmt: skip
     assert list(manager.template_stores(None)) == ["store-a", "store-b"]
-    engine = Engine(EngineConfig(database="memory://", config_dir="/nonexistent"), plugins=manager)
+    engine = Engine(EngineConfig(database="memory://", config_dir=str(tmp_path)), plugins=manager)  # no templates of its own
     assert engine.templates.get("email", "tmpl_shared") == {"text": "from a"}
 
 

@@ -16,9 +16,12 @@ from dee.plugin.manager import PluginManager
 
 
 def default_templates() -> TemplateStore:
-    from dee.templates import default_config_dir, load_directory
+    """The templates of the project found from the working directory (none without one)."""
+    from dee.project import find_project
+    from dee.templates import MemoryTemplateStore, load_directory
 
-    return load_directory(default_config_dir())
+    project = find_project()
+    return load_directory(project) if project is not None else MemoryTemplateStore(name="no project")
 
 
 def create_plan(
@@ -35,7 +38,8 @@ def create_plan(
     """Validate a plan and return it with its content checksum.
 
     Raises `PlanValidationError` listing every problem. Step types come from the installed
-    plugins, template ids are checked against `templates` (default: the `config/` directory).
+    plugins, template ids are checked against `templates` (default: the templates of the
+    project found from the working directory, see `dee.project`).
     """
     plan = Plan(
         id=id,
@@ -49,9 +53,10 @@ def create_plan(
 
 
 def prepare_plan(
-    plan: Plan, plugins: PluginManager, templates: TemplateStore, max_steps: int = DEFAULT_MAX_STEPS
+    plan: Plan, plugins: PluginManager, templates: TemplateStore | None, max_steps: int = DEFAULT_MAX_STEPS
 ) -> CompiledPlan:
-    """Validate and compile; the returned plan carries its checksum (the version is kept)."""
+    """Validate and compile; the returned plan carries its checksum (the version is kept).
+    `templates` None: a registered version, whose template ids are not checked again."""
     step_types = plugins.step_types()
     params, problems = validate(plan, step_types, templates, max_steps)
     if problems:

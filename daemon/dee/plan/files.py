@@ -65,14 +65,22 @@ def load_plan(
     plugins: PluginManager | None = None,
     templates: TemplateStore | None = None,
 ) -> Plan:
-    """Read and validate a plan file (YAML or JSON); raises PlanFileError or PlanValidationError."""
+    """Read and validate a plan file (YAML or JSON); raises PlanFileError or PlanValidationError.
+
+    Without `templates`, template ids are checked against the plan's own project (the folder
+    holding its `plans/` folder), else the project of the working directory."""
     from dee.plan.create import create_plan
+    from dee.project import project_of
+    from dee.templates import load_directory
 
     try:
         plan = plan_from_document(read_document(path))
     except PlanFileError as exc:
         message = str(exc)
         raise PlanFileError(message if message.startswith(str(path)) else f"{path}: {message}") from exc
+    if templates is None:
+        own = project_of(path)
+        templates = load_directory(own) if own is not None else None
     return create_plan(
         plan.id, plan.name, plan.steps, plan.transitions, plan.exit_conditions, plugins=plugins, templates=templates
     )

@@ -13,11 +13,12 @@ from typing import Any
 
 import pluggy
 
-from dee.errors import PluginError
+from dee.errors import ConfigError, PluginError
 from dee.plugin import hookspecs
 from dee.plugin.contracts import ChannelAdapter, StepType, TemplateStore
 
 ENTRY_POINT_GROUP = "dee"
+CHANNELS = ("email", "voice")  # the channels a deployment configures (`[channels.email]`, ...)
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,20 @@ class PluginManager:
                     raise PluginError(plugin_name, f"channel adapter {key[1]!r} for {key[0]!r} is already registered")
                 adapters[key] = adapter
         return adapters
+
+    def selected_adapters(self, config: Any) -> dict[str, ChannelAdapter]:
+        """The adapter `config` selects for each channel (`channels.<channel>.adapter`); one no
+        plugin provides is a configuration error naming it."""
+        adapters = self.channel_adapters(config)
+        chosen: dict[str, ChannelAdapter] = {}
+        for channel in CHANNELS:
+            name = getattr(config.channels, channel).adapter
+            adapter = adapters.get((channel, name))
+            if adapter is None:
+                known = ", ".join(sorted(n for c, n in adapters if c == channel)) or "none"
+                raise ConfigError(f"no plugin provides the {channel} adapter {name!r} (installed: {known})")
+            chosen[channel] = adapter
+        return chosen
 
     def template_stores(self, config: Any) -> dict[str, TemplateStore]:
         return self._collect(self._per_plugin("dee_template_stores", config=config), "template store")

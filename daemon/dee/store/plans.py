@@ -33,7 +33,9 @@ async def register_plan(conn: asyncpg.Connection, plan: Plan) -> int:
 
 
 class PlanCache:
-    """Compiled plans by (id, version), loaded from Postgres once per process."""
+    """Compiled plans by (id, version), loaded from Postgres once per process. A registered
+    version passed every check when it was registered and never changes, so it is compiled
+    without asking the template store again: a process without templates can read runs."""
 
     def __init__(self, plugins: PluginManager, templates: TemplateStore) -> None:
         self.plugins = plugins
@@ -43,7 +45,7 @@ class PlanCache:
     def put(self, plan: Plan, version: int) -> CompiledPlan:
         key = (plan.id, version)
         if key not in self._compiled:
-            self._compiled[key] = prepare_plan(msgspec.structs.replace(plan, version=version), self.plugins, self.templates)
+            self._compiled[key] = prepare_plan(msgspec.structs.replace(plan, version=version), self.plugins, None)
         return self._compiled[key]
 
     async def get(self, conn: asyncpg.Connection, plan_id: str, version: int) -> CompiledPlan:
