@@ -117,10 +117,8 @@ class EngineConfig(_Section):
         if path is None:
             path = env.get("DEE_CONFIG") or None
         if path is None:
-            from dee.project import find_project
-
-            project = find_project()
-            path = project / CONFIG_FILE if project is not None else None
+            project = find_project(env=env)
+            path = project / CONFIG_FILE if project is not None and (project / CONFIG_FILE).is_file() else None
         data: dict[str, Any] = {}
         if path is not None:
             file = Path(path)
@@ -139,8 +137,6 @@ class EngineConfig(_Section):
         """Where this deployment's plans, templates and scripts live: `config_dir`, which must
         be a directory, or (not set) the project found from the working directory, if any."""
         if self.config_dir is None:
-            from dee.project import find_project
-
             return find_project()
         folder = Path(self.config_dir)
         if not folder.is_dir():
@@ -215,3 +211,18 @@ def _set(data: dict[str, Any], path: tuple[str, ...], value: str) -> None:
     for key in path[:-1]:
         data = data.setdefault(key, {})
     data[path[-1]] = value
+
+
+def find_project(cwd: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Path | None:
+    """The project of the working directory (or `cwd`): `$DEE_CONFIG_DIR` when set, else `.`
+    or `./config`, whichever first holds a `dee.toml`; None when there is none."""
+    explicit = (os.environ if env is None else env).get("DEE_CONFIG_DIR")
+    if explicit:
+        if not Path(explicit).is_dir():
+            raise ConfigError(f"DEE_CONFIG_DIR={explicit}: no such directory (plans, templates and scripts live there)")
+        return Path(explicit)
+    base = Path.cwd() if cwd is None else Path(cwd)
+    for candidate in (base, base / "config"):
+        if (candidate / CONFIG_FILE).is_file():
+            return candidate
+    return None

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from dee.backend import Backend
+from dee.backends.base import Backend
 from dee.config import EngineConfig
 from dee.errors import AuditChainError, ClockModeError, ConfigError, RunNotFoundError
 from dee.redact import redact
@@ -34,8 +34,8 @@ from dee.plugin.manager import PluginManager
 from dee.reports.compliance import RUN_ENDINGS, ComplianceReport, build_report
 from dee.reports.export import ExportFormat
 from dee.reports.export import render as render_export
-from dee.runs import BulkError, BulkResult, ConsentRecord, ExecutionRun, RunPage, Suppression
-from dee.templates import ChainedTemplateStore, load_directory
+from dee.records import BulkError, BulkResult, ConsentRecord, ExecutionRun, RunPage, Suppression
+from dee.project.templates import ChainedTemplateStore, load_directory
 
 CHAINS_PER_READ = 500  # runs whose audit logs verify_audit_chains reads in one go
 
@@ -134,12 +134,12 @@ class Engine:
         # a client sends nothing itself (only a replay with dry_run=False does, and it asks then)
         adapters = self.plugins.selected_adapters(self.config) if self.scheduler else None
         if memory:
-            from dee.inmemory import MemoryBackend
+            from dee.backends.memory import MemoryBackend
 
             assert adapters is not None
             self._backend: Backend = MemoryBackend(self.config, self.plugins, self.templates, adapters, True)
         elif self.config.database.startswith(("postgres://", "postgresql://")):
-            from dee.client import DaemonBackend
+            from dee.backends.daemon import DaemonBackend
 
             self._backend = DaemonBackend(self.config, self.plugins, self.templates, adapters, self.scheduler)
         else:

@@ -24,7 +24,7 @@ import asyncpg
 import pytest
 from dee import Engine
 from dee.config import EngineConfig
-from dee.scratch import scratch_deployment
+from dee.ops.scratch import scratch_deployment
 
 from tests.integration.conftest import deployment_config
 
@@ -73,7 +73,7 @@ class Daemon:
             log.write(f"\n===== {self.instance}: start #{self.starts} at {time.time():.3f} =====\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "dee.cli", "run"], cwd=REPO, env=self.env,
+                [sys.executable, "-m", "dee", "run"], cwd=REPO, env=self.env,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
 
@@ -214,5 +214,5 @@ async def close_engine(engine: Engine, timeout: float = 10.0) -> None:
             break
     raise AssertionError(
         f"closing the Engine hung for {timeout:.0f} s: its background task(s) {stuck} did not end when cancelled "
-        f"(dee.client.DaemonBackend.stop cancels them and waits without a bound)"
+        f"(dee.backends.daemon.DaemonBackend.stop cancels them and waits without a bound)"
     )

@@ -11,8 +11,8 @@ from typing import Any
 import msgspec
 import pytest
 from dee.config import ClientConfig, EngineConfig, MetricsConfig, SchedulerConfig
-from dee.scratch import scratch_deployment
-from dee.store.admin import with_database
+from dee.ops.scratch import scratch_deployment
+from dee.stores.postgres.admin import with_database
 
 PG_DSN = os.environ.get("DEE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("DEE_TEST_REDIS", "redis://127.0.0.1:6379/0")

@@ -9,8 +9,8 @@ import sys
 import uuid
 from pathlib import Path
 
-from dee.bench.workload import expected
-from dee.store.admin import with_database
+from dee.ops.bench.workload import expected
+from dee.stores.postgres.admin import with_database
 
 from tests.integration.conftest import PG_DSN, REDIS_URL
 
@@ -21,7 +21,7 @@ def test_dee_bench_at_a_small_n_reports_a_correct_run() -> None:
     contacts, idle = 120, 400
     database = with_database(PG_DSN, f"dee_test_{uuid.uuid4().hex[:12]}")
     done = subprocess.run(
-        [sys.executable, "-m", "dee.cli", "bench", "--contacts", str(contacts), "--daemons", "1,2",
+        [sys.executable, "-m", "dee", "bench", "--contacts", str(contacts), "--daemons", "1,2",
          "--idle-runs", str(idle), "--database", database, "--redis", REDIS_URL, "--json"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )  # fmt: skip

@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from dee.cli import main
-from dee.store.admin import drop_database, with_database
+from dee.ops.cli import main
+from dee.stores.postgres.admin import drop_database, with_database
 from tests.integration.conftest import PG_DSN, REDIS_URL
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dee import Engine, EngineConfig, load_plan
-from dee.cli import main
+from dee.ops.cli import main
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ from dee import (
 )
 from dee.config import ClientConfig
 from dee.plan.model import Plan
-from dee.scratch import scratch_deployment
+from dee.ops.scratch import scratch_deployment
 
 from tests.integration.conftest import deployment_config
 

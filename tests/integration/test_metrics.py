@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from dee import Engine, EngineConfig, load_plan
-from dee.metrics import serve
+from dee.ops.http import serve
 
 
 async def _get(port: int, path: str) -> tuple[str, str]:

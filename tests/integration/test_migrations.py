@@ -1,4 +1,4 @@
-"""`dee.store.migrate.migrate` on the real PostgreSQL (issue 3, DESIGN section 5): numbered SQL
+"""`dee.stores.postgres.migrate.migrate` on the real PostgreSQL (issue 3, DESIGN section 5): numbered SQL
 files applied once under an advisory lock, safe from several connections at once; deployment
 constants fixed at the first migrate and a contradicting config refused; the audit log is
 append-only in the database itself."""
@@ -14,8 +14,8 @@ import asyncpg
 import pytest
 
 from dee import ConfigError, Engine, EngineConfig
-from dee.store.admin import drop_database, recreate_database
-from dee.store.migrate import migrate, migration_files, pending_migrations
+from dee.stores.postgres.admin import drop_database, recreate_database
+from dee.stores.postgres.migrate import migrate, migration_files, pending_migrations
 from tests.integration.conftest import deployment_config, replace_scheduler
 
 EXPECTED = ["0001_init.sql", "0002_run_indexes.sql", "0003_audit_tick_brin.sql", "0004_runs_inline_state.sql"]

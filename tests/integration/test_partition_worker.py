@@ -17,11 +17,11 @@ import redis.exceptions as redis_errors
 
 from dee import Engine, EngineConfig, load_plan
 from dee.bus import messages as wire
-from dee.bench import workload
+from dee.ops.bench import workload
 from dee.bus.streams import FIELD, Entry
 from dee.ids import ulid
 from dee.scheduler.worker import PartitionWorker, TickFailed, TickReport
-from dee.store.runs import OutboxItem
+from dee.stores.postgres.rows import OutboxItem
 
 OUTREACH = "config/plans/sales-outreach-v2.yaml"
 RUNS = 5

@@ -34,10 +34,10 @@ from dee.kernel.machine import KernelEnv
 from dee.plan import steps as builders
 from dee.plan import transitions as transition_builders
 from dee.plan.compiled import CompiledPlan
-from dee.plan.create import prepare_plan
+from dee.plan.prepare import prepare_plan
 from dee.plan.model import Condition, Duration, Edge, ExitCondition, Plan, Step, Tracking, Voicemail
 from dee.plugin.manager import PluginManager
-from dee.templates import MemoryTemplateStore
+from dee.project.templates import MemoryTemplateStore
 
 T = TypeVar("T")
 
@@ -73,7 +73,7 @@ def plugins() -> PluginManager:
 
 def compile_plan(plan: Plan) -> CompiledPlan:
     """`prepare_plan` with the built-in plugins and the test templates."""
-    return prepare_plan(plan, plugins(), new_templates())
+    return prepare_plan(plan, plugins().step_types(), new_templates())
 
 
 def make_env(plan: Plan, tick_interval_ms: int) -> KernelEnv:

@@ -23,7 +23,7 @@ from dee.kernel.inputs import AnyInput, Cancel, Pause, Resume, Retry, Start
 from dee.kernel.machine import Advance, KernelEnv, advance
 from dee.kernel.replay import replay_entries, trace
 from dee.kernel.state import TERMINAL_STATUSES, ZERO_CHECKSUM, RunState
-from dee.kernel.transitions import ALLOWED
+from dee.kernel.status import ALLOWED
 from dee.plan.model import Plan
 from driver import Recording, all_at_once, drive, drive_steps, encode, feed, one_per_call, split
 from strategies import Scenario, retry_after_failing_at_start, scenario_pairs, scenarios

@@ -27,9 +27,9 @@ from dee.kernel.inputs import AnyInput, ChannelResult, Start
 from dee.kernel.machine import Advance, KernelEnv, Rejection, advance, start_run
 from dee.kernel.retry import RetryPolicy
 from dee.kernel.state import RunState
-from dee.kernel.transitions import ALLOWED
+from dee.kernel.status import ALLOWED
 from dee.plan.compiled import CompiledPlan
-from dee.plan.create import prepare_plan
+from dee.plan.prepare import prepare_plan
 from dee.plan.model import (
     Condition,
     Duration,
@@ -43,7 +43,7 @@ from dee.plan.model import (
 )
 from dee.plan import steps, transitions
 from dee.plugin.manager import PluginManager
-from dee.templates import MemoryTemplateStore
+from dee.project.templates import MemoryTemplateStore
 
 DAY = 86_400  # ticks per day at 1000 ms per tick
 HOUR = 3_600
@@ -98,7 +98,7 @@ def compile_plan(
 ) -> CompiledPlan:
     plan = Plan(id=plan_id, name=plan_id, steps=tuple(step_list), transitions=trans or transitions.linear(),
                 exit_conditions=tuple(exits))
-    return prepare_plan(plan, plugins(), templates or template_store())
+    return prepare_plan(plan, plugins().step_types(), templates or template_store())
 
 
 def outreach_plan(templates: MemoryTemplateStore | None = None, with_exits: bool = True) -> CompiledPlan:

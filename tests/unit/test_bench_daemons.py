@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from dee.bench.daemons import while_alive
+from dee.ops.bench.daemons import while_alive
 
 
 class Slot:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from dee.bench.measure import REPLAY_ROWS_PER_READ, _chunks
-from dee.bench.report import BenchReport, Correctness, EngineFigures, ReplayFigures
-from dee.bench.workload import expected, first_reactions, path_of, second_reactions
+from dee.ops.bench.measure import REPLAY_ROWS_PER_READ, _chunks
+from dee.ops.bench.report import BenchReport, Correctness, EngineFigures, ReplayFigures
+from dee.ops.bench.workload import expected, first_reactions, path_of, second_reactions
 
 
 def test_ten_thousand_contacts_split_into_the_published_paths_and_outcomes() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dee.cli import main
+from dee.ops.cli import main
 
 PLANS = Path("config/plans")
 

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 PROBE = (
-    "import gc; from dee import gc_tuning; before = gc.get_threshold(); gc_tuning.tune(); "
+    "import gc; from dee.ops import gc_tuning; before = gc.get_threshold(); gc_tuning.tune(); "
     "print(before[0], gc.get_threshold()[0], gc.get_threshold()[1:] == before[1:], gc.get_freeze_count() > 0)"
 )
 

@@ -15,7 +15,7 @@ from dee.errors import InvalidTransitionError
 from dee.kernel.inputs import AnyInput, Cancel, ChannelResult, Event, Pause, Resume, Retry, Suppressed
 from dee.kernel.machine import KernelEnv, Rejection
 from dee.kernel.state import StepResult
-from dee.kernel.transitions import ALLOWED
+from dee.kernel.status import ALLOWED
 from dee.plan import steps
 from dee.plan.model import Duration
 

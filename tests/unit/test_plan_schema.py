@@ -13,10 +13,11 @@ import pytest
 import yaml
 
 from dee.errors import PlanFileError, PlanValidationError
-from dee.plan.create import create_plan
-from dee.plan.files import load_plan, plan_from_document
+from dee.project.plans import create_plan
+from dee.plan.files import plan_from_document
+from dee.project.plans import load_plan
 from dee.plugin.manager import PluginManager
-from dee.templates import load_directory
+from dee.project.templates import load_directory
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config"

@@ -28,12 +28,12 @@ from dee.kernel.inputs import AnyInput, Event, Start, input_from_builtins
 from dee.kernel.machine import KernelEnv
 from dee.kernel.replay import inputs_of, replay_entries, trace
 from dee.plan.compiled import CompiledPlan
-from dee.plan.create import prepare_plan
+from dee.plan.prepare import prepare_plan
 from dee.plan.model import Condition, Plan
 from dee.plugin import hookimpl
 from dee.plugin.contracts import DispatchResponse
 from dee.plugin.manager import PluginManager
-from dee.templates import MemoryTemplateStore
+from dee.project.templates import MemoryTemplateStore
 
 DAY = 86400
 PLAN_FILE = "config/plans/sales-outreach-v2.yaml"
@@ -155,7 +155,7 @@ async def test_a_template_edit_through_a_memory_store_via_replay_entries(engine:
     """The same divergence with an environment built from a MemoryTemplateStore only."""
     run_id = await outreach_run(engine)
     entries = await engine.audit.get_by_run(run_id)
-    plan = prepare_plan(load_plan(PLAN_FILE), engine.plugins, engine.templates)
+    plan = prepare_plan(load_plan(PLAN_FILE), engine.plugins.step_types(), engine.templates)
     directory = engine.templates.stores[0]
     docs = {kind: {i: directory.get(kind, i) for i in directory.ids(kind)} for kind in ("email", "voice", "voicemail")}
     docs["email"]["tmpl_breakup"] = {**docs["email"]["tmpl_breakup"], "text": "Last one, promise."}
@@ -186,8 +186,8 @@ async def test_a_new_plan_version_with_another_branch_condition_diffs_on_that_br
         Condition(when='events.hasClick("initial-email")', goto="warm-follow-up"),
         Condition(when="default", goto="cold-follow-up"),
     ])  # fmt: skip
-    compiled_v2 = prepare_plan(v2, engine.plugins, engine.templates)
-    assert compiled_v2.plan.checksum != prepare_plan(v1, engine.plugins, engine.templates).plan.checksum
+    compiled_v2 = prepare_plan(v2, engine.plugins.step_types(), engine.templates)
+    assert compiled_v2.plan.checksum != prepare_plan(v1, engine.plugins.step_types(), engine.templates).plan.checksum
     other = await engine.execute(compiled_v2.plan, {"id": "c9", "email": "z@acme.test"}, {"product": "DEE"})
     assert other.plan_version == 2  # a real new version of the same plan id
 
@@ -200,7 +200,7 @@ async def test_a_new_plan_version_with_another_branch_condition_diffs_on_that_br
     assert all(s.identical for s in result.steps[:index])
     assert result.steps[index].identical is False
 
-    same = replay_entries(entries, env_with(engine, prepare_plan(v1, engine.plugins, engine.templates)))
+    same = replay_entries(entries, env_with(engine, prepare_plan(v1, engine.plugins.step_types(), engine.templates)))
     assert same.identical is True
 
 

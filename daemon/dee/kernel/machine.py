@@ -25,7 +25,7 @@ from dee.kernel.inputs import (
 from dee.kernel.outcomes import Done, Fail, Finish, Send, Sleep, StepOutcome
 from dee.kernel.retry import RetryPolicy, next_retry
 from dee.kernel.state import PendingDispatch, RunState, StepResult
-from dee.kernel.transitions import ALLOWED, check_transition
+from dee.kernel.status import ALLOWED, check_transition
 from dee.plan.compiled import CompiledPlan
 from dee.plan.conditions import VisibleEvent
 

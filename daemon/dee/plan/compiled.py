@@ -12,7 +12,7 @@ from typing import Any
 
 from dee.plan.conditions import CompiledCondition, ConditionSnapshot, compile_condition
 from dee.plan.model import Plan, Step
-from dee.plugin.contracts import StepType
+from dee.plan.spec import StepSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +26,7 @@ class Route:
 @dataclass(frozen=True, slots=True)
 class CompiledPlan:
     plan: Plan
-    step_types: Mapping[str, StepType]
+    step_types: Mapping[str, StepSpec]
     params: Mapping[str, Any]
     routes: Mapping[str, tuple[Route, ...]]
     conditions: Mapping[str, CompiledCondition]
@@ -40,7 +40,7 @@ class CompiledPlan:
         except KeyError:
             raise KeyError(step_id) from None
 
-    def type_of(self, step_id: str) -> StepType:
+    def type_of(self, step_id: str) -> StepSpec:
         return self.step_types[self.step(step_id).type]
 
     def condition(self, expression: str) -> CompiledCondition:
@@ -54,7 +54,7 @@ class CompiledPlan:
         return None
 
 
-def successor_ids(plan: Plan, step_types: Mapping[str, StepType], params: Mapping[str, Any]) -> dict[str, list[str]]:
+def successor_ids(plan: Plan, step_types: Mapping[str, StepSpec], params: Mapping[str, Any]) -> dict[str, list[str]]:
     """Every step's possible successors (branch targets and transition edges), in plan order."""
     out: dict[str, list[str]] = {s.id: [] for s in plan.steps}
     for index, step in enumerate(plan.steps):
@@ -100,7 +100,7 @@ def longest_remaining(successors: Mapping[str, list[str]], order: list[str]) -> 
     return memo
 
 
-def compile_plan(plan: Plan, step_types: Mapping[str, StepType], params: Mapping[str, Any]) -> CompiledPlan:
+def compile_plan(plan: Plan, step_types: Mapping[str, StepSpec], params: Mapping[str, Any]) -> CompiledPlan:
     """Assemble a CompiledPlan from a plan that already passed validation."""
     expressions: dict[str, CompiledCondition] = {}
 

@@ -1,4 +1,5 @@
-"""Plan files: YAML or JSON documents with the plan's camelCase field names.
+"""Plan files: YAML or JSON documents with the plan's camelCase field names (parsing only:
+`dee.project.plans.load_plan` also validates them).
 
 A step is written flat (`id`, `type`, then the type's own fields), exactly as `Plan.content()`
 produces it, so files round-trip and a file's checksum equals the Python-built plan's.
@@ -16,8 +17,6 @@ import yaml
 
 from dee.errors import PlanFileError
 from dee.plan.model import ExitCondition, Plan, Step, Transitions
-from dee.plugin.contracts import TemplateStore
-from dee.plugin.manager import PluginManager
 
 
 def read_document(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -57,31 +56,3 @@ def plan_from_document(doc: dict[str, Any]) -> Plan:
         )
     except msgspec.ValidationError as exc:
         raise PlanFileError(f"plan {doc.get('id', '?')!r}: {exc}") from exc
-
-
-def load_plan(
-    path: str | os.PathLike[str],
-    *,
-    plugins: PluginManager | None = None,
-    templates: TemplateStore | None = None,
-) -> Plan:
-    """Read and validate a plan file (YAML or JSON); raises PlanFileError or PlanValidationError.
-
-    Without `templates`, template ids are checked against the plan's own project (the folder
-    holding its `plans/` folder), else the project of the working directory."""
-    from dee.plan.create import create_plan
-    from dee.project import project_of
-    from dee.templates import load_directory
-
-    try:
-        plan = plan_from_document(read_document(path))
-    except PlanFileError as exc:
-        message = str(exc)
-        raise PlanFileError(message if message.startswith(str(path)) else f"{path}: {message}") from exc
-    if templates is None:
-        own = project_of(path)
-        templates = load_directory(own) if own is not None else None
-    return create_plan(
-        plan.id, plan.name, plan.steps, plan.transitions, plan.exit_conditions, plugins=plugins, templates=templates
-    )
-

@@ -16,14 +16,14 @@ from dee.errors import PlanProblem
 from dee.plan.compiled import successor_ids
 from dee.plan.conditions import condition_problems
 from dee.plan.model import Plan, Step
-from dee.plugin.contracts import StepType, TemplateStore
+from dee.plan.spec import StepSpec, TemplateStore
 
 STEP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 DEFAULT_MAX_STEPS = 200
 
 
 def convert_params(
-    plan: Plan, step_types: Mapping[str, StepType]
+    plan: Plan, step_types: Mapping[str, StepSpec]
 ) -> tuple[dict[str, Any], list[PlanProblem]]:
     """Each step's params converted to its type's Struct; unknown types and bad params reported."""
     params: dict[str, Any] = {}
@@ -61,7 +61,7 @@ def check_ids(plan: Plan, max_steps: int) -> list[PlanProblem]:
     return problems
 
 
-def check_references(plan: Plan, step_types: Mapping[str, StepType], params: Mapping[str, Any]) -> list[PlanProblem]:
+def check_references(plan: Plan, step_types: Mapping[str, StepSpec], params: Mapping[str, Any]) -> list[PlanProblem]:
     """Branch targets and explicit edges must name steps of this plan."""
     ids = {s.id for s in plan.steps}
     problems: list[PlanProblem] = []
@@ -78,7 +78,7 @@ def check_references(plan: Plan, step_types: Mapping[str, StepType], params: Map
     return problems
 
 
-def check_transitions(plan: Plan, step_types: Mapping[str, StepType], params: Mapping[str, Any]) -> list[PlanProblem]:
+def check_transitions(plan: Plan, step_types: Mapping[str, StepSpec], params: Mapping[str, Any]) -> list[PlanProblem]:
     """Explicit edges: not out of steps that pick their own successor or end the run, and a step
     with conditional edges needs a final unconditional one (no silent dead end)."""
     problems: list[PlanProblem] = []
@@ -103,7 +103,7 @@ def check_transitions(plan: Plan, step_types: Mapping[str, StepType], params: Ma
     return problems
 
 
-def check_conditions(plan: Plan, step_types: Mapping[str, StepType], params: Mapping[str, Any]) -> list[PlanProblem]:
+def check_conditions(plan: Plan, step_types: Mapping[str, StepSpec], params: Mapping[str, Any]) -> list[PlanProblem]:
     ids = [s.id for s in plan.steps]
     problems: list[PlanProblem] = []
     for step in plan.steps:
@@ -122,7 +122,7 @@ def check_conditions(plan: Plan, step_types: Mapping[str, StepType], params: Map
     return problems
 
 
-def check_content(plan: Plan, step_types: Mapping[str, StepType], params: Mapping[str, Any], templates: TemplateStore) -> list[PlanProblem]:
+def check_content(plan: Plan, step_types: Mapping[str, StepSpec], params: Mapping[str, Any], templates: TemplateStore) -> list[PlanProblem]:
     problems: list[PlanProblem] = []
     for step in plan.steps:
         if step.id in params:
@@ -130,7 +130,7 @@ def check_content(plan: Plan, step_types: Mapping[str, StepType], params: Mappin
     return problems
 
 
-def check_graph(plan: Plan, step_types: Mapping[str, StepType], params: Mapping[str, Any]) -> list[PlanProblem]:
+def check_graph(plan: Plan, step_types: Mapping[str, StepSpec], params: Mapping[str, Any]) -> list[PlanProblem]:
     """Unreachable steps, and cycles with no waiting step on them (they could spin in one tick)."""
     if not plan.steps or len(params) != len(plan.steps):
         return []
@@ -178,7 +178,7 @@ def _cycles(graph: Mapping[str, list[str]], order: list[str]) -> list[str]:
 
 
 def validate(
-    plan: Plan, step_types: Mapping[str, StepType], templates: TemplateStore | None, max_steps: int = DEFAULT_MAX_STEPS
+    plan: Plan, step_types: Mapping[str, StepSpec], templates: TemplateStore | None, max_steps: int = DEFAULT_MAX_STEPS
 ) -> tuple[dict[str, Any], list[PlanProblem]]:
     """All problems of a plan, and its converted params (usable only when there are none).
 

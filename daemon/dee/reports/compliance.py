@@ -19,7 +19,7 @@ import msgspec
 
 from dee.kernel.audit import AuditEntry, ChainVerification
 from dee.kernel.contact import Contact
-from dee.runs import ConsentRecord, Suppression
+from dee.records import ConsentRecord, Suppression
 
 RUN_ENDINGS = ("run.cancelled", "run.completed", "run.failed")
 NO_CONSENT = "none"

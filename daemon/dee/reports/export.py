@@ -17,7 +17,7 @@ from dee.kernel.audit import AuditEntry, ChainVerification
 from dee.kernel.timeline import timeline
 from dee.plan.steps import camel
 from dee.reports.pdf import text_pdf
-from dee.runs import ExecutionRun
+from dee.records import ExecutionRun
 
 FORMAT_VERSION = "dee.audit-export/1"
 ExportFormat = Literal["json", "pdf"]

@@ -26,8 +26,8 @@ from dee.kernel.inputs import AnyInput, ContactChanged
 from dee.kernel.machine import KernelEnv, advance, quarantine
 from dee.kernel.state import RunState
 from dee.scheduler.intake import InboxRow
-from dee.store import runs as rows
-from dee.store.plans import PlanCache
+from dee.stores.postgres import rows
+from dee.stores.postgres.plans import PlanCache
 
 log = logging.getLogger("dee.worker")
 

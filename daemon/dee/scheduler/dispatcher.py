@@ -23,7 +23,7 @@ from dee.bus.streams import (
     DISPATCH_GROUP, FIELD, Entry, GroupReader, Keys, dead_letter, ensure_group, trim_acknowledged,
 )  # fmt: skip
 from dee.plugin.contracts import ChannelAdapter, DispatchResponse
-from dee.store.runs import OutboxItem
+from dee.stores.postgres.rows import OutboxItem
 
 log = logging.getLogger("dee.dispatcher")
 

@@ -21,7 +21,7 @@ from dee.kernel.contact import Contact
 from dee.kernel.inputs import Start
 from dee.kernel.machine import start_run
 from dee.plan.compiled import CompiledPlan
-from dee.store.runs import TERMINAL_SQL, run_record
+from dee.stores.postgres.rows import TERMINAL_SQL, run_record
 
 
 @dataclass

@@ -19,8 +19,8 @@ from dee.errors import DeeError, RunNotFoundError, StartInPastError, UnknownPlan
 from dee.kernel.audit import AuditRow
 from dee.kernel.inputs import Cancel, ChannelResult, Event, Pause, ReplayRecorded, Resume, Retry, Suppressed
 from dee.scheduler.enrol import enrol
-from dee.store.plans import PlanCache
-from dee.store.runs import TERMINAL_SQL, encode_input
+from dee.stores.postgres.plans import PlanCache
+from dee.stores.postgres.rows import TERMINAL_SQL, encode_input
 
 InboxRow = tuple[str, int, bytes, str | None, str | None]
 

@@ -23,7 +23,7 @@ from dee.scheduler.clock import DeploymentClock
 from dee.scheduler.coordinator import Coordinator
 from dee.scheduler.dispatcher import Dispatcher
 from dee.scheduler.worker import PartitionWorker
-from dee.store.plans import PlanCache
+from dee.stores.postgres.plans import PlanCache
 
 log = logging.getLogger("dee.runtime")
 

@@ -37,8 +37,8 @@ from dee.ids import MonotonicUlid, now_iso
 from dee.scheduler.advance import Advancer
 from dee.scheduler.clock import DeploymentClock
 from dee.scheduler.intake import InboxRow, Intake, accept
-from dee.store import runs as rows
-from dee.store.plans import PlanCache
+from dee.stores.postgres import rows
+from dee.stores.postgres.plans import PlanCache
 
 log = logging.getLogger("dee.worker")
 MAX_DEFERRED_TICKS = 8  # enrolment-only batches taken in a row before a tick must run

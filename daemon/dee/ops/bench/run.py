@@ -20,16 +20,16 @@ from pathlib import Path
 import asyncpg
 import msgspec
 
-from dee.bench import cpu, workload
-from dee.bench.daemons import start_daemons, while_alive
-from dee.bench.idle import run_idle
-from dee.bench.measure import check_workload, raw_write_seconds, replay_all
-from dee.bench.report import BenchReport, EngineFigures, RawFigures, ReplayFigures
+from dee.ops.bench import cpu, workload
+from dee.ops.bench.daemons import start_daemons, while_alive
+from dee.ops.bench.idle import run_idle
+from dee.ops.bench.measure import check_workload, raw_write_seconds, replay_all
+from dee.ops.bench.report import BenchReport, EngineFigures, RawFigures, ReplayFigures
 from dee.config import EngineConfig
 from dee.engine import Engine
-from dee.plan.files import load_plan
-from dee.scratch import scratch_deployment
-from dee.store.admin import database_name, with_database
+from dee.project.plans import load_plan
+from dee.ops.scratch import scratch_deployment
+from dee.stores.postgres.admin import database_name, with_database
 
 EVENT_CONCURRENCY = 500
 

@@ -51,7 +51,7 @@ class DaemonProcess:
 
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "dee.cli", "run"], env=self.env,
+            self.proc = subprocess.Popen([sys.executable, "-m", "dee", "run"], env=self.env,
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
 
     @property

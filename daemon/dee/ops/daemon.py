@@ -13,11 +13,11 @@ import signal
 import uvloop
 
 from dee.config import EngineConfig
-from dee import gc_tuning
+from dee.ops import gc_tuning
 from dee.engine import Engine
-from dee.metrics import serve
+from dee.ops.http import serve
 
-log = logging.getLogger("dee.daemon")
+log = logging.getLogger("dee.ops.daemon")
 
 
 async def serve_until_signalled(config: EngineConfig) -> int:

@@ -29,19 +29,19 @@ from dee.metrics import Metrics
 from dee.kernel.contact import Contact
 from dee.kernel.replay import ReplayResult
 from dee.plan.compiled import CompiledPlan
-from dee.plan.create import prepare_plan
+from dee.plan.prepare import prepare_plan
 from dee.plan.model import Plan
 from dee.plugin.contracts import ChannelAdapter, TemplateStore
 from dee.plugin.manager import CHANNELS, PluginManager
 from dee.routing import partition_for
-from dee.runs import BulkError, BulkResult, ConsentRecord, ExecutionRun, RunPage, Suppression, run_view
+from dee.records import BulkError, BulkResult, ConsentRecord, ExecutionRun, RunPage, Suppression, run_view
 from dee.scheduler.clock import DeploymentClock
 from dee.scheduler.enrol import enrol
-from dee.store import runs as rows
-from dee.store.migrate import check_constants, pending_migrations
-from dee.store.plans import PlanCache, register_plan
+from dee.stores.postgres import rows
+from dee.stores.postgres.migrate import check_constants, pending_migrations
+from dee.stores.postgres.plans import PlanCache, register_plan
 
-log = logging.getLogger("dee.client")
+log = logging.getLogger("dee.backends.daemon")
 _STREAM_BUSY = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
@@ -206,7 +206,7 @@ class DaemonBackend:
 
     # ---- plans -------------------------------------------------------------------------
     async def register(self, plan: Plan) -> int:
-        compiled = prepare_plan(plan, self.plugins, self.templates)
+        compiled = prepare_plan(plan, self.plugins.step_types(), self.templates)
         async with self.db.acquire() as conn:
             version = await register_plan(conn, compiled.plan)
         self.plans.put(compiled.plan, version)

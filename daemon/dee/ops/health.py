@@ -8,7 +8,7 @@ import redis.asyncio as aioredis
 from dee.config import EngineConfig
 from dee.errors import DeeError
 from dee.plugin.manager import PluginManager
-from dee.store.migrate import check_constants, pending_migrations
+from dee.stores.postgres.migrate import check_constants, pending_migrations
 
 Check = tuple[bool, str]
 

@@ -13,25 +13,11 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-from dee.config import CONFIG_FILE
+from dee.config import CONFIG_FILE, find_project
 from dee.errors import ConfigError
 
 STARTER_FOLDERS = ("plans", "templates", "scripts", "schema")
-
-
-def find_project(cwd: str | os.PathLike[str] | None = None) -> Path | None:
-    """The project of the working directory (or `cwd`): `$DEE_CONFIG_DIR` when set, else `.`
-    or `./config`, whichever first holds a `dee.toml`; None when there is none."""
-    explicit = os.environ.get("DEE_CONFIG_DIR")
-    if explicit:
-        if not Path(explicit).is_dir():
-            raise ConfigError(f"DEE_CONFIG_DIR={explicit}: no such directory (plans, templates and scripts live there)")
-        return Path(explicit)
-    base = Path.cwd() if cwd is None else Path(cwd)
-    for candidate in (base, base / "config"):
-        if (candidate / CONFIG_FILE).is_file():
-            return candidate
-    return None
+__all__ = ["STARTER_FOLDERS", "find_project", "init_project", "project_of", "starter", "starter_files"]
 
 
 def project_of(plan_file: str | os.PathLike[str]) -> Path | None:

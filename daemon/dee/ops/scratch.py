@@ -13,8 +13,8 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from dee.config import EngineConfig
-from dee.store.admin import drop_database, recreate_database
-from dee.store.migrate import migrate
+from dee.stores.postgres.admin import drop_database, recreate_database
+from dee.stores.postgres.migrate import migrate
 
 
 async def clear_namespace(url: str, namespace: str) -> None:

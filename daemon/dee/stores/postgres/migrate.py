@@ -21,7 +21,7 @@ LOCK_KEY = 0x0DEE_0001
 def migration_files() -> list[tuple[int, str, str]]:
     """(number, name, sql) of every migration shipped with the package, in order."""
     found = []
-    for entry in resources.files("dee.store").joinpath("migrations").iterdir():
+    for entry in resources.files("dee.stores.postgres").joinpath("migrations").iterdir():
         if entry.name.endswith(".sql"):
             number = int(entry.name.split("_", 1)[0])
             found.append((number, entry.name, entry.read_text(encoding="utf-8")))

@@ -34,12 +34,12 @@ from dee.kernel.machine import Advance, KernelEnv, advance, start_run
 from dee.kernel.replay import ReplayResult
 from dee.kernel.state import RunState
 from dee.plan.compiled import CompiledPlan
-from dee.plan.create import prepare_plan
+from dee.plan.prepare import prepare_plan
 from dee.plan.model import Plan
 from dee.plan.registry import PlanRegistry
 from dee.plugin.contracts import ChannelAdapter, TemplateStore
 from dee.plugin.manager import PluginManager
-from dee.runs import BulkError, BulkResult, ConsentRecord, ExecutionRun, RunPage, Suppression, run_view
+from dee.records import BulkError, BulkResult, ConsentRecord, ExecutionRun, RunPage, Suppression, run_view
 
 
 class MemoryBackend:
@@ -93,11 +93,11 @@ class MemoryBackend:
 
     # ---- plans -------------------------------------------------------------------------
     async def register(self, plan: Plan) -> int:
-        compiled = prepare_plan(plan, self.plugins, self.templates)
+        compiled = prepare_plan(plan, self.plugins.step_types(), self.templates)
         registered = self.registry.register(compiled.plan)
         key = (registered.id, registered.version or 0)
         if key not in self.plans_compiled:
-            self.plans_compiled[key] = prepare_plan(registered, self.plugins, self.templates)
+            self.plans_compiled[key] = prepare_plan(registered, self.plugins.step_types(), self.templates)
         return key[1]
 
     async def compiled(self, plan_id: str, version: int) -> CompiledPlan:

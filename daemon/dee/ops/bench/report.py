@@ -6,7 +6,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 
-from dee.bench.workload import Expected
+from dee.ops.bench.workload import Expected
 
 # The targets of the benchmark (2 cores, local PostgreSQL and Redis, durable commits).
 TARGET_TRANSITIONS_PER_S = 25_000

@@ -24,8 +24,8 @@ from dee.engine import Engine
 from dee.kernel.clock import ms_to_ticks
 from dee.kernel.timeline import TimelineEntry
 from dee.plan.model import Plan
-from dee.scratch import create_deployment
-from dee.store.admin import database_name, with_database
+from dee.ops.scratch import create_deployment
+from dee.stores.postgres.admin import database_name, with_database
 
 REACTION_DELAY_MS = 6 * 3_600_000
 OPEN_PERCENT, CLICK_PERCENT, REPLY_PERCENT = 35, 12, 8

@@ -17,7 +17,7 @@ import msgspec
 
 from dee.config import EngineConfig
 from dee.errors import DeeError, PlanFileError, PlanValidationError
-from dee.plan.files import load_plan
+from dee.project.plans import load_plan
 from dee.plan.graph import to_dot, to_mermaid
 from dee.plugin.manager import PluginManager
 
@@ -27,7 +27,7 @@ def load_config(args: argparse.Namespace) -> EngineConfig:
 
 
 def _templates(args: argparse.Namespace) -> Any:
-    from dee.templates import load_directory
+    from dee.project.templates import load_directory
 
     return load_directory(load_config(args).config_dir)
 
@@ -64,10 +64,10 @@ def cmd_plan_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan_graph(args: argparse.Namespace) -> int:
-    from dee.plan.create import prepare_plan
+    from dee.plan.prepare import prepare_plan
 
     templates = _templates(args)
-    compiled = prepare_plan(load_plan(args.file, templates=templates), PluginManager.load(), templates)
+    compiled = prepare_plan(load_plan(args.file, templates=templates), PluginManager.load().step_types(), templates)
     print(to_dot(compiled) if args.format == "dot" else to_mermaid(compiled))
     return 0
 
@@ -82,8 +82,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     import asyncpg
 
-    from dee.store.admin import ensure_database
-    from dee.store.migrate import migrate
+    from dee.stores.postgres.admin import ensure_database
+    from dee.stores.postgres.migrate import migrate
 
     config = load_config(args)
 
@@ -101,7 +101,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from dee.daemon import run
+    from dee.ops.daemon import run
 
     config = load_config(args)
     if config.database.startswith("memory:"):
@@ -111,7 +111,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    from dee.health import check
+    from dee.ops.health import check
 
     report = asyncio.run(check(load_config(args)))
     for name, (ok, detail) in report.items():
@@ -120,8 +120,8 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from dee import gc_tuning
-    from dee.simulate import format_report, progress_bar, run_simulation
+    from dee.ops import gc_tuning
+    from dee.ops.simulate import format_report, progress_bar, run_simulation
 
     gc_tuning.tune()
     config = load_config(args)
@@ -134,8 +134,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from dee import gc_tuning
-    from dee.bench.run import run_bench
+    from dee.ops import gc_tuning
+    from dee.ops.bench.run import run_bench
 
     gc_tuning.tune()
     config = load_config(args)

@@ -1,7 +1,7 @@
 """What the Engine facade needs from a backend: storage, scheduling and the clock.
 
-Two implementations: `dee.inmemory.MemoryBackend` (everything in this process) and
-`dee.client.DaemonBackend` (Postgres + Redis Streams + the partition daemons). The facade
+Two implementations: `dee.backends.memory.MemoryBackend` (everything in this process) and
+`dee.backends.daemon.DaemonBackend` (Postgres + Redis Streams + the partition daemons). The facade
 holds everything that is the same for both: argument handling, replay, timelines, debugging.
 """
 
@@ -15,7 +15,7 @@ from dee.kernel.contact import Contact
 from dee.kernel.replay import ReplayResult
 from dee.plan.compiled import CompiledPlan
 from dee.plan.model import Plan
-from dee.runs import BulkResult, ConsentRecord, ExecutionRun, RunPage, Suppression
+from dee.records import BulkResult, ConsentRecord, ExecutionRun, RunPage, Suppression
 
 
 class Backend(Protocol):

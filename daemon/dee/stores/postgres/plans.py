@@ -6,7 +6,7 @@ import asyncpg
 import msgspec
 
 from dee.plan.compiled import CompiledPlan
-from dee.plan.create import prepare_plan
+from dee.plan.prepare import prepare_plan
 from dee.plan.files import plan_from_document
 from dee.plan.model import Plan
 from dee.plugin.contracts import TemplateStore
@@ -45,7 +45,7 @@ class PlanCache:
     def put(self, plan: Plan, version: int) -> CompiledPlan:
         key = (plan.id, version)
         if key not in self._compiled:
-            self._compiled[key] = prepare_plan(msgspec.structs.replace(plan, version=version), self.plugins, None)
+            self._compiled[key] = prepare_plan(msgspec.structs.replace(plan, version=version), self.plugins.step_types(), None)
         return self._compiled[key]
 
     async def get(self, conn: asyncpg.Connection, plan_id: str, version: int) -> CompiledPlan:

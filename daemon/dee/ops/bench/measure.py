@@ -14,9 +14,9 @@ import asyncpg
 import msgspec
 import uvloop
 
-from dee import gc_tuning
-from dee.bench.report import Correctness
-from dee.bench.workload import PATHS, path_of
+from dee.ops import gc_tuning
+from dee.ops.bench.report import Correctness
+from dee.ops.bench.workload import PATHS, path_of
 from dee.config import EngineConfig
 from dee.engine import template_store
 from dee.kernel.audit import AuditRow, entry_of, verify_chain
@@ -24,8 +24,8 @@ from dee.kernel.inputs import Start
 from dee.kernel.machine import KernelEnv
 from dee.kernel.replay import replay_entries
 from dee.plugin.manager import PluginManager
-from dee.store.plans import PlanCache
-from dee.store.runs import AUDIT_COLUMNS
+from dee.stores.postgres.plans import PlanCache
+from dee.stores.postgres.rows import AUDIT_COLUMNS
 
 RAW_RUNS_PER_TRANSACTION = 500
 REPLAY_ROWS_PER_READ = 2_000  # about 1.6 MB of rows: sorted within the default 4 MB work_mem

@@ -1,0 +1,7 @@
+"""`python -m dee`: the `dee` command."""
+
+import sys
+
+from dee.ops.cli import main
+
+sys.exit(main())

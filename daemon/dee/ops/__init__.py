@@ -1,0 +1,1 @@
+"""Process tooling: the `dee` command, the daemon process, health, metrics, simulate, bench."""

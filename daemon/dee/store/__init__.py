@@ -1,1 +1,0 @@
-"""Postgres storage (asyncpg): migrations, and one module per table family."""

@@ -1,0 +1,1 @@
+"""Where partitions keep their state: PostgreSQL, and plain dicts in memory."""

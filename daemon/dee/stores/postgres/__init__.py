@@ -1,0 +1,1 @@
+"""PostgreSQL: migrations, and the rows of runs, audit, inbox, outbox and plans."""
