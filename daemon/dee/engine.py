@@ -25,9 +25,8 @@ from dee.redact import redact
 from dee.kernel.audit import AuditEntry, ChainVerification, verify_chain
 from dee.kernel.contact import Contact
 from dee.kernel.debug import Debugger
-from dee.kernel.inputs import AnyInput, Start
-from dee.kernel.machine import KernelEnv
-from dee.kernel.replay import ReplayResult, replay_entries
+from dee.kernel.inputs import AnyInput
+from dee.kernel.replay import ReplayResult, inputs_of
 from dee.kernel.timeline import TimelineEntry, timeline
 from dee.plan.model import Plan
 from dee.plugin.manager import PluginManager
@@ -35,6 +34,7 @@ from dee.reports.compliance import RUN_ENDINGS, ComplianceReport, build_report
 from dee.reports.export import ExportFormat
 from dee.reports.export import render as render_export
 from dee.records import BulkError, BulkResult, ConsentRecord, ExecutionRun, RunPage, Suppression
+from dee.shell.replayer import Replayer
 from dee.project.templates import ChainedTemplateStore, load_directory
 
 CHAINS_PER_READ = 500  # runs whose audit logs verify_audit_chains reads in one go
@@ -77,7 +77,8 @@ class AuditAccess:
         entries = await self.get_by_run(run_id)
         run = await self._backend.get_run(run_id)
         chain = verify_chain(entries, *await self._backend.chain_head(run_id))
-        document = render_export(format, run, chain, entries)
+        plan = (await self._backend.compiled(run.plan_id, run.plan_version)).plan
+        document = render_export(format, run, chain, entries, plan)
         if output is not None:
             Path(output).write_bytes(document)
         return document
@@ -137,13 +138,14 @@ class Engine:
             from dee.backends.memory import MemoryBackend
 
             assert adapters is not None
-            self._backend: Backend = MemoryBackend(self.config, self.plugins, self.templates, adapters, True)
+            self._backend: Backend = MemoryBackend(self.config, self.plugins, self.templates, adapters)
         elif self.config.database.startswith(("postgres://", "postgresql://")):
             from dee.backends.daemon import DaemonBackend
 
             self._backend = DaemonBackend(self.config, self.plugins, self.templates, adapters, self.scheduler)
         else:
             raise ConfigError(f"database {redact(self.config.database)!r}: expected postgresql://... or memory://")
+        self.replayer = Replayer(self.config, self.plugins, self.templates, self._backend.compiled)
         self.audit = AuditAccess(self)
         self.compliance = ComplianceAccess(self)
 
@@ -278,23 +280,11 @@ class Engine:
             verdicts.update({run_id: verify_chain(entries, seq, head) for run_id, (entries, seq, head) in read.items()})
         return verdicts
 
-    async def _env_for(self, start: Start) -> KernelEnv:
-        return KernelEnv(
-            plan=await self._backend.compiled(start.plan_id, start.plan_version),
-            templates=self.templates,
-            tick_interval_ms=self.config.scheduler.tick_interval_ms,
-            settings=self.config.kernel_settings(),
-            message_domain=self.config.message_domain,
-        )
-
-    async def _entries_and_env(self, run_id: str) -> tuple[list[AuditEntry], KernelEnv]:
+    async def _entries(self, run_id: str) -> list[AuditEntry]:
         entries = await self.audit.get_by_run(run_id)
         if not entries:
             raise RunNotFoundError(run_id)
-        start = msgspec.convert(entries[0].input, Start) if entries[0].input else None
-        if start is None:
-            raise AuditChainError(f"run {run_id}: the audit log does not begin with its start input")
-        return entries, await self._env_for(start)
+        return entries
 
     async def replay(self, run_id: str, dry_run: bool = True, inputs: Sequence[AnyInput] | None = None) -> ReplayResult:
         """Re-execute the run from its audit log with today's code and templates, and compare.
@@ -302,14 +292,15 @@ class Engine:
         `inputs` replaces the recorded inputs (a what-if); `dry_run=False` re-issues the channel
         actions with their original keys and journals the verdict (`replay.recorded`).
         """
-        entries, env = await self._entries_and_env(run_id)
-        result = replay_entries(entries, lambda _start: env, inputs)
+        result = await self.replayer.replay_run(await self._entries(run_id), inputs)
         if not dry_run:
             await self._backend.record_replay(run_id, result)
         return result
 
     async def debug(self, run_id: str) -> Debugger:
-        entries, env = await self._entries_and_env(run_id)
+        entries = await self._entries(run_id)
+        start, _ = inputs_of(entries)
+        env = await self.replayer.env_for(start)
         return Debugger(entries, lambda _start: env)
 
     # ---- manual clock ------------------------------------------------------------------------

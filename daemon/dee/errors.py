@@ -100,6 +100,17 @@ class EngineUnavailableError(DeeError):
         super().__init__(f"partition {partition} is unavailable: {why}")
 
 
+class ServiceUnavailableError(DeeError):
+    """PostgreSQL or Redis cannot be reached or refuses the connection (down, wrong address,
+    credentials or database name). `url` names the service with its password removed."""
+
+    def __init__(self, service: str, url: str, why: str) -> None:
+        self.service = service
+        self.url = url
+        self.why = why
+        super().__init__(f"cannot reach {service} at {url}: {why}")
+
+
 class ClockModeError(DeeError):
     """A manual-clock operation was called on a wall-clock engine (or the reverse)."""
 

@@ -21,7 +21,7 @@ from dee.ops.bench import workload
 from dee.bus.streams import FIELD, Entry
 from dee.ids import ulid
 from dee.scheduler.worker import PartitionWorker, TickFailed, TickReport
-from dee.stores.postgres.rows import OutboxItem
+from dee.shell.store import OutboxItem
 
 OUTREACH = "config/plans/sales-outreach-v2.yaml"
 RUNS = 5
@@ -91,17 +91,17 @@ async def test_a_batchs_inputs_reach_the_first_runs_at_once_and_the_rest_through
 @pytest.mark.deployment(partitions=1, max_runs_per_tick=CAP)
 async def test_when_the_one_transaction_fails_the_batch_is_taken_in_two(worker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     w, db, runs = worker
-    original = w._advance_due
+    original = w._advance
     calls: list[int] = []
 
-    async def fails_once(conn: Any, tick: int, report: TickReport, fresh: list[Any]) -> Any:
+    async def fails_once(conn: Any, store: Any, tick: int, report: TickReport, fresh: list[Any]) -> Any:
         calls.append(len(fresh))
         if len(calls) == 1:
             report.processed, report.transitions, report.entries = 99, 99, 99  # counted, then rolled back
             raise RuntimeError("injected failure inside the combined transaction")
-        return await original(conn, tick, report, fresh)
+        return await original(conn, store, tick, report, fresh)
 
-    monkeypatch.setattr(w, "_advance_due", fails_once)
+    monkeypatch.setattr(w, "_advance", fails_once)
     report = await w.iterate([entry(opened(r)) for r in runs[:CAP]])
     assert calls == [CAP, 0]  # the second try took the batch through the inbox
     assert (report.processed, report.transitions) == (CAP, 0)
@@ -117,7 +117,7 @@ async def test_when_the_tick_fails_in_both_the_accepted_inputs_wait_in_the_inbox
     async def broken(*_: Any) -> Any:
         raise RuntimeError("injected failure of every tick")
 
-    monkeypatch.setattr(w, "_advance_due", broken)
+    monkeypatch.setattr(w, "_advance", broken)
     with pytest.raises(TickFailed):
         await w.iterate([entry(opened(r)) for r in runs])
     assert await inbox(db) == runs  # accepted (and acknowledged), not applied

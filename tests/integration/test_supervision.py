@@ -20,7 +20,7 @@ from dee.kernel.effects import DispatchRequest
 from dee.plugin.contracts import DispatchResponse
 from dee.scheduler.coordinator import Coordinator
 from dee.scheduler.dispatcher import Dispatcher
-from dee.stores.postgres.rows import OutboxItem
+from dee.shell.store import OutboxItem
 from tests.integration.conftest import REDIS_URL
 
 

@@ -406,7 +406,7 @@ async def test_the_engine_verifies_a_finished_run_and_catches_a_tampered_stored_
         assert entries[0].previous_checksum == ZEROS
         assert all(e.checksum == documented_checksum(e) for e in entries)
 
-        stored = engine._backend.audit[run.id]
+        stored = engine._backend.store.audit[run.id]
         target = next(e for e in stored if e.action == "step.executed" and e.step_id == "initial-email")
         index = stored.index(target)
         result = dict(target.output or {})

@@ -271,6 +271,7 @@ async def test_pause_and_resume_a_waiting_run(engine: Engine, outreach: Any) -> 
     paused = await engine.get_run(run.id)
     assert (paused.status, paused.current_step) == ("paused", "wait-1")
     await engine.resume_run(run.id)
+    await engine.run_until_idle()
     resumed = await engine.get_run(run.id)
     # the overdue wait fires at the resume tick; no open, so the cold path: sent, now on wait-3
     assert (resumed.status, resumed.current_step, resumed.current_tick) == ("waiting", "wait-3", 4 * DAY)
@@ -367,6 +368,7 @@ async def test_retry_re_enters_the_failed_step_with_a_new_attempt(engine: Engine
     assert (failed.status, failed.current_step) == ("failed", "initial-email")
     await engine.advance_clock(7)
     await engine.retry_run(run_id)
+    await engine.run_until_idle()  # the retried send's answer
     retried = (await engine.audit.query(run_id=run_id, actions=["run.retried"]))
     assert [(e.step_id, e.tick, e.output) for e in retried] == [("initial-email", 7, {"attempt": 2})]
     entered = await engine.audit.query(run_id=run_id, actions=["step.entered"])
@@ -436,6 +438,7 @@ async def test_a_global_suppression_cancels_the_contacts_runs_and_blocks_new_one
     await engine.run_until_idle()
     cancelled = await engine.suppress("c1", "global", "complaint", "support")
     assert cancelled == 2
+    await engine.run_until_idle()  # the partition applies the cancellations at its next tick
     assert [(await engine.get_run(r)).status for r in (a.id, b.id, c.id)] == ["cancelled", "cancelled", "waiting"]
     last = (await engine.audit.get_by_run(a.id))[-1]
     assert (last.action, last.output) == ("run.cancelled", {"reason": "suppressed (global): complaint"})
@@ -452,6 +455,7 @@ async def test_a_plan_suppression_covers_only_that_plan(engine: Engine, outreach
     b = await engine.execute(welcome, contact("c1"), VARS)
     await engine.run_until_idle()
     assert await engine.suppress("c1", "plan", "not interested", "crm", plan_id="welcome-sequence") == 1
+    await engine.run_until_idle()
     assert [(await engine.get_run(r)).status for r in (a.id, b.id)] == ["waiting", "cancelled"]
     with pytest.raises(ContactSuppressedError):
         await engine.execute(welcome, contact("c1"), VARS)
@@ -460,7 +464,7 @@ async def test_a_plan_suppression_covers_only_that_plan(engine: Engine, outreach
 async def test_record_consent_stamps_the_current_tick(engine: Engine) -> None:
     await engine.advance_clock(42)
     await engine.record_consent(ConsentRecord(contact_id="c1", channel="email", status="granted", source="form"))
-    assert engine._backend.consents[-1].tick == 42
+    assert engine._backend.store.consents[-1].tick == 42
 
 
 # ---- the clock -------------------------------------------------------------------------

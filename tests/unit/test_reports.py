@@ -113,7 +113,7 @@ async def test_a_pdf_export_shows_the_run_its_chain_status_and_its_timeline(engi
 
 async def test_a_pdf_export_of_a_tampered_run_says_where_the_chain_breaks(engine: Engine) -> None:
     run_id = await completed_run(engine)
-    chain = engine._backend.audit[run_id]
+    chain = engine._backend.store.audit[run_id]
     chain[2] = msgspec.structs.replace(chain[2], output={"forged": True})
     text = b"".join(o for o in pdf_objects(await engine.audit.export(run_id, "pdf")).values() if b"stream" in o)
     assert b"chain: BROKEN at entry 3 of" in text
@@ -223,7 +223,7 @@ async def test_the_report_shows_suppressions_unsubscribe_processing_and_broken_c
     await engine.advance_clock(100)
     await engine.suppress("c2", "global", "complaint", "support")
     await engine.run_until_idle()
-    chain = engine._backend.audit[b.id]
+    chain = engine._backend.store.audit[b.id]
     chain[1] = msgspec.structs.replace(chain[1], tick=99)
     report = await engine.compliance.report(0, engine.current_tick)
     assert [(u.run_id, u.contact_id, u.received_tick, u.stopped_by, u.ticks) for u in report.unsubscribes] == [

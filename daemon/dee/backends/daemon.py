@@ -19,26 +19,30 @@ import asyncpg
 import msgspec
 import redis.asyncio as aioredis
 
+from dee.backends.client import Publisher
+from dee.bus import connect as redis_connect
 from dee.bus import messages as wire
 from dee.bus.streams import FIELD, Keys
 from dee.config import EngineConfig
-from dee.errors import ConfigError, EngineUnavailableError, RunNotFoundError, rebuild_error
-from dee.ids import MonotonicUlid, now_iso, ulid
+from dee.errors import ConfigError, EngineUnavailableError, RunNotFoundError
+from dee.ids import now_iso, ulid
 from dee.kernel.audit import AuditEntry
-from dee.metrics import Metrics
 from dee.kernel.contact import Contact
-from dee.kernel.replay import ReplayResult
+from dee.metrics import Metrics
 from dee.plan.compiled import CompiledPlan
-from dee.plan.prepare import prepare_plan
 from dee.plan.model import Plan
+from dee.plan.prepare import prepare_plan
 from dee.plugin.contracts import ChannelAdapter, TemplateStore
 from dee.plugin.manager import CHANNELS, PluginManager
+from dee.records import BulkResult, ConsentRecord, ExecutionRun, RunPage, Suppression, run_view
 from dee.routing import partition_for
-from dee.records import BulkError, BulkResult, ConsentRecord, ExecutionRun, RunPage, Suppression, run_view
 from dee.scheduler.clock import DeploymentClock
-from dee.scheduler.enrol import enrol
+from dee.scheduler.outages import Outages
+from dee.shell.enrol import enrol
+from dee.stores.postgres import connect as postgres
 from dee.stores.postgres import rows
 from dee.stores.postgres.migrate import check_constants, pending_migrations
+from dee.stores.postgres.partition import PostgresPartitionStore
 from dee.stores.postgres.plans import PlanCache, register_plan
 
 log = logging.getLogger("dee.backends.daemon")
@@ -60,13 +64,14 @@ _BUSY_ROWS = (
 FAST_PATH_MIN = 1000  # contacts from which bulk_execute writes with COPY instead of messages
 
 
-class DaemonBackend:
+class DaemonBackend(Publisher):
     def __init__(
         self, config: EngineConfig, plugins: PluginManager, templates: TemplateStore,
         adapters: dict[str, ChannelAdapter] | None, scheduler: bool,
     ) -> None:  # fmt: skip
         """`adapters`: what this process dispatches with (a scheduler); a client has None and
         asks the plugins only if it must send (a replay with dry_run=False)."""
+        super().__init__()
         self.config = config
         self.plugins = plugins
         self.templates = templates
@@ -86,17 +91,15 @@ class DaemonBackend:
         self.clock: DeploymentClock | None = None
         self._manual_tick = 0
         self.metrics = Metrics()
-        self.new_run_id = MonotonicUlid()
+        self.outages = Outages()
 
     # ---- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
-        self.pool = await asyncpg.create_pool(self.config.database, min_size=2, max_size=max(4, self.partitions // 2 + 4))
+        self.pool = await postgres.create_pool(self.config.database, min_size=2, max_size=max(4, self.partitions // 2 + 4))
         # blocking reads hold a connection each (one per partition worker, dispatch channel and the
         # reply reader); a bounded pool that waits for a free connection absorbs bursts of writes
-        pool = aioredis.BlockingConnectionPool.from_url(
-            self.config.redis, max_connections=2 * self.partitions + 48, timeout=30
-        )
-        self.redis = aioredis.Redis(connection_pool=pool)
+        self.redis = redis_connect.client(self.config.redis, max_connections=2 * self.partitions + 48)
+        await redis_connect.ping(self.redis, self.config.redis)
         self._stream_busy = self.redis.register_script(_STREAM_BUSY)
         async with self.pool.acquire() as conn:
             missing = await pending_migrations(conn)
@@ -109,7 +112,8 @@ class DaemonBackend:
         if self.scheduler:
             from dee.scheduler.runtime import Runtime
 
-            self.runtime = Runtime(self.config, self.pool, self.redis, self.plans, self.clock, self.adapters, metrics=self.metrics)
+            self.runtime = Runtime(self.config, self.pool, self.redis, self.plans, self.clock, self.adapters,
+                                   metrics=self.metrics, outages=self.outages)  # fmt: skip
             await self.runtime.start()
 
     async def stop(self) -> None:
@@ -164,9 +168,10 @@ class DaemonBackend:
             try:
                 reply = await self.redis.xread({self.reply_stream: last}, count=1000, block=250)
             except (aioredis.RedisError, OSError) as exc:
-                log.warning("reading replies: %s; retrying", exc)
+                self.outages.failed(exc, "the client's reply reader")
                 await asyncio.sleep(0.2)
                 continue
+            self.outages.recovered("Redis")
             for _, entries in reply or []:
                 for entry_id, fields in entries:
                     last = entry_id
@@ -198,12 +203,6 @@ class DaemonBackend:
             self._waiting.pop(message.command_id, None)
         raise EngineUnavailableError(partition, f"no reply within {timeout:.1f} s")
 
-    async def ask(self, partition: int, message: wire.Inbound) -> wire.Reply:
-        reply = await self.send(partition, message)
-        if not reply.ok:
-            raise rebuild_error(reply.error_type or "DeeError", reply.error or "", reply.details)
-        return reply
-
     # ---- plans -------------------------------------------------------------------------
     async def register(self, plan: Plan) -> int:
         compiled = prepare_plan(plan, self.plugins.step_types(), self.templates)
@@ -217,18 +216,6 @@ class DaemonBackend:
             return await self.plans.get(conn, plan_id, version)
 
     # ---- writes ------------------------------------------------------------------------
-    async def execute(
-        self, plan_id: str, version: int, contact: Contact, variables: dict[str, Any],
-        start_at: int | None, idempotency_key: str | None,
-    ) -> str:  # fmt: skip
-        message = wire.Execute(
-            command_id=ulid(), reply_to=self.reply_stream, run_id=self.new_run_id(), plan_id=plan_id, plan_version=version,
-            contact=contact, variables=variables, start_at=start_at, idempotency_key=idempotency_key,
-        )  # fmt: skip
-        reply = await self.ask(partition_for(contact.id, self.partitions), message)
-        assert reply.run_id is not None
-        return reply.run_id
-
     async def bulk_execute(
         self, plan_id: str, version: int, contacts: list[Contact], variables: dict[str, Any], batch_size: int
     ) -> BulkResult:
@@ -250,8 +237,9 @@ class DaemonBackend:
         async def one(partition: int, items: list[tuple[str, Contact]]) -> tuple[list[str], list[str]]:
             async with self.db.acquire() as conn, conn.transaction():
                 tick = await self.clock.tick(conn, partition)  # type: ignore[union-attr]
-                done = await enrol(conn, partition, tick, compiled, version, items, variables, tick, None, stamp, self.new_run_id)
-                inserted = await rows.insert_new_runs(conn, done.runs, done.audit)
+                store = PostgresPartitionStore(conn, partition, self.plans)
+                done = await enrol(store, tick, compiled, items, variables, tick, None, stamp, self.new_run_id)
+                inserted = await store.add_runs(done.runs, done.audit)
             created = set(done.created)
             lost = [contact.id for run_id, contact in items if run_id in created and run_id not in inserted]
             return [r for r in done.created if r in inserted], [c for c, _ in done.refused] + lost
@@ -265,86 +253,11 @@ class DaemonBackend:
         skipped = sum(len(refused) for _, refused in results)
         return BulkResult(len(created), skipped, [], sorted(created))
 
-    async def _bulk_messages(
-        self, plan_id: str, version: int, contacts: list[Contact], variables: dict[str, Any], batch_size: int
-    ) -> BulkResult:
-        """One `executeBatch` message per partition and chunk, all in flight at once."""
-        by_partition: dict[int, list[Contact]] = defaultdict(list)
-        for contact in contacts:
-            by_partition[partition_for(contact.id, self.partitions)].append(contact)
-        chunk = max(batch_size, 1)
-        batches = [
-            (p, group[i : i + chunk]) for p, group in sorted(by_partition.items()) for i in range(0, len(group), chunk)
-        ]
-
-        async def one(partition: int, group: list[Contact]) -> tuple[list[Contact], wire.Reply | Exception]:
-            message = wire.ExecuteBatch(
-                command_id=ulid(), reply_to=self.reply_stream, plan_id=plan_id, plan_version=version,
-                variables=variables, items=[wire.BatchItem(self.new_run_id(), c) for c in group],
-            )  # fmt: skip
-            try:
-                return group, await self.send(partition, message, timeout=max(self.config.client.reply_timeout_ms / 1000, len(group) / 100))
-            except EngineUnavailableError as exc:
-                return group, exc
-
-        created, skipped, errors, ids = 0, 0, [], []
-        for group, reply in await asyncio.gather(*(one(p, g) for p, g in batches)):
-            if isinstance(reply, Exception) or not reply.ok:
-                why = str(reply) if isinstance(reply, Exception) else f"{reply.error_type}: {reply.error}"
-                errors += [BulkError(c.id, why) for c in group]
-                continue
-            created += len(reply.runs)
-            skipped += len(reply.skipped)
-            ids += reply.runs
-        return BulkResult(created, skipped, errors, ids)
-
-    async def _partition_of(self, run_id: str) -> int:
+    async def partition_of_run(self, run_id: str) -> int:
         partition = await self.db.fetchval("SELECT partition FROM runs WHERE run_id = $1", run_id)
         if partition is None:
             raise RunNotFoundError(run_id)
         return int(partition)
-
-    async def command(self, run_id: str, kind: str, reason: str = "") -> None:
-        common = {"command_id": ulid(), "reply_to": self.reply_stream, "run_id": run_id}
-        message = {
-            "pause": lambda: wire.Pause(**common),
-            "resume": lambda: wire.Resume(**common),
-            "retry": lambda: wire.Retry(**common),
-            "cancel": lambda: wire.Cancel(**common, reason=reason),
-        }[kind]()
-        await self.ask(await self._partition_of(run_id), message)
-
-    async def bulk_cancel(self, filters: dict[str, Any], reason: str) -> int:
-        page = await self.list_runs(
-            filters.get("status"), filters.get("plan_id"), filters.get("contact_id"),
-            filters.get("started_after"), filters.get("started_before"), 10**9, 0,
-        )  # fmt: skip
-        results = await asyncio.gather(*(self.command(r.id, "cancel", reason) for r in page.runs), return_exceptions=True)
-        return sum(1 for r in results if not isinstance(r, Exception))
-
-    async def ingest_event(
-        self, type: str, contact_id: str, data: dict[str, Any], occurred_at: str | None,
-        run_id: str | None, step_id: str | None, event_id: str | None, message_id: str | None,
-    ) -> list[str]:  # fmt: skip
-        message = wire.Event(
-            command_id=event_id or ulid(), reply_to=self.reply_stream, event_type=type, contact_id=contact_id,
-            data=data, occurred_at=occurred_at, run_id=run_id, step_id=step_id, message_id=message_id,
-        )  # fmt: skip
-        return (await self.ask(partition_for(contact_id, self.partitions), message)).runs
-
-    async def suppress(self, entry: Suppression) -> int:
-        message = wire.Suppress(
-            command_id=ulid(), reply_to=self.reply_stream, contact_id=entry.contact_id, level=entry.level,
-            reason=entry.reason, source=entry.source, channel=entry.channel, plan_id=entry.plan_id,
-        )  # fmt: skip
-        return len((await self.ask(partition_for(entry.contact_id, self.partitions), message)).runs)
-
-    async def record_consent(self, record: ConsentRecord) -> None:
-        message = wire.Consent(
-            command_id=ulid(), reply_to=self.reply_stream, contact_id=record.contact_id, channel=record.channel,
-            status=record.status, source=record.source, expires_tick=record.expires_tick, evidence=record.evidence,
-        )  # fmt: skip
-        await self.ask(partition_for(record.contact_id, self.partitions), message)
 
     async def contacts_of(self, run_ids: list[str]) -> dict[str, Contact]:
         found = await self.db.fetch("SELECT run_id, state FROM runs WHERE run_id = ANY($1::text[])", run_ids)
@@ -363,15 +276,6 @@ class DaemonBackend:
             "WHERE tick BETWEEN $1 AND $2 ORDER BY id", from_tick, to_tick,
         )  # fmt: skip
         return [Suppression(**dict(r)) for r in found]
-
-    async def record_replay(self, run_id: str, result: ReplayResult) -> None:
-        for request in result.dispatches:
-            await self.adapters[request.channel].send(request)
-        message = wire.ReplayVerdict(
-            command_id=ulid(), reply_to=self.reply_stream, run_id=run_id, identical=result.identical,
-            fields=[f"{d.step}.{d.field}" for d in result.diffs], reissued=len(result.dispatches),
-        )  # fmt: skip
-        await self.ask(await self._partition_of(run_id), message)
 
     # ---- reads -------------------------------------------------------------------------
     def _view(self, row: asyncpg.Record, plan: CompiledPlan) -> ExecutionRun:

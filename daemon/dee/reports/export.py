@@ -15,6 +15,7 @@ import msgspec
 
 from dee.kernel.audit import AuditEntry, ChainVerification
 from dee.kernel.timeline import timeline
+from dee.plan.model import Plan
 from dee.plan.steps import camel
 from dee.reports.pdf import text_pdf
 from dee.records import ExecutionRun
@@ -28,11 +29,14 @@ def _camel(fields: dict[str, Any]) -> dict[str, Any]:
     return {camel(k): v for k, v in fields.items()}
 
 
-def export_json(run: ExecutionRun, chain: ChainVerification, entries: Sequence[AuditEntry]) -> bytes:
+def export_json(run: ExecutionRun, chain: ChainVerification, entries: Sequence[AuditEntry], plan: Plan) -> bytes:
+    """The run, its chain's verification, every entry, and the plan version it ran (so the run
+    can be replayed from this document alone: `Replayer.replay_export`)."""
     document = {
         "format": FORMAT_VERSION,
         "run": _camel(msgspec.to_builtins(run)),
         "chain": _camel(msgspec.to_builtins(chain)),
+        "plan": {**plan.content(), "version": plan.version},
         "entries": msgspec.to_builtins(list(entries)),
     }
     return msgspec.json.format(msgspec.json.encode(document), indent=2)
@@ -72,9 +76,9 @@ def export_pdf(run: ExecutionRun, chain: ChainVerification, entries: Sequence[Au
     return text_pdf(lines, f"Audit export {run.id}")
 
 
-def render(fmt: ExportFormat, run: ExecutionRun, chain: ChainVerification, entries: Sequence[AuditEntry]) -> bytes:
+def render(fmt: ExportFormat, run: ExecutionRun, chain: ChainVerification, entries: Sequence[AuditEntry], plan: Plan) -> bytes:
     if fmt == "json":
-        return export_json(run, chain, entries)
+        return export_json(run, chain, entries, plan)
     if fmt == "pdf":
         return export_pdf(run, chain, entries)
     raise ValueError(f"unknown export format {fmt!r}: json or pdf")

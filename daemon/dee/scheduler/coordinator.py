@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 
 from dee.config import EngineConfig
+from dee.scheduler.outages import TRANSIENT_ERRORS, Outages
 
 log = logging.getLogger("dee.coordinator")
 
@@ -64,12 +65,14 @@ class Coordinator:
     def __init__(
         self, instance: str, config: EngineConfig, pool: asyncpg.Pool,
         start: Callable[[int, int], Awaitable[None]], stop: Callable[[int], Awaitable[None]],
+        outages: Outages | None = None,
     ) -> None:  # fmt: skip
         self.instance = instance
         self.config = config
         self.pool = pool
         self._start = start
         self._stop = stop
+        self.outages = outages or Outages()
         self.owned: dict[int, int] = {}
         self.lease_losses = 0
         self.ttl_ms = config.scheduler.lease_ttl_ms
@@ -83,8 +86,9 @@ class Coordinator:
         while True:
             try:
                 await self.rebalance()
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-                log.warning("coordinator: %s", exc)
+                self.outages.recovered("PostgreSQL")
+            except (asyncpg.PostgresError, *TRANSIENT_ERRORS) as exc:
+                self.outages.failed(exc, "coordinator")
             except Exception:
                 log.exception("coordinator: rebalancing failed; trying again")
             await asyncio.sleep(self.ttl_ms / 3000)

@@ -2,9 +2,9 @@
 
 Any number of processes read a dispatch stream in one consumer group. Each action is handed to
 the channel's adapter with its idempotency key; the answer goes to the run's partition stream
-as a `result` message whose commandId is derived from the key (so a re-delivered action gives a
-duplicate result, which the partition drops). An action is acknowledged only after its result
-is on the partition stream; entries of a dead consumer are claimed after the lease TTL.
+as a `result` message (`shell.dispatch.result_message`). An action is acknowledged only after
+its result is on the partition stream; entries of a dead consumer are claimed after the lease
+TTL.
 """
 
 from __future__ import annotations
@@ -16,34 +16,23 @@ from collections.abc import Mapping
 
 import msgspec
 import redis.asyncio as aioredis
-import redis.exceptions as redis_errors
 
 from dee.bus import messages as wire
-from dee.bus.streams import (
-    DISPATCH_GROUP, FIELD, Entry, GroupReader, Keys, dead_letter, ensure_group, trim_acknowledged,
-)  # fmt: skip
+from dee.bus.streams import DISPATCH_GROUP, FIELD, Entry, GroupReader, Keys, dead_letter, ensure_group, trim_acknowledged
+from dee.metrics import Metrics
 from dee.plugin.contracts import ChannelAdapter, DispatchResponse
-from dee.stores.postgres.rows import OutboxItem
+from dee.scheduler import tuning
+from dee.scheduler.outages import TRANSIENT_ERRORS, Outages
+from dee.shell import dispatch
+from dee.shell.store import OutboxItem
 
 log = logging.getLogger("dee.dispatcher")
-
-
-def result_message(item: OutboxItem, response: DispatchResponse) -> wire.Result:
-    request = item.request
-    failed = response.status != "delivered"
-    return wire.Result(
-        command_id=f"result:{request.idempotency_key}:{request.dispatch_no}",
-        run_id=request.run_id, idempotency_key=request.idempotency_key, attempt=request.attempt,
-        status="failed" if failed else "delivered",
-        error_kind=(response.error_kind or "permanent") if failed else None,  # type: ignore[arg-type]
-        error=response.error, outcome=response.outcome, data=response.data,
-    )  # fmt: skip
 
 
 class Dispatcher:
     def __init__(
         self, instance: str, redis: aioredis.Redis, adapters: Mapping[str, ChannelAdapter],
-        claim_after_ms: int, keys: Keys, metrics: object | None = None,
+        claim_after_ms: int, keys: Keys, metrics: Metrics | None = None, outages: Outages | None = None,
     ) -> None:  # fmt: skip
         self.instance = instance
         self.keys = keys
@@ -51,8 +40,9 @@ class Dispatcher:
         self.adapters = dict(adapters)
         self.claim_after_ms = claim_after_ms
         self.metrics = metrics
+        self.outages = outages or Outages()
         self._stop = asyncio.Event()
-        self._in_flight = asyncio.Semaphore(64)  # adapter calls at once, per process
+        self._in_flight = asyncio.Semaphore(tuning.DISPATCH_IN_FLIGHT)
 
     def stop(self) -> None:
         self._stop.set()
@@ -75,15 +65,16 @@ class Dispatcher:
                 if time.monotonic() >= next_claim:  # a dead consumer's actions wait at most 1.5 TTLs
                     await reader.claim_idle(self.claim_after_ms)
                     next_claim = time.monotonic() + self.claim_after_ms / 2000
-                entries = await reader.read(count=500, block_ms=20)
+                entries = await reader.read(tuning.DISPATCH_READ_COUNT, tuning.DISPATCH_BLOCK_MS)
                 if entries:
                     await self.handle(channel, entries)
                     await reader.ack([e[0] for e in entries])
                 rounds += 1
-                if rounds % 1000 == 0:
+                if rounds % tuning.DISPATCH_TRIM_EVERY_ROUNDS == 0:
                     await trim_acknowledged(self.redis, stream, DISPATCH_GROUP)
-            except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-                log.warning("dispatcher %s: Redis unavailable (%s); retrying", channel, exc)
+                self.outages.recovered("Redis")
+            except TRANSIENT_ERRORS as exc:
+                self.outages.failed(exc, f"dispatcher {channel}")
                 await self._pause(reader)
             except Exception:
                 log.exception("dispatcher %s: a round failed; retrying", channel)
@@ -91,7 +82,7 @@ class Dispatcher:
 
     async def _pause(self, reader: GroupReader) -> None:
         reader.repending()
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(tuning.STORAGE_PAUSE_S)
 
     async def handle(self, channel: str, entries: list[Entry]) -> None:
         adapter = self.adapters[channel]
@@ -104,18 +95,13 @@ class Dispatcher:
         responses = await asyncio.gather(*(self._send(adapter, item) for item in items))
         async with self.redis.pipeline(transaction=False) as pipe:
             for item, response in zip(items, responses, strict=True):
-                pipe.xadd(self.keys.inbound(item.partition), {FIELD: wire.encode(result_message(item, response))})
+                pipe.xadd(self.keys.inbound(item.partition), {FIELD: wire.encode(dispatch.result_message(item, response))})
             await pipe.execute()
 
     async def _send(self, adapter: ChannelAdapter, item: OutboxItem) -> DispatchResponse:
-        """An adapter that raises is a failed send (transient): recorded and retried by the kernel."""
         started = time.perf_counter()
-        try:
-            async with self._in_flight:
-                response = await adapter.send(item.request)
-        except Exception as exc:  # adapters are third-party code; their failure must not stop dispatch
-            log.warning("adapter %s failed: %r", adapter.name, exc)
-            response = DispatchResponse("failed", "transient", f"{type(exc).__name__}: {exc}")
+        async with self._in_flight:
+            response = await dispatch.send(adapter, item)
         if self.metrics is not None:
-            self.metrics.observe_dispatch(item.request.channel, response.status, time.perf_counter() - started)  # type: ignore[attr-defined]
+            self.metrics.observe_dispatch(item.request.channel, response.status, time.perf_counter() - started)
         return response

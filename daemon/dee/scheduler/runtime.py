@@ -18,10 +18,12 @@ import redis.asyncio as aioredis
 from dee.bus.streams import GROUP, Keys, ensure_group
 from dee.config import EngineConfig
 from dee.errors import LeaseLostError
+from dee.metrics import Metrics
 from dee.plugin.contracts import ChannelAdapter
 from dee.scheduler.clock import DeploymentClock
 from dee.scheduler.coordinator import Coordinator
 from dee.scheduler.dispatcher import Dispatcher
+from dee.scheduler.outages import Outages
 from dee.scheduler.worker import PartitionWorker
 from dee.stores.postgres.plans import PlanCache
 
@@ -38,7 +40,7 @@ class Runtime:
     def __init__(
         self, config: EngineConfig, pool: asyncpg.Pool, redis: aioredis.Redis, plans: PlanCache,
         clock: DeploymentClock, adapters: Mapping[str, ChannelAdapter], instance: str | None = None,
-        metrics: object | None = None,
+        metrics: Metrics | None = None, outages: Outages | None = None,
     ) -> None:  # fmt: skip
         self.config = config
         self.pool = pool
@@ -47,10 +49,11 @@ class Runtime:
         self.clock = clock
         self.instance = instance or default_instance_name(config)
         self.metrics = metrics
+        self.outages = outages or Outages()
         self.workers: dict[int, tuple[PartitionWorker, asyncio.Task[None]]] = {}
-        self.coordinator = Coordinator(self.instance, config, pool, self._start_worker, self._stop_worker)
+        self.coordinator = Coordinator(self.instance, config, pool, self._start_worker, self._stop_worker, self.outages)
         self.keys = Keys(config.namespace)
-        self.dispatcher = Dispatcher(self.instance, redis, adapters, config.scheduler.lease_ttl_ms, self.keys, metrics)
+        self.dispatcher = Dispatcher(self.instance, redis, adapters, config.scheduler.lease_ttl_ms, self.keys, metrics, self.outages)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -77,14 +80,15 @@ class Runtime:
 
     async def _start_worker(self, partition: int, epoch: int) -> None:
         worker = PartitionWorker(
-            partition, epoch, self.instance, self.config, self.pool, self.redis, self.plans, self.clock, self.metrics
+            partition, epoch, self.instance, self.config, self.pool, self.redis, self.plans, self.clock, self.metrics,
+            self.outages,
         )
         self.workers[partition] = (worker, asyncio.create_task(self._run_worker(worker), name=f"dee-p{partition}"))
         self._gauge()
 
     def _gauge(self) -> None:
         if self.metrics is not None:
-            self.metrics.partitions_owned.set(len(self.coordinator.owned))  # type: ignore[attr-defined]
+            self.metrics.partitions_owned.set(len(self.coordinator.owned))
 
     async def _run_worker(self, worker: PartitionWorker) -> None:
         try:
@@ -94,7 +98,7 @@ class Runtime:
             self.coordinator.owned.pop(worker.partition, None)
             self.coordinator.lease_losses += 1
             if self.metrics is not None:
-                self.metrics.lease_losses.inc()  # type: ignore[attr-defined]
+                self.metrics.lease_losses.inc()
         except asyncio.CancelledError:
             raise
         except Exception:

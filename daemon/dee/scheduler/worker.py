@@ -1,18 +1,21 @@
 """The partition worker: the single writer of one partition.
 
-Each iteration reads a batch from `dee:{p}:in`. Every transaction first checks the fencing
-epoch (a stale writer's commit is refused there). Normally one transaction does it all:
-1. intake: records the batch as accepted and stamps it with the current tick (`received`, new
-   runs), then
-2. the tick: advances the runs that are due or got input, ordered by run id, at most
-   `max_runs_per_tick` (the batch's inputs go to their runs directly; those of runs over the cap
-   wait in `inbox`), and writes runs, audit entries (COPY), outbox rows and the partition clock;
-after the commit, in one Redis round trip, it answers, publishes the outbox to the dispatch
-streams and acknowledges the stream entries (the published outbox rows are deleted by the next
-transaction). When that transaction fails, the batch is taken in two: intake (inputs to
-`inbox`, then answer and acknowledge), then the tick; a crash or failure in between loses
-nothing, the accepted inputs wait in `inbox`. A burst of enrolments alone is only taken in (the
-tick follows a few iterations later), which is what `bulk_execute` waits for.
+Each iteration reads a batch from `dee:{p}:in` and takes one of three paths, chosen in
+`iterate`:
+
+- **accept and tick** (the common one): one transaction records the batch as accepted, stamped
+  with the current tick (`shell.intake`), and advances the due runs (`shell.tick`), the batch's
+  inputs going to their runs directly (those of runs over the cap wait in `inbox`);
+- **take in**: a batch of enrolments only is accepted and answered (what `bulk_execute` waits
+  for); the runs start at their logical tick all the same, a few iterations later. This is also
+  the first half of the fallback when the one transaction fails: intake alone, answered and
+  acknowledged, then the tick; a failure in between loses nothing, the inputs wait in `inbox`;
+- **tick only**: nothing arrived; with nothing due (two index probes) there is no transaction.
+
+Every transaction first checks the fencing epoch (a stale writer's commit is refused there).
+After a commit, in one Redis round trip, the worker answers, publishes the outbox to the
+dispatch streams and acknowledges the stream entries; the published outbox rows are deleted by
+the next transaction.
 """
 
 from __future__ import annotations
@@ -27,24 +30,30 @@ from dataclasses import dataclass, field
 import asyncpg
 import msgspec
 import redis.asyncio as aioredis
-import redis.exceptions as redis_errors
 
 from dee.bus import messages as wire
 from dee.bus.streams import FIELD, GROUP, Entry, GroupReader, Keys, dead_letter, trim_acknowledged
 from dee.config import EngineConfig
 from dee.errors import LeaseLostError
 from dee.ids import MonotonicUlid, now_iso
-from dee.scheduler.advance import Advancer
+from dee.metrics import Metrics
+from dee.scheduler import tuning
 from dee.scheduler.clock import DeploymentClock
-from dee.scheduler.intake import InboxRow, Intake, accept
+from dee.scheduler.outages import TRANSIENT_ERRORS, Outages, describe
+from dee.shell.envs import KernelEnvs
+from dee.shell.intake import Intake, accept
+from dee.shell.store import OutboxItem, Queued
+from dee.shell.tick import Advanced, advance_due
 from dee.stores.postgres import rows
+from dee.stores.postgres.partition import PostgresPartitionStore
 from dee.stores.postgres.plans import PlanCache
 
 log = logging.getLogger("dee.worker")
-MAX_DEFERRED_TICKS = 8  # enrolment-only batches taken in a row before a tick must run
 
 # a JSON escape of NUL (an odd number of backslashes before u0000; an even one is a literal backslash)
 _ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+Replies = list[tuple[str, wire.Reply]]
 
 
 class TickFailed(Exception):
@@ -53,12 +62,10 @@ class TickFailed(Exception):
 
 @dataclass
 class TickWrites:
-    """What a committed tick still owes: answers to commands, channel actions to publish, and
-    (when the batch was accepted in the same transaction) the answers of its intake."""
+    """What a committed transaction still owes: answers, and channel actions to publish."""
 
-    replies: list[tuple[str, wire.Reply]]
-    outbox: list[tuple[int, rows.OutboxItem]]
-    accepted: list[tuple[str, wire.Reply]] = field(default_factory=list)
+    replies: Replies = field(default_factory=list)
+    outbox: list[tuple[int, OutboxItem]] = field(default_factory=list)
     dropped: int = 0  # how many published outbox rows the transaction deleted
 
 
@@ -74,10 +81,32 @@ class TickReport:
     dead: int = 0
 
 
+@dataclass
+class Batch:
+    """A read batch, decoded: the valid messages and the entries that are not (with why)."""
+
+    entries: Sequence[Entry]
+    messages: list[wire.Inbound]
+    dead: list[tuple[Entry, str]]
+
+    @property
+    def carries_input(self) -> bool:
+        return any(not isinstance(m, wire.Wake) for m in self.messages)  # a wake alone carries nothing
+
+    @property
+    def enrolments_only(self) -> bool:
+        return bool(self.messages) and all(isinstance(m, wire.Execute | wire.ExecuteBatch) for m in self.messages)
+
+    @property
+    def acks(self) -> list[bytes]:
+        return [entry[0] for entry in self.entries]
+
+
 class PartitionWorker:
     def __init__(
         self, partition: int, epoch: int, instance: str, config: EngineConfig, pool: asyncpg.Pool,
-        redis: aioredis.Redis, plans: PlanCache, clock: DeploymentClock, metrics: object | None = None,
+        redis: aioredis.Redis, plans: PlanCache, clock: DeploymentClock, metrics: Metrics | None = None,
+        outages: Outages | None = None,
     ) -> None:  # fmt: skip
         self.partition = partition
         self.epoch = epoch
@@ -88,16 +117,19 @@ class PartitionWorker:
         self.plans = plans
         self.clock = clock
         self.metrics = metrics
+        self.outages = outages or Outages()
         self.keys = Keys(config.namespace)
         self.reader = GroupReader(redis, self.keys.inbound(partition), GROUP, instance)
+        self.envs = KernelEnvs(config, plans.templates)
+        self.cap = config.scheduler.max_runs_per_tick
         self._stop = asyncio.Event()
         self.committed_tick = -1
         self._enrolments_deferred = 0
         self._fenced_out: str | None = None  # why this worker's commit was refused, once it was
         self._new_id = MonotonicUlid()  # ids of this worker's audit entries and new runs
-        self.advancer = Advancer(partition, config, plans, self._new_id)
         self._published: list[int] = []  # outbox rows published, to delete with the next transaction
         self._republish = False  # a commit's channel actions may not have reached Redis: publish again
+        self._last_failure = ""  # the tick failure logged last (the same one again is not logged again)
 
     def stop(self) -> None:
         """Drain: finish the current iteration, then return from `run`."""
@@ -110,7 +142,7 @@ class PartitionWorker:
         busy = True  # a new owner looks at the partition once even without input
         last_tick = -1
         while not self._stop.is_set():
-            entries = await self.reader.read(count=1000, block_ms=5 if busy else 50)
+            entries = await self.reader.read(tuning.READ_COUNT, tuning.BUSY_BLOCK_MS if busy else tuning.IDLE_BLOCK_MS)
             if not entries and not busy and self.clock.cached(last_tick):
                 continue  # nothing arrived, the clock did not move, nothing left over: no transaction
             report = await self.guarded(entries)
@@ -118,7 +150,7 @@ class PartitionWorker:
             busy = bool(entries) or report.processed > 0 or report.tick < 0
             last_tick = report.tick
             iterations += 1
-            if iterations % 500 == 0:
+            if iterations % tuning.TRIM_EVERY_ITERATIONS == 0:
                 await trim_acknowledged(self.redis, self.reader.stream, GROUP)
         if self._fenced_out is None:
             await self._drop_published()
@@ -127,18 +159,23 @@ class PartitionWorker:
         """One iteration; a batch that cannot commit is retried entry by entry, and an entry
         that alone cannot commit (a poison message) is dead-lettered with the reason."""
         try:
-            return await self.iterate(entries)
+            report = await self.iterate(entries)
         except LeaseLostError:
             raise
-        except TickFailed:
-            log.exception("partition %s: the tick failed; its inputs wait in the inbox, retrying", self.partition)
-            await asyncio.sleep(1.0)
+        except TickFailed as exc:
+            cause = exc.__cause__ or exc
+            if isinstance(cause, TRANSIENT_ERRORS):
+                self.outages.failed(cause, f"partition {self.partition}")
+            elif describe(cause) != self._last_failure:
+                self._last_failure = describe(cause)
+                log.error("partition %s: the tick failed; its inputs wait in the inbox, retrying",
+                          self.partition, exc_info=cause)  # fmt: skip
+            await asyncio.sleep(tuning.TICK_FAILED_PAUSE_S)
             return TickReport(tick=-1)
-        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, TimeoutError,
-                redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:  # fmt: skip
-            log.warning("partition %s: storage unavailable (%s); retrying", self.partition, exc)
+        except TRANSIENT_ERRORS as exc:
+            self.outages.failed(exc, f"partition {self.partition}")
             self.reader.repending()
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(tuning.STORAGE_PAUSE_S)
             return TickReport(tick=-1)
         except Exception as exc:
             if len(entries) > 1:
@@ -150,225 +187,168 @@ class PartitionWorker:
             await dead_letter(self.redis, self.keys.dead(self.partition), self.reader.stream, entries[0], reason)
             await self.reader.ack([entries[0][0]])
             return TickReport(tick=-1, dead=1)
+        self.outages.recovered()
+        self._last_failure = ""
+        return report
 
-    async def _unpublished(self) -> list[tuple[int, rows.OutboxItem]]:
-        async with self.pool.acquire() as conn:
-            return await rows.unpublished(conn, self.partition)
-
+    # ---- one iteration: three paths --------------------------------------------------------
     async def iterate(self, entries: Sequence[Entry]) -> TickReport:
-        """Accept the batch and run the tick: in one transaction when it can (the batch's inputs
-        then reach their runs directly), else in two (accept, ack and answer; then the tick)."""
+        """Decode the batch and take its path: accept and tick (falling back to take in, then
+        tick, when the one transaction fails), take in (a burst of enrolments), or tick only."""
         started = time.perf_counter()
         if self._fenced_out is not None:  # once refused, always refused (even with nothing to write)
             raise LeaseLostError(self.partition, self._fenced_out)
         if self._republish:
             await self._publish_leftovers()
-        valid, dead = self._decode(entries)
-        messages = [m for _, m in valid]
-        carries_input = any(not isinstance(m, wire.Wake) for m in messages)  # a wake alone carries nothing
-        # a burst of enrolments is taken in first (what bulk_execute waits for); the runs start
-        # at their logical tick all the same, a few iterations later
-        deferring = bool(messages) and self._enrolments_deferred < MAX_DEFERRED_TICKS and all(
-            isinstance(m, wire.Execute | wire.ExecuteBatch) for m in messages
-        )
-        accepted: list[tuple[str, wire.Reply]] = []
-        ticked: TickWrites | None = None
-        async with self.pool.acquire() as conn:
-            tick = await self.clock.tick(conn, self.partition)
-            report = TickReport(tick, accepted=len(valid), dead=len(dead))
-            if carries_input and not deferring:
-                ticked = await self._accept_and_tick(conn, tick, messages, report)
-            if carries_input and ticked is None:
-                async with conn.transaction():
-                    await self._fence(conn)
-                    intake, duplicates = await self._intake(conn, tick, messages, queue=True)
-                    report.entries += await self._insert_runs(conn, intake)
-                    await self._store_replies(conn, intake.replies)
-                accepted = [*intake.replies, *duplicates]
-        for entry, reason in dead:
-            await dead_letter(self.redis, self.keys.dead(self.partition), self.reader.stream, entry, reason)
-        acks = [e[0] for e in entries]
-        if ticked is not None:
-            self.committed_tick = max(self.committed_tick, tick)
-            self._enrolments_deferred = 0
-            await self._after_tick(ticked, report, started, acks)
+        batch = self._decode(entries)
+        if not batch.carries_input:
+            await self._bury(batch)
+            await self._deliver([], [], batch.acks)
+            report = await self._tick_guarded(started, probe_first=True)
+            report.accepted, report.dead = len(batch.messages), len(batch.dead)
             return report
-        await self._deliver(accepted, [], acks)
-        if deferring:
+        if batch.enrolments_only and self._enrolments_deferred < tuning.MAX_DEFERRED_TICKS:
             self._enrolments_deferred += 1
+            report = await self._take_in(batch, started)
             report.tick = -1  # look again at once
             return report
         self._enrolments_deferred = 0
-        try:
-            return await self._tick(tick, report, started, probe_first=not carries_input)
-        except LeaseLostError:
-            raise
-        except Exception as exc:  # the batch is already accepted: nothing here is its fault
-            raise TickFailed(str(exc)) from exc
+        report = await self._accept_and_tick(batch, started)
+        if report is not None:
+            return report
+        await self._take_in(batch, started)
+        return await self._tick_guarded(started, probe_first=False)
 
-    async def _accept_and_tick(
-        self, conn: asyncpg.Connection, tick: int, messages: list[wire.Inbound], report: TickReport
-    ) -> TickWrites | None:
-        """Accept a batch and advance the due runs in one transaction; the batch's inputs go to
-        their runs directly instead of through the `inbox` table (only those of runs over the
-        cap are queued there). None when that transaction failed: the caller then takes the
-        two-transaction path, where a failure is judged entry by entry."""
-        counted = (report.entries, report.processed, report.transitions)
+    async def _accept_and_tick(self, batch: Batch, started: float) -> TickReport | None:
+        """Accept the batch and advance the due runs in one transaction. None when that
+        transaction failed: the caller then takes the batch in two, where a failure is judged
+        entry by entry."""
         try:
-            async with conn.transaction():
-                await self._fence(conn)
-                intake, duplicates = await self._intake(conn, tick, messages, queue=False)
-                report.entries += await self._insert_runs(conn, intake)
-                await self._store_replies(conn, intake.replies)
-                ticked = await self._advance_due(conn, tick, report, intake.inbox)
-        except (LeaseLostError, OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, TimeoutError):
+            async with self.pool.acquire() as conn:
+                tick = await self.clock.tick(conn, self.partition)
+                report = TickReport(tick, accepted=len(batch.messages), dead=len(batch.dead))
+                async with conn.transaction():
+                    store = await self._fenced_store(conn)
+                    intake = await self._intake(store, tick, batch, report)
+                    writes = await self._advance(conn, store, tick, report, intake.inputs)
+        except (LeaseLostError, *TRANSIENT_ERRORS):
             raise
         except Exception:
             log.warning("partition %s: accepting and advancing in one transaction failed; "
                         "taking the batch in two", self.partition, exc_info=True)  # fmt: skip
-            report.entries, report.processed, report.transitions = counted
             return None
-        ticked.accepted = [*intake.replies, *duplicates]
-        return ticked
+        writes.replies[:0] = [*intake.replies, *intake.duplicates]
+        self._committed(tick)
+        await self._bury(batch)
+        await self._after_commit(writes, report, started, batch.acks)
+        return report
 
-    async def _insert_runs(self, conn: asyncpg.Connection, intake: Intake) -> int:
-        """Write the runs the batch enrolled; returns how many audit entries that wrote."""
-        inserted = await rows.insert_new_runs(conn, intake.runs, intake.audit)
-        return sum(1 for e in intake.audit if e.run_id in inserted)
-
-    async def _tick(self, tick: int, report: TickReport, started: float, probe_first: bool) -> TickReport:
-        """The tick transaction: advance what is due, write it, then answer and publish. An
-        iteration that accepted no input first asks whether anything is due (two index
-        probes): with nothing due there is no transaction at all."""
+    async def _take_in(self, batch: Batch, started: float) -> TickReport:
+        """Accept the batch on its own (its inputs to `inbox`), answer and acknowledge it."""
         async with self.pool.acquire() as conn:
+            tick = await self.clock.tick(conn, self.partition)
+            report = TickReport(tick, accepted=len(batch.messages), dead=len(batch.dead))
+            async with conn.transaction():
+                store = await self._fenced_store(conn)
+                intake = await self._intake(store, tick, batch, report)
+                await store.queue(intake.inputs)
+        await self._bury(batch)
+        await self._deliver([*intake.replies, *intake.duplicates], [], batch.acks)
+        self._observe(report, started)
+        return report
+
+    async def _tick_guarded(self, started: float, probe_first: bool) -> TickReport:
+        """The tick on its own; its failure is never a batch's fault (TickFailed)."""
+        try:
+            return await self._tick(started, probe_first)
+        except (LeaseLostError, *TRANSIENT_ERRORS):
+            raise
+        except Exception as exc:
+            raise TickFailed(str(exc)) from exc
+
+    async def _tick(self, started: float, probe_first: bool) -> TickReport:
+        """Advance what is due. An iteration that accepted no input first asks whether anything
+        is due (two index probes): with nothing due there is no transaction at all."""
+        async with self.pool.acquire() as conn:
+            tick = await self.clock.tick(conn, self.partition)
+            report = TickReport(tick)
             if probe_first and not await rows.anything_due(conn, self.partition, tick):
                 await self._drop_published(conn)
                 self._observe(report, started)
                 return report
             async with conn.transaction():
-                await self._fence(conn)
-                ticked = await self._advance_due(conn, tick, report, [])
-        self.committed_tick = max(self.committed_tick, tick)
-        await self._after_tick(ticked, report, started, [])
+                store = await self._fenced_store(conn)
+                writes = await self._advance(conn, store, tick, report, [])
+        self._committed(tick)
+        await self._after_commit(writes, report, started, [])
         return report
 
-    async def _advance_due(self, conn: asyncpg.Connection, tick: int, report: TickReport, fresh: list[InboxRow]) -> TickWrites:
-        """Inside the tick transaction: advance the due runs and write what they did (and drop
-        the outbox rows published after earlier commits)."""
-        dropped = len(self._published)
-        if dropped:
-            await rows.delete_outbox(conn, self._published)
-        done = await self.advancer.advance_due(conn, tick, fresh)
-        report.processed, report.transitions = len(done.states), report.transitions + done.transitions
-        replies, outbox = done.replies, done.outbox
-        report.entries += await rows.copy_audit(conn, done.audit)
-        outbox_seqs = await rows.add_outbox(conn, self.partition, outbox)
-        if tick > self.committed_tick:
-            await conn.execute("UPDATE partitions SET tick = greatest(tick, $2) WHERE partition = $1", self.partition, tick)
-        await self._store_replies(conn, replies)
-        return TickWrites(replies, list(zip(outbox_seqs, outbox, strict=True)), dropped=dropped)
-
-    async def _after_tick(self, ticked: TickWrites, report: TickReport, started: float, acks: list[bytes]) -> None:
-        """After the tick's commit: answer, publish its channel actions, acknowledge the batch."""
-        del self._published[: ticked.dropped]
-        await self._deliver([*ticked.accepted, *ticked.replies], ticked.outbox, acks)
-        self._observe(report, started)
-
-    def _observe(self, report: TickReport, started: float) -> None:
-        if self.metrics is not None:
-            self.metrics.observe_tick(self.partition, report, time.perf_counter() - started)  # type: ignore[attr-defined]
-
-    @staticmethod
-    def _decode(entries: Sequence[Entry]) -> tuple[list[tuple[bytes, wire.Inbound]], list[tuple[Entry, str]]]:
-        """Strictly decoded messages, and the entries that are not valid messages (with why)."""
-        valid: list[tuple[bytes, wire.Inbound]] = []
-        dead: list[tuple[Entry, str]] = []
-        for entry in entries:
-            raw = entry[1].get(FIELD)
-            try:
-                if raw is None:
-                    raise ValueError("entry has no 'm' field")
-                if b"\\u0000" in raw and _ESCAPED_NUL.search(raw):
-                    raise ValueError("strings may not contain NUL (\\u0000): PostgreSQL text cannot store it")
-                valid.append((entry[0], wire.decode(raw)))
-            except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
-                dead.append((entry, f"{type(exc).__name__}: {exc}"))
-        return valid, dead
-
-    async def _fence(self, conn: asyncpg.Connection) -> None:
+    # ---- inside a transaction ----------------------------------------------------------------
+    async def _fenced_store(self, conn: asyncpg.Connection) -> PostgresPartitionStore:
+        """This partition's store on `conn`, once the fencing epoch is checked (FOR UPDATE: a
+        newer owner's epoch refuses this commit)."""
         row = await conn.fetchrow("SELECT epoch, owner FROM partitions WHERE partition = $1 FOR UPDATE", self.partition)
         if row is None or row["epoch"] != self.epoch or row["owner"] != self.instance:
             self._stop.set()
             self._fenced_out = f"epoch {row['epoch'] if row else '?'} != held {self.epoch}"
             raise LeaseLostError(self.partition, self._fenced_out)
+        return PostgresPartitionStore(conn, self.partition, self.plans)
 
-    async def _intake(
-        self, conn: asyncpg.Connection, tick: int, messages: list[wire.Inbound], queue: bool
-    ) -> tuple[Intake, list[tuple[str, wire.Reply]]]:
-        """Dedupe and accept; `queue` writes the accepted inputs to the inbox (else the caller
-        hands `intake.inbox` to the tick in the same transaction)."""
-        intake = Intake(tick, self.partition)
-        keyed = [m for m in messages if not isinstance(m, wire.Wake)]
-        if not keyed:
-            return intake, []
-        ids = [m.command_id for m in keyed]
-        fresh = {
-            r["message_id"]
-            for r in await conn.fetch(
-                "INSERT INTO received (message_id, partition, tick) SELECT unnest($1::text[]), $2, $3 "
-                "ON CONFLICT DO NOTHING RETURNING message_id",
-                list(dict.fromkeys(ids)), self.partition, tick,
-            )
-        }  # fmt: skip
-        new, seen = [], set()
-        duplicates: list[wire.Inbound] = []
-        for m in keyed:
-            (new if m.command_id in fresh and m.command_id not in seen else duplicates).append(m)
-            seen.add(m.command_id)
-        stamp = now_iso()
-        await accept(conn, intake, new, self.plans, stamp, self._new_id)
-        if queue:
-            await rows.add_inbox(conn, self.partition, intake.inbox)
-        return intake, await self._stored_replies(conn, duplicates)
+    async def _intake(self, store: PostgresPartitionStore, tick: int, batch: Batch, report: TickReport) -> Intake:
+        intake = await accept(store, tick, batch.messages, now_iso(), self._new_id)
+        inserted = await store.add_runs(intake.runs, intake.audit)
+        report.entries += sum(1 for row in intake.audit if row.run_id in inserted)
+        await store.store_replies([reply for _, reply in intake.replies])
+        return intake
 
-    async def _stored_replies(self, conn: asyncpg.Connection, duplicates: list[wire.Inbound]) -> list[tuple[str, wire.Reply]]:
-        """A retried message gets the reply of its first delivery (if it is known yet)."""
-        wanted = [m for m in duplicates if m.reply_to]
-        if not wanted:
-            return []
-        stored = {
-            r["message_id"]: r["reply"]
-            for r in await conn.fetch("SELECT message_id, reply FROM received WHERE message_id = ANY($1::text[])",
-                                      [m.command_id for m in wanted])  # fmt: skip
-        }
-        return [
-            (m.reply_to, msgspec.json.decode(stored[m.command_id], type=wire.Reply))
-            for m in wanted
-            if stored.get(m.command_id) is not None and m.reply_to
-        ]
+    async def _advance(
+        self, conn: asyncpg.Connection, store: PostgresPartitionStore, tick: int, report: TickReport, fresh: list[Queued]
+    ) -> TickWrites:
+        """Advance the due runs and write what they did; drop the outbox rows published after
+        earlier commits; move the partition's clock."""
+        dropped = len(self._published)
+        if dropped:
+            await rows.delete_outbox(conn, self._published)
+        done: Advanced = await advance_due(store, self.envs, tick, self.cap, fresh, now_iso(), self._new_id)
+        report.processed, report.transitions = len(done.states), report.transitions + done.transitions
+        await store.append_audit(done.audit)
+        report.entries += len(done.audit)
+        seqs = await store.add_outbox(done.outbox)
+        if tick > self.committed_tick:
+            await conn.execute("UPDATE partitions SET tick = greatest(tick, $2) WHERE partition = $1", self.partition, tick)
+        await store.store_replies([reply for _, reply in done.replies])
+        return TickWrites(done.replies, list(zip(seqs, done.outbox, strict=True)), dropped)
 
-    async def _store_replies(self, conn: asyncpg.Connection, replies: list[tuple[str, wire.Reply]]) -> None:
-        if replies:
-            await conn.execute(
-                "UPDATE received SET reply = u.reply FROM unnest($1::text[], $2::bytea[]) AS u(id, reply) "
-                "WHERE message_id = u.id",
-                [reply.command_id for _, reply in replies], [wire.encode(reply) for _, reply in replies],
-            )  # fmt: skip
+    # ---- after a commit ----------------------------------------------------------------------
+    async def _bury(self, batch: Batch) -> None:
+        """Dead-letter the entries that are no valid message, with why (they are acknowledged
+        with the rest of the batch, so they never block the entries behind them)."""
+        for entry, reason in batch.dead:
+            await dead_letter(self.redis, self.keys.dead(self.partition), self.reader.stream, entry, reason)
 
-    async def _deliver(
-        self, replies: list[tuple[str, wire.Reply]], outbox: list[tuple[int, rows.OutboxItem]], acks: list[bytes]
-    ) -> None:
+    def _committed(self, tick: int) -> None:
+        self.committed_tick = max(self.committed_tick, tick)
+
+    async def _after_commit(self, writes: TickWrites, report: TickReport, started: float, acks: list[bytes]) -> None:
+        del self._published[: writes.dropped]
+        await self._deliver(writes.replies, writes.outbox, acks)
+        self._observe(report, started)
+
+    def _observe(self, report: TickReport, started: float) -> None:
+        if self.metrics is not None:
+            self.metrics.observe_tick(self.partition, report, time.perf_counter() - started)
+
+    async def _deliver(self, replies: Replies, outbox: list[tuple[int, OutboxItem]], acks: list[bytes]) -> None:
         """After a commit, in one round trip and in this order: the answers, the channel actions
         (XADD to their dispatch streams), the acknowledgement of the stream entries. A crash
         part-way re-reads what was not acknowledged and answers or publishes again; duplicates
-        are dropped downstream (by command id, by idempotency key). Published outbox rows are
-        deleted with the next transaction (or when the partition goes idle)."""
+        are dropped downstream (by command id, by idempotency key)."""
         if not (replies or outbox or acks):
             return
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for stream, reply in replies:
-                    pipe.xadd(stream, {FIELD: wire.encode(reply)}, maxlen=10_000, approximate=True)
+                    pipe.xadd(stream, {FIELD: wire.encode(reply)}, maxlen=tuning.REPLY_STREAM_MAXLEN, approximate=True)
                 for _, item in outbox:
                     pipe.xadd(self.keys.dispatch(item.request.channel), {FIELD: msgspec.json.encode(item)})
                 if acks:
@@ -380,6 +360,10 @@ class PartitionWorker:
             self._republish = self._republish or bool(outbox)
             raise
         self._published.extend(seq for seq, _ in outbox)
+
+    async def _unpublished(self) -> list[tuple[int, OutboxItem]]:
+        async with self.pool.acquire() as conn:
+            return await rows.unpublished(conn, self.partition)
 
     async def _publish_leftovers(self) -> None:
         """Publish the outbox rows a failed delivery may have left (a duplicate is harmless:
@@ -399,3 +383,20 @@ class PartitionWorker:
         else:
             await rows.delete_outbox(conn, self._published)
         self._published.clear()
+
+    @staticmethod
+    def _decode(entries: Sequence[Entry]) -> Batch:
+        """Strictly decoded messages, and the entries that are not valid messages (with why)."""
+        messages: list[wire.Inbound] = []
+        dead: list[tuple[Entry, str]] = []
+        for entry in entries:
+            raw = entry[1].get(FIELD)
+            try:
+                if raw is None:
+                    raise ValueError("entry has no 'm' field")
+                if b"\\u0000" in raw and _ESCAPED_NUL.search(raw):
+                    raise ValueError("strings may not contain NUL (\\u0000): PostgreSQL text cannot store it")
+                messages.append(wire.decode(raw))
+            except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
+                dead.append((entry, f"{type(exc).__name__}: {exc}"))
+        return Batch(entries, messages, dead)

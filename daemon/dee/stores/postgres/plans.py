@@ -6,9 +6,9 @@ import asyncpg
 import msgspec
 
 from dee.plan.compiled import CompiledPlan
-from dee.plan.prepare import prepare_plan
 from dee.plan.files import plan_from_document
 from dee.plan.model import Plan
+from dee.plan.prepare import prepare_plan
 from dee.plugin.contracts import TemplateStore
 from dee.plugin.manager import PluginManager
 

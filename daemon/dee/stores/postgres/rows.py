@@ -13,9 +13,9 @@ import asyncpg
 import msgspec
 
 from dee.kernel.audit import AuditEntry, AuditRow, entry_of
-from dee.kernel.effects import DispatchRequest
 from dee.kernel.inputs import AnyInput
 from dee.kernel.state import RunState
+from dee.shell.store import OutboxItem
 
 _state_encoder = msgspec.msgpack.Encoder()
 _state_decoder = msgspec.msgpack.Decoder(RunState)
@@ -183,14 +183,6 @@ async def add_inbox(conn: asyncpg.Connection, partition: int, rows: Sequence[tup
             "WITH ORDINALITY AS u(r, t, b, rt, m, n) ORDER BY n",
             partition, run_ids, ticks, bodies, reply_tos, message_ids,
         )  # fmt: skip
-
-
-class OutboxItem(msgspec.Struct, frozen=True, rename="camel"):
-    """What the dispatch stream carries: the request and the partition its result returns to."""
-
-    partition: int
-    contact_id: str
-    request: DispatchRequest
 
 
 async def add_outbox(conn: asyncpg.Connection, partition: int, items: Sequence[OutboxItem]) -> list[int]:

@@ -1,0 +1,39 @@
+"""Channel actions to adapters, and adapters' answers back as `result` messages.
+
+Shared by the daemon's dispatcher (which reads the dispatch streams) and the memory engine: an
+adapter that raises is a failed send (transient), a failure without an error kind is
+permanent, and the result's commandId is derived from the idempotency key and the dispatch
+number, so a re-delivered action gives a duplicate result, which intake drops.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from dee.bus import messages as wire
+from dee.plugin.contracts import ChannelAdapter, DispatchResponse
+from dee.shell.store import OutboxItem
+
+log = logging.getLogger("dee.dispatch")
+
+
+async def send(adapter: ChannelAdapter, item: OutboxItem) -> DispatchResponse:
+    """The adapter's answer to one action; whatever it raises is a transient failure (recorded
+    and retried by the kernel), never the dispatcher's end: adapters are third-party code."""
+    try:
+        return await adapter.send(item.request)
+    except Exception as exc:
+        log.warning("adapter %s failed: %r", adapter.name, exc)
+        return DispatchResponse("failed", "transient", f"{type(exc).__name__}: {exc}")
+
+
+def result_message(item: OutboxItem, response: DispatchResponse) -> wire.Result:
+    request = item.request
+    failed = response.status != "delivered"
+    return wire.Result(
+        command_id=f"result:{request.idempotency_key}:{request.dispatch_no}",
+        run_id=request.run_id, idempotency_key=request.idempotency_key, attempt=request.attempt,
+        status="failed" if failed else "delivered",
+        error_kind=(response.error_kind or "permanent") if failed else None,  # type: ignore[arg-type]
+        error=response.error, outcome=response.outcome, data=response.data,
+    )  # fmt: skip

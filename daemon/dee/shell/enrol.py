@@ -1,0 +1,66 @@
+"""Enrolment: new runs for a batch of contacts, every rule of `execute` checked in bulk.
+
+Shared by intake (`execute`, `executeBatch` messages) and by the daemon client's
+`bulk_execute` fast path, which writes large batches directly: new runs are rows no one else
+writes yet, and a store settles races with concurrent enrolments of the same contact and plan
+(PostgreSQL by a unique index); the owning partition starts the new runs at their start tick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from msgspec.structs import replace
+
+from dee.errors import AlreadyEnrolledError, ContactSuppressedError, DeeError
+from dee.kernel.audit import AuditRow, seal_rows
+from dee.kernel.contact import Contact
+from dee.kernel.inputs import Start
+from dee.kernel.machine import start_run
+from dee.plan.compiled import CompiledPlan
+from dee.shell.store import NewRun, PartitionStore
+
+
+@dataclass
+class Enrolment:
+    runs: list[NewRun] = field(default_factory=list)
+    audit: list[AuditRow] = field(default_factory=list)
+    created: list[str] = field(default_factory=list)
+    refused: list[tuple[str, DeeError]] = field(default_factory=list)
+
+
+async def enrol(
+    store: PartitionStore, tick: int, compiled: CompiledPlan, items: Sequence[tuple[str, Contact]],
+    variables: dict[str, Any], start_tick: int, idempotency_key: str | None, stamp: str, new_id: Callable[[], str],
+    already: dict[tuple[str, str], str] | None = None,
+) -> Enrolment:  # fmt: skip
+    """Runs for `(run_id, contact)` items; already enrolled or suppressed contacts are refused.
+    A contact's recorded flags (unsubscribed, bounced) come with it into the new run.
+
+    `already` holds enrolments made earlier in the same batch (and is updated)."""
+    plan = compiled.plan
+    version = plan.version or 0
+    already = {} if already is None else already
+    facts = await store.enrolment_facts(plan.id, [contact.id for _, contact in items])
+    out = Enrolment()
+    for run_id, contact in items:
+        current = already.get((plan.id, contact.id)) or facts.enrolled.get(contact.id)
+        if current is not None:
+            out.refused.append((contact.id, AlreadyEnrolledError(plan.id, contact.id, current)))
+            continue
+        if contact.id in facts.suppressed:
+            out.refused.append((contact.id, ContactSuppressedError(contact.id, *facts.suppressed[contact.id])))
+            continue
+        unsubscribed, bounced = facts.flags.get(contact.id, (False, False))
+        if unsubscribed or bounced:
+            contact = replace(contact, unsubscribed=contact.unsubscribed or unsubscribed, bounced=contact.bounced or bounced)
+        start = Start(tick, run_id, plan.id, version, plan.checksum, contact, dict(variables), start_tick)
+        first = start_run(start)
+        entries = seal_rows(first.entries, first.state.audit_head, stamp, new_id)
+        out.runs.append(NewRun(replace(first.state, audit_head=entries[-1].checksum), idempotency_key))
+        out.audit.extend(entries)
+        already[(plan.id, contact.id)] = run_id
+        out.created.append(run_id)
+    return out

@@ -1,0 +1,46 @@
+"""The one way to build a `KernelEnv`: per plan version, from the deployment's configuration.
+
+Everything in an env is configuration or content (the compiled plan version, the template
+store, the tick length, the channel settings), never live data; so the partition workers, the
+memory engine, replay and `dee bench` all build it here and get the same one for a version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from dee.config import EngineConfig
+from dee.kernel.machine import KernelEnv
+from dee.plan.compiled import CompiledPlan
+from dee.plan.spec import TemplateStore
+
+
+def kernel_env(config: EngineConfig, plan: CompiledPlan, templates: TemplateStore) -> KernelEnv:
+    return KernelEnv(
+        plan=plan, templates=templates, tick_interval_ms=config.scheduler.tick_interval_ms,
+        settings=config.kernel_settings(), message_domain=config.message_domain,
+    )  # fmt: skip
+
+
+PlanLookup = Callable[[str, int], Awaitable[CompiledPlan]]
+
+
+class KernelEnvs:
+    """The envs of one process, one per plan version, built on first use; `plans` looks a
+    registered version up (in Postgres, in memory, in an export file)."""
+
+    def __init__(self, config: EngineConfig, templates: TemplateStore) -> None:
+        self.config = config
+        self.templates = templates
+        self._envs: dict[tuple[str, int], KernelEnv] = {}
+
+    async def get(self, plan_id: str, version: int, plans: PlanLookup) -> KernelEnv:
+        key = (plan_id, version)
+        env = self._envs.get(key)
+        if env is None:
+            env = self._envs[key] = kernel_env(self.config, await plans(plan_id, version), self.templates)
+        return env
+
+    def cached(self, plan_id: str, version: int) -> KernelEnv | None:
+        """The env if it was built before (the tick's fast path: no await per run)."""
+        return self._envs.get((plan_id, version))

@@ -1,0 +1,228 @@
+"""Intake: accepted wire messages become queued inputs (and new runs), at the partition's tick.
+
+Every message is stamped with the partition's current tick. `execute` creates its run right
+here (pending, with its `run.started` entry), so the reply can carry the run and enrolment
+conflicts are found at once; commands are checked for existence and queued, and are answered
+after the kernel applied them; events, suppressions and consents are answered once stored.
+Duplicates (a commandId seen before) are not applied again and get the first reply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from dee.bus import messages as wire
+from dee.errors import DeeError, RunNotFoundError, StartInPastError, UnknownPlanError, error_fields
+from dee.kernel.audit import AuditRow
+from dee.kernel.inputs import AnyInput, Cancel, ChannelResult, Event, Pause, ReplayRecorded, Resume, Retry, Suppressed
+from dee.kernel.machine import CONTACT_FLAG_EVENTS
+from dee.records import ConsentRecord, Suppression
+from dee.shell.enrol import enrol
+from dee.shell.store import NewRun, PartitionStore, Queued
+
+
+@dataclass
+class Intake:
+    """What accepting one batch produced: replies to send after the commit, inputs for runs,
+    and the runs it enrolled."""
+
+    tick: int
+    partition: int
+    replies: list[tuple[str, wire.Reply]] = field(default_factory=list)
+    inputs: list[Queued] = field(default_factory=list)
+    runs: list[NewRun] = field(default_factory=list)
+    audit: list[AuditRow] = field(default_factory=list)
+    duplicates: list[tuple[str, wire.Reply]] = field(default_factory=list)  # retried commands' first replies
+    enrolled: dict[tuple[str, str], str] = field(default_factory=dict)
+    known: dict[str, int] = field(default_factory=dict)  # run id -> partition, looked up once per batch
+    # contact id -> its active runs here as (run id, plan id) by run id, looked up once per batch
+    active: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+
+    def owns(self, run_id: str) -> bool:
+        """Whether the run exists in this partition (enrolled before or earlier in this batch)."""
+        return self.known.get(run_id) == self.partition
+
+    def reply(self, message: wire.Message, reply: wire.Reply) -> None:
+        if message.reply_to:
+            self.replies.append((message.reply_to, reply))
+
+    def refuse(self, message: wire.Message, error: DeeError, run_id: str | None = None) -> None:
+        reply = wire.Reply(message.command_id, False, type(error).__name__, str(error), run_id, details=error_fields(error))
+        self.reply(message, reply)
+
+    def give(self, run_id: str, value: AnyInput, message: wire.Message | None = None) -> None:
+        """Queue an input for a run; with `message`, the run's kernel pass answers it."""
+        if message is None:
+            self.inputs.append(Queued(run_id, value))
+        else:
+            self.inputs.append(Queued(run_id, value, message.reply_to, message.command_id))
+
+
+async def accept(
+    store: PartitionStore, tick: int, messages: Sequence[wire.Inbound], stamp: str, new_id: Callable[[], str]
+) -> Intake:
+    """Dedupe a batch by commandId and apply the intake rules to the new messages, in stream
+    order. The caller writes `intake.runs` and `intake.audit` (`store.add_runs`) and either
+    queues `intake.inputs` or hands them to the tick of the same transaction."""
+    intake = Intake(tick, store.partition)
+    keyed = [m for m in messages if not isinstance(m, wire.Wake)]
+    if not keyed:
+        return intake
+    fresh = await store.claim(list(dict.fromkeys(m.command_id for m in keyed)), tick)
+    new: list[wire.Inbound] = []
+    seen: set[str] = set()
+    retried: list[wire.Inbound] = []
+    for m in keyed:
+        (new if m.command_id in fresh and m.command_id not in seen else retried).append(m)
+        seen.add(m.command_id)
+    await _look_up(store, intake, new)
+    for message in new:
+        await _accept_one(store, intake, message, stamp, new_id)
+    intake.duplicates = await _first_replies(store, retried)
+    return intake
+
+
+async def _look_up(store: PartitionStore, intake: Intake, messages: Sequence[wire.Inbound]) -> None:
+    """The runs the batch names and the active runs of the contacts it addresses, read once:
+    intake writes no run before the batch ends, so one read up front sees what a read per
+    message would."""
+    named = [m.run_id for m in messages if getattr(m, "run_id", None) and not isinstance(m, wire.Execute)]
+    if named:
+        intake.known.update(await store.partitions_of(named))
+    contacts = sorted({m.contact_id for m in messages
+                       if isinstance(m, wire.Suppress) or (isinstance(m, wire.Event) and m.run_id is None)})  # fmt: skip
+    if contacts:
+        intake.active.update(await store.active_runs(contacts))
+
+
+async def _accept_one(store: PartitionStore, intake: Intake, message: wire.Inbound, stamp: str, new_id: Callable[[], str]) -> None:
+    if isinstance(message, wire.Execute | wire.ExecuteBatch):
+        await _execute(store, intake, message, stamp, new_id)
+    elif isinstance(message, wire.Pause | wire.Resume | wire.Cancel | wire.Retry | wire.ReplayVerdict):
+        _command(intake, message)
+    elif isinstance(message, wire.Event):
+        await _event(store, intake, message)
+    elif isinstance(message, wire.Suppress):
+        await _suppress(store, intake, message)
+    elif isinstance(message, wire.Consent):
+        await store.add_consent(ConsentRecord(
+            contact_id=message.contact_id, channel=message.channel, status=message.status, source=message.source,
+            tick=intake.tick, expires_tick=message.expires_tick, evidence=dict(message.evidence),
+        ))  # fmt: skip
+        intake.reply(message, wire.Reply(message.command_id, True))
+    elif isinstance(message, wire.Result) and intake.owns(message.run_id):
+        intake.give(message.run_id, ChannelResult(
+            intake.tick, message.idempotency_key, message.status, message.error_kind, message.error, message.outcome,
+            dict(message.data),
+        ))  # fmt: skip
+
+
+async def _execute(
+    store: PartitionStore, intake: Intake, m: wire.Execute | wire.ExecuteBatch, stamp: str, new_id: Callable[[], str]
+) -> None:
+    """Enrol one contact (`execute`) or many (`executeBatch`) with batched reads."""
+    if isinstance(m, wire.Execute):
+        items = [wire.BatchItem(m.run_id, m.contact)]
+        start_at, key = m.start_at, m.idempotency_key
+    else:
+        items, start_at, key = m.items, None, None
+    if key is not None:
+        existing = await store.run_by_key(key)
+        if existing is not None:
+            intake.reply(m, wire.Reply(m.command_id, True, run_id=existing))
+            return
+    try:
+        compiled = await store.plan(m.plan_id, m.plan_version)
+    except KeyError:
+        intake.refuse(m, UnknownPlanError(m.plan_id, m.plan_version))
+        return
+    start_tick = intake.tick if start_at is None else start_at
+    if start_tick < intake.tick:
+        intake.refuse(m, StartInPastError(start_tick, intake.tick))
+        return
+    pairs = [(item.run_id, item.contact) for item in items]
+    done = await enrol(store, intake.tick, compiled, pairs, dict(m.variables), start_tick, key, stamp, new_id, intake.enrolled)
+    if isinstance(m, wire.Execute) and done.refused:
+        _, error = done.refused[0]
+        intake.refuse(m, error, getattr(error, "run_id", None))
+        return
+    intake.runs.extend(done.runs)
+    intake.audit.extend(done.audit)
+    intake.known.update((run_id, intake.partition) for run_id in done.created)
+    created, skipped = done.created, [contact_id for contact_id, _ in done.refused]
+    run_id = created[0] if isinstance(m, wire.Execute) else None
+    intake.reply(m, wire.Reply(m.command_id, True, run_id=run_id, runs=created, skipped=skipped))
+
+
+def _command(intake: Intake, m: wire.Pause | wire.Resume | wire.Cancel | wire.Retry | wire.ReplayVerdict) -> None:
+    if not intake.owns(m.run_id):
+        intake.refuse(m, RunNotFoundError(m.run_id))
+        return
+    tick = intake.tick
+    made: AnyInput
+    if isinstance(m, wire.Pause):
+        made = Pause(tick, command_id=m.command_id)
+    elif isinstance(m, wire.Resume):
+        made = Resume(tick, command_id=m.command_id)
+    elif isinstance(m, wire.Retry):
+        made = Retry(tick, command_id=m.command_id)
+    elif isinstance(m, wire.Cancel):
+        made = Cancel(tick, reason=m.reason, command_id=m.command_id)
+    else:
+        made = ReplayRecorded(tick, m.identical, list(m.fields), m.reissued)
+    intake.give(m.run_id, made, m)
+
+
+def _targets(intake: Intake, contact_id: str, plan_id: str | None = None) -> list[str]:
+    """The contact's active runs in this partition (of one plan, if given), by run id."""
+    return [run_id for run_id, plan in intake.active.get(contact_id, []) if plan_id is None or plan == plan_id]
+
+
+async def _event(store: PartitionStore, intake: Intake, m: wire.Event) -> None:
+    if m.run_id is not None:
+        if not intake.owns(m.run_id):
+            intake.refuse(m, RunNotFoundError(m.run_id))
+            return
+        targets = [m.run_id]
+    else:
+        targets = _targets(intake, m.contact_id)
+    flag = CONTACT_FLAG_EVENTS.get(m.event_type)
+    if flag is not None:  # contact-level: runs enrolled later see it too
+        await store.flag_contact(m.contact_id, flag, intake.tick)
+    event = Event(intake.tick, m.command_id, m.event_type, m.step_id, m.message_id, dict(m.data), m.occurred_at)
+    for run_id in targets:
+        intake.give(run_id, event)
+    intake.reply(m, wire.Reply(m.command_id, True, runs=targets))
+
+
+async def _suppress(store: PartitionStore, intake: Intake, m: wire.Suppress) -> None:
+    """Record a suppression and cancel the runs it covers: every run of the contact for the
+    global and regulatory levels, the plan's runs for a plan-level one (which must name its
+    plan), none for a channel-level one (its channel's sends are refused instead)."""
+    if m.level == "plan" and not m.plan_id:
+        intake.refuse(m, DeeError("a plan-level suppression needs a planId"))
+        return
+    if m.level == "channel" and not m.channel:
+        intake.refuse(m, DeeError("a channel-level suppression needs a channel"))
+        return
+    await store.add_suppression(Suppression(
+        contact_id=m.contact_id, level=m.level, reason=m.reason, source=m.source, channel=m.channel,
+        plan_id=m.plan_id, tick=intake.tick,
+    ))  # fmt: skip
+    targets: list[str] = []
+    if m.level != "channel":
+        targets = _targets(intake, m.contact_id, m.plan_id if m.level == "plan" else None)
+    cancel = Suppressed(intake.tick, m.level, m.reason, m.source)
+    for run_id in targets:
+        intake.give(run_id, cancel)
+    intake.reply(m, wire.Reply(m.command_id, True, runs=targets))
+
+
+async def _first_replies(store: PartitionStore, duplicates: Sequence[wire.Inbound]) -> list[tuple[str, wire.Reply]]:
+    """A retried message gets the reply of its first delivery (if it is known yet)."""
+    wanted = [m for m in duplicates if m.reply_to]
+    if not wanted:
+        return []
+    stored = await store.replies_of([m.command_id for m in wanted])
+    return [(m.reply_to, stored[m.command_id]) for m in wanted if m.command_id in stored and m.reply_to]

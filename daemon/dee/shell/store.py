@@ -1,0 +1,129 @@
+"""`PartitionStore`: what the shell's rules read and write for one partition.
+
+The rules (intake, enrolment, the tick) are written once, in this package, against this
+interface; `dee.stores.postgres.PostgresPartitionStore` implements it inside a daemon's tick
+transaction, `dee.stores.memory.MemoryPartitionStore` over plain dicts. Every method is
+batched (one call per batch or per tick, never per entry), which is what keeps the PostgreSQL
+side at a few statements per tick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol
+
+import msgspec
+
+from dee.bus import messages as wire
+from dee.kernel.audit import AuditRow
+from dee.kernel.effects import DispatchRequest
+from dee.kernel.inputs import AnyInput
+from dee.kernel.state import RunState
+from dee.plan.compiled import CompiledPlan
+from dee.records import ConsentRecord, Suppression
+
+
+class Queued(NamedTuple):
+    """An input accepted for a run and not yet applied (its tick is the input's own), with the
+    stream to answer on and the command it answers (commands are answered after the kernel
+    applied them)."""
+
+    run_id: str
+    input: AnyInput
+    reply_to: str | None = None
+    command_id: str | None = None
+
+
+class NewRun(NamedTuple):
+    """A run created by enrolment, with the idempotency key it was enrolled under."""
+
+    state: RunState
+    idempotency_key: str | None
+
+
+class OutboxItem(msgspec.Struct, frozen=True, rename="camel"):
+    """A channel action decided by a committed tick: what the dispatch stream carries, with the
+    partition its result returns to."""
+
+    partition: int
+    contact_id: str
+    request: DispatchRequest
+
+
+class EnrolmentFacts(NamedTuple):
+    """What enrolling contacts in a plan depends on, read once per batch."""
+
+    enrolled: dict[str, str]  # contact id -> its non-terminal run of the plan
+    suppressed: dict[str, tuple[str, str]]  # contact id -> (level, reason) of a suppression covering the plan
+    flags: dict[str, tuple[bool, bool]]  # contact id -> (unsubscribed, bounced), contact-level
+
+
+class PartitionStore(Protocol):
+    partition: int
+
+    # ---- plans -------------------------------------------------------------------------
+    async def plan(self, plan_id: str, version: int) -> CompiledPlan:
+        """A registered plan version; KeyError when it is not registered."""
+
+    # ---- intake: dedupe and replies ----------------------------------------------------
+    async def claim(self, command_ids: Sequence[str], tick: int) -> set[str]:
+        """Record these command ids as accepted at `tick`; returns those seen for the first time."""
+
+    async def replies_of(self, command_ids: Sequence[str]) -> dict[str, wire.Reply]:
+        """The stored replies of commands accepted before (those that have one yet)."""
+
+    async def store_replies(self, replies: Sequence[wire.Reply]) -> None:
+        """Keep each reply with its command, to answer a retried command the same way."""
+
+    # ---- intake: what messages address ----------------------------------------------------
+    async def partitions_of(self, run_ids: Sequence[str]) -> dict[str, int]:
+        """The partition of each run that exists (in any partition)."""
+
+    async def active_runs(self, contact_ids: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+        """Each contact's non-terminal runs in this partition as (run id, plan id), by run id."""
+
+    async def run_by_key(self, idempotency_key: str) -> str | None:
+        """The run enrolled under this idempotency key, if any."""
+
+    # ---- intake: contact-level records ------------------------------------------------------
+    async def enrolment_facts(self, plan_id: str, contact_ids: Sequence[str]) -> EnrolmentFacts:
+        """Enrolments, suppressions and contact flags of these contacts (contacts not seen
+        before are recorded as contacts of this partition)."""
+
+    async def flag_contact(self, contact_id: str, flag: str, tick: int) -> None:
+        """Set a contact-level flag (`unsubscribed`, `bounced`), seen by every later run."""
+
+    async def add_suppression(self, suppression: Suppression) -> None: ...
+
+    async def add_consent(self, consent: ConsentRecord) -> None: ...
+
+    # ---- runs and their inputs ----------------------------------------------------------
+    async def add_runs(self, runs: Sequence[NewRun], audit: Sequence[AuditRow]) -> set[str]:
+        """Insert new runs with their first entries; a run that lost a race with another
+        enrolment of its contact and plan (or idempotency key) is dropped with its entries.
+        Returns the ids inserted."""
+
+    async def queue(self, inputs: Sequence[Queued]) -> None:
+        """Keep inputs for their runs' next processing, in this order."""
+
+    async def due(self, tick: int, cap: int, fresh: Sequence[str]) -> tuple[list[RunState], set[str]]:
+        """Runs with inputs queued (or `fresh`: run ids given inputs in this same batch) or a
+        timer due by `tick`, ordered by run id, at most `cap`; and which of them have queued
+        inputs."""
+
+    async def queued(self, run_ids: Sequence[str]) -> list[tuple[int, Queued]]:
+        """The queued inputs of these runs as (seq, input), in the order they were queued."""
+
+    async def consume(self, seqs: Sequence[int]) -> None:
+        """Drop queued inputs once applied."""
+
+    async def save_runs(self, states: Sequence[RunState]) -> None: ...
+
+    async def runs_of_contact(self, contact_id: str) -> list[str]:
+        """The contact's non-terminal run ids (all in this partition: runs are partitioned by contact)."""
+
+    # ---- what a tick wrote --------------------------------------------------------------
+    async def append_audit(self, rows: Sequence[AuditRow]) -> None: ...
+
+    async def add_outbox(self, items: Sequence[OutboxItem]) -> list[int]:
+        """Channel actions to publish after the commit; returns their outbox seqs."""

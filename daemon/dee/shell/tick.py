@@ -1,0 +1,111 @@
+"""The tick: advance a partition's due runs through the kernel and stage what they wrote.
+
+At tick T the partition takes the runs that have an input queued or a timer due, ordered by run
+id, at most `max_runs_per_tick` of them (runs over the cap are taken first on the next tick;
+their inputs keep their own ticks, so load never changes a trace). Each run gets its queued
+inputs, then those accepted in the same batch; the kernel advances it; the shell seals the
+entries it drafted into the run's chain and stores the run. The caller writes the audit rows
+and the outbox, and answers after the commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import msgspec
+
+from dee.bus import messages as wire
+from dee.errors import error_fields
+from dee.kernel.audit import AuditRow, seal_rows
+from dee.kernel.effects import ContactFlagged, DispatchRequest
+from dee.kernel.inputs import ContactChanged
+from dee.kernel.machine import Advance, advance, quarantine
+from dee.kernel.state import RunState
+from dee.shell.envs import KernelEnvs
+from dee.shell.store import OutboxItem, PartitionStore, Queued
+
+log = logging.getLogger("dee.tick")
+
+
+@dataclass
+class Advanced:
+    """What one tick produced, for the rest of the transaction and after it."""
+
+    states: list[RunState] = field(default_factory=list)
+    audit: list[AuditRow] = field(default_factory=list)
+    outbox: list[OutboxItem] = field(default_factory=list)
+    replies: list[tuple[str, wire.Reply]] = field(default_factory=list)
+    transitions: int = 0
+
+
+async def advance_due(
+    store: PartitionStore, envs: KernelEnvs, tick: int, cap: int, fresh: Sequence[Queued], stamp: str,
+    new_id: Callable[[], str],
+) -> Advanced:  # fmt: skip
+    """Advance the due runs and store them. `fresh`: inputs accepted in this same batch, applied
+    after the queued ones of their run (and queued themselves when their run is over the cap)."""
+    due, queued = await store.due(tick, cap, sorted({q.run_id for q in fresh}))
+    pending = await store.queued(sorted(queued)) if queued else []
+    by_run: dict[str, list[Queued]] = defaultdict(list)
+    for _, item in pending:
+        by_run[item.run_id].append(item)
+    chosen = {s.run_id for s in due}
+    over_cap: list[Queued] = []
+    for item in fresh:
+        (by_run[item.run_id] if item.run_id in chosen else over_cap).append(item)
+    done = Advanced()
+    flagged: list[ContactFlagged] = []
+    for state in due:
+        items = by_run.get(state.run_id, [])
+        env = envs.cached(state.plan_id, state.plan_version) or await envs.get(state.plan_id, state.plan_version, store.plan)
+        try:
+            result = advance(state, [q.input for q in items], tick, env)
+        except Exception as exc:  # a kernel or plugin bug must stop this run, not the partition
+            log.exception("run %s: advance raised; the run is stopped", state.run_id)
+            result = quarantine(state, f"{type(exc).__name__}: {exc}", tick)
+        _collect(done, state, result, items, stamp, new_id, store.partition, flagged)
+    await store.consume([seq for seq, _ in pending])
+    await store.queue(over_cap)
+    await store.save_runs(done.states)
+    await _fan_out(store, tick, flagged)
+    return done
+
+
+def _collect(
+    done: Advanced, state: RunState, result: Advance, items: list[Queued], stamp: str, new_id: Callable[[], str],
+    partition: int, flagged: list[ContactFlagged],
+) -> None:  # fmt: skip
+    """Seal one run's entries, answer the commands it applied, stage its effects."""
+    sealed = seal_rows(result.entries, state.audit_head, stamp, new_id)
+    done.states.append(msgspec.structs.replace(result.state, audit_head=sealed[-1].checksum) if sealed else result.state)
+    done.audit.extend(sealed)
+    done.transitions += sum(1 for e in result.entries if e.action == "step.entered")
+    if any(item.reply_to for item in items):
+        rejected = {getattr(r.input, "command_id", None): r for r in result.rejected}
+        for item in items:
+            if item.reply_to and item.command_id:
+                refusal = rejected.get(item.command_id)
+                if refusal is None:
+                    reply = wire.Reply(item.command_id, True, run_id=state.run_id)
+                else:
+                    error = refusal.error(state.run_id)
+                    reply = wire.Reply(item.command_id, False, type(error).__name__, str(error), state.run_id,
+                                       details=error_fields(error))  # fmt: skip
+                done.replies.append((item.reply_to, reply))
+    for effect in result.effects:
+        if isinstance(effect, DispatchRequest):
+            done.outbox.append(OutboxItem(partition, state.contact.id, effect))
+        elif isinstance(effect, ContactFlagged):
+            flagged.append(effect)
+
+
+async def _fan_out(store: PartitionStore, tick: int, flagged: list[ContactFlagged]) -> None:
+    """A contact flag set by one run (a hard bounce) is stored with the contact and reaches the
+    contact's other runs as an input at the same tick."""
+    for effect in flagged:
+        await store.flag_contact(effect.contact_id, effect.flag, tick)
+        change = ContactChanged(tick, **{effect.flag: True})
+        await store.queue([Queued(run_id, change) for run_id in await store.runs_of_contact(effect.contact_id)])

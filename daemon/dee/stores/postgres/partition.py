@@ -1,0 +1,170 @@
+"""`PostgresPartitionStore`: the shell's `PartitionStore` on one connection, inside the tick
+transaction of a partition's single writer (or of the client's bulk enrolment)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+import msgspec
+
+from dee.bus import messages as wire
+from dee.kernel.audit import AuditRow
+from dee.kernel.inputs import AnyInput
+from dee.kernel.state import RunState
+from dee.plan.compiled import CompiledPlan
+from dee.records import ConsentRecord, Suppression
+from dee.shell.store import EnrolmentFacts, NewRun, OutboxItem, Queued
+from dee.stores.postgres import rows
+from dee.stores.postgres.plans import PlanCache
+
+_decode_reply = msgspec.json.Decoder(wire.Reply).decode
+FLAGS = ("unsubscribed", "bounced")  # the contact-level flags (column names)
+
+
+class PostgresPartitionStore:
+    def __init__(self, conn: asyncpg.Connection, partition: int, plans: PlanCache) -> None:
+        self.conn = conn
+        self.partition = partition
+        self.plans = plans
+
+    async def plan(self, plan_id: str, version: int) -> CompiledPlan:
+        return await self.plans.get(self.conn, plan_id, version)
+
+    # ---- dedupe and replies --------------------------------------------------------------
+    async def claim(self, command_ids: Sequence[str], tick: int) -> set[str]:
+        found = await self.conn.fetch(
+            "INSERT INTO received (message_id, partition, tick) SELECT unnest($1::text[]), $2, $3 "
+            "ON CONFLICT DO NOTHING RETURNING message_id", list(command_ids), self.partition, tick,
+        )  # fmt: skip
+        return {r["message_id"] for r in found}
+
+    async def replies_of(self, command_ids: Sequence[str]) -> dict[str, wire.Reply]:
+        found = await self.conn.fetch(
+            "SELECT message_id, reply FROM received WHERE message_id = ANY($1::text[]) AND reply IS NOT NULL",
+            list(command_ids),
+        )  # fmt: skip
+        return {r["message_id"]: _decode_reply(r["reply"]) for r in found}
+
+    async def store_replies(self, replies: Sequence[wire.Reply]) -> None:
+        if replies:
+            await self.conn.execute(
+                "UPDATE received SET reply = u.reply FROM unnest($1::text[], $2::bytea[]) AS u(id, reply) "
+                "WHERE message_id = u.id",
+                [r.command_id for r in replies], [wire.encode(r) for r in replies],
+            )  # fmt: skip
+
+    # ---- what messages address --------------------------------------------------------------
+    async def partitions_of(self, run_ids: Sequence[str]) -> dict[str, int]:
+        found = await self.conn.fetch("SELECT run_id, partition FROM runs WHERE run_id = ANY($1::text[])", list(run_ids))
+        return {r["run_id"]: r["partition"] for r in found}
+
+    async def active_runs(self, contact_ids: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+        active: dict[str, list[tuple[str, str]]] = {}
+        for r in await self.conn.fetch(
+            f"SELECT contact_id, run_id, plan_id FROM runs WHERE partition = $1 AND contact_id = ANY($2::text[]) "
+            f"AND status NOT IN {rows.TERMINAL_SQL} ORDER BY run_id", self.partition, list(contact_ids),
+        ):  # fmt: skip
+            active.setdefault(r["contact_id"], []).append((r["run_id"], r["plan_id"]))
+        return active
+
+    async def run_by_key(self, idempotency_key: str) -> str | None:
+        found: str | None = await self.conn.fetchval("SELECT run_id FROM runs WHERE idempotency_key = $1", idempotency_key)
+        return found
+
+    # ---- contact-level records ------------------------------------------------------------
+    async def enrolment_facts(self, plan_id: str, contact_ids: Sequence[str]) -> EnrolmentFacts:
+        ids = list(contact_ids)
+        enrolled = {
+            r["contact_id"]: r["run_id"]
+            for r in await self.conn.fetch(
+                f"SELECT contact_id, run_id FROM runs WHERE plan_id = $1 AND contact_id = ANY($2::text[]) "
+                f"AND status NOT IN {rows.TERMINAL_SQL}", plan_id, ids)
+        }  # fmt: skip
+        suppressed = {
+            r["contact_id"]: (r["level"], r["reason"])
+            for r in await self.conn.fetch(
+                "SELECT DISTINCT ON (contact_id) contact_id, level, reason FROM suppressions WHERE contact_id = ANY($1::text[]) "
+                "AND (level IN ('global', 'regulatory') OR (level = 'plan' AND plan_id = $2)) ORDER BY contact_id, id", ids, plan_id)
+        }  # fmt: skip
+        flags = {
+            r["contact_id"]: (r["unsubscribed"], r["bounced"])
+            for r in await self.conn.fetch(
+                "INSERT INTO contacts (contact_id, partition) SELECT unnest($1::text[]), $2 ON CONFLICT (contact_id) "
+                "DO UPDATE SET contact_id = EXCLUDED.contact_id RETURNING contact_id, unsubscribed, bounced",
+                sorted(set(ids)), self.partition)
+        }  # fmt: skip
+        return EnrolmentFacts(enrolled, suppressed, flags)
+
+    async def flag_contact(self, contact_id: str, flag: str, tick: int) -> None:
+        if flag not in FLAGS:
+            raise ValueError(f"unknown contact flag {flag!r}")
+        await self.conn.execute(
+            f"INSERT INTO contacts (contact_id, partition, {flag}, updated_tick) VALUES ($1, $2, true, $3) "
+            f"ON CONFLICT (contact_id) DO UPDATE SET {flag} = true, updated_tick = $3",
+            contact_id, self.partition, tick,
+        )  # fmt: skip
+
+    async def add_suppression(self, suppression: Suppression) -> None:
+        s = suppression
+        await self.conn.execute(
+            "INSERT INTO suppressions (contact_id, level, reason, source, channel, plan_id, tick) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7)", s.contact_id, s.level, s.reason, s.source, s.channel, s.plan_id, s.tick,
+        )  # fmt: skip
+
+    async def add_consent(self, consent: ConsentRecord) -> None:
+        c = consent
+        await self.conn.execute(
+            "INSERT INTO consents (contact_id, channel, status, source, tick, expires_tick, evidence) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)",
+            c.contact_id, c.channel, c.status, c.source, c.tick, c.expires_tick, wire.encode_json(c.evidence),
+        )  # fmt: skip
+
+    # ---- runs and their inputs ----------------------------------------------------------
+    async def add_runs(self, runs: Sequence[NewRun], audit: Sequence[AuditRow]) -> set[str]:
+        records = [rows.run_record(run.state, self.partition, run.idempotency_key) for run in runs]
+        return await rows.insert_new_runs(self.conn, records, audit)
+
+    async def queue(self, inputs: Sequence[Queued]) -> None:
+        if not inputs:
+            return
+        encoded: dict[int, bytes] = {}  # an event for several runs is encoded once
+
+        def body(value: AnyInput) -> bytes:
+            key = id(value)
+            if key not in encoded:
+                encoded[key] = rows.encode_input(value)
+            return encoded[key]
+
+        await rows.add_inbox(self.conn, self.partition, [
+            (q.run_id, q.input.tick, body(q.input), q.reply_to, q.command_id) for q in inputs
+        ])  # fmt: skip
+
+    async def due(self, tick: int, cap: int, fresh: Sequence[str]) -> tuple[list[RunState], set[str]]:
+        states, queued = await rows.due_runs(self.conn, self.partition, tick, cap, fresh)
+        return states, set(queued)
+
+    async def queued(self, run_ids: Sequence[str]) -> list[tuple[int, Queued]]:
+        return [
+            (r["seq"], Queued(r["run_id"], rows.decode_input(r["body"]), r["reply_to"], r["message_id"]))
+            for r in await rows.inbox_of(self.conn, self.partition, run_ids)
+        ]
+
+    async def consume(self, seqs: Sequence[int]) -> None:
+        await rows.delete_inbox(self.conn, seqs)
+
+    async def save_runs(self, states: Sequence[RunState]) -> None:
+        await rows.update_runs(self.conn, states)
+
+    async def runs_of_contact(self, contact_id: str) -> list[str]:
+        found = await self.conn.fetch(
+            f"SELECT run_id FROM runs WHERE contact_id = $1 AND status NOT IN {rows.TERMINAL_SQL} ORDER BY run_id", contact_id
+        )
+        return [r["run_id"] for r in found]
+
+    # ---- what a tick wrote --------------------------------------------------------------
+    async def append_audit(self, audit: Sequence[AuditRow]) -> None:
+        await rows.copy_audit(self.conn, audit)
+
+    async def add_outbox(self, items: Sequence[OutboxItem]) -> list[int]:
+        return await rows.add_outbox(self.conn, self.partition, items)
