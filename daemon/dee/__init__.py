@@ -38,11 +38,10 @@ from dee.kernel.replay import ReplayDiff, ReplayResult, ReplayStep
 from dee.kernel.state import StepResult
 from dee.kernel.timeline import TimelineEntry
 from dee.plan import steps, transitions
-from dee.project.plans import create_plan
-from dee.project.plans import load_plan
 from dee.plan.model import Condition, Duration, Edge, ExitCondition, Plan, Step, Tracking, Voicemail
-from dee.routing import partition_for
+from dee.project.plans import create_plan, load_plan
 from dee.records import BulkError, BulkResult, ConsentRecord, ExecutionRun, RunPage, Suppression
+from dee.routing import partition_for
 
 __all__ = [
     "AlreadyEnrolledError", "AuditChainError", "AuditConfig", "AuditEntry", "BulkError", "BulkResult",

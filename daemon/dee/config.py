@@ -92,6 +92,18 @@ class MetricsConfig(_Section):
     port: int = 9464
 
 
+class LogConfig(_Section):
+    """`level`: debug, info, warning or error (None: info for `dee run`, warning for the other
+    commands); `format`: `text` lines or `json` objects, one per record."""
+
+    level: str | None = None
+    format: Literal["text", "json"] = "text"
+
+    def __post_init__(self) -> None:
+        if self.level is not None and self.level.lower() not in ("debug", "info", "warning", "error"):
+            raise ValueError(f"log.level: debug, info, warning or error, not {self.level!r}")
+
+
 class PluginsConfig(_Section):
     disabled: tuple[str, ...] = ()
 
@@ -105,6 +117,7 @@ class EngineConfig(_Section):
     plugins: PluginsConfig = PluginsConfig()
     metrics: MetricsConfig = MetricsConfig()
     client: ClientConfig = ClientConfig()
+    log: LogConfig = LogConfig()
     config_dir: str | None = None  # None: the project found from the working directory, if any
     namespace: str = "dee"
     message_domain: str = "dee.local"
@@ -164,7 +177,7 @@ class EngineConfig(_Section):
 
 
 CONFIG_FILE = "dee.toml"
-SECTIONS = ("scheduler", "channels", "audit", "plugins", "metrics", "client")
+SECTIONS = ("scheduler", "channels", "audit", "plugins", "metrics", "client", "log")
 ENV_ALIASES = {"DATABASE_URL": ("database",), "REDIS_URL": ("redis",), "DEE_SCHEDULER_TICK_MS": ("scheduler", "tick_interval_ms")}
 
 

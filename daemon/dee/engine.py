@@ -20,8 +20,7 @@ import msgspec
 
 from dee.backends.base import Backend
 from dee.config import EngineConfig
-from dee.errors import AuditChainError, ClockModeError, ConfigError, RunNotFoundError
-from dee.redact import redact
+from dee.errors import ClockModeError, ConfigError, RunNotFoundError
 from dee.kernel.audit import AuditEntry, ChainVerification, verify_chain
 from dee.kernel.contact import Contact
 from dee.kernel.debug import Debugger
@@ -30,12 +29,13 @@ from dee.kernel.replay import ReplayResult, inputs_of
 from dee.kernel.timeline import TimelineEntry, timeline
 from dee.plan.model import Plan
 from dee.plugin.manager import PluginManager
+from dee.project.templates import ChainedTemplateStore, load_directory
+from dee.records import BulkError, BulkResult, ConsentRecord, ExecutionRun, RunPage, Suppression
+from dee.redact import redact
 from dee.reports.compliance import RUN_ENDINGS, ComplianceReport, build_report
 from dee.reports.export import ExportFormat
 from dee.reports.export import render as render_export
-from dee.records import BulkError, BulkResult, ConsentRecord, ExecutionRun, RunPage, Suppression
 from dee.shell.replayer import Replayer
-from dee.project.templates import ChainedTemplateStore, load_directory
 
 CHAINS_PER_READ = 500  # runs whose audit logs verify_audit_chains reads in one go
 

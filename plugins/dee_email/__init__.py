@@ -12,8 +12,8 @@ from dee.kernel.outcomes import Done, Fail, Send, StepOutcome
 from dee.plan.model import Tracking
 from dee.plugin import hookimpl
 from dee.plugin.contracts import StepType, TemplateStore
-from dee_email.render import add_tracking, content_hash, render_text, template_variables
 from dee.plugin.ledger import ledger_for
+from dee_email.render import add_tracking, content_hash, render_text, template_variables
 from dee_email.simulated import SimulatedEmailAdapter
 
 DEFAULT_SETTINGS = {"tracking_domain": "t.dee.local", "unsubscribe_base": "https://u.dee.local/unsubscribe"}

@@ -22,10 +22,10 @@ from typing import Any
 
 import asyncpg
 import pytest
+
 from dee import Engine
 from dee.config import EngineConfig
 from dee.ops.scratch import scratch_deployment
-
 from tests.integration.conftest import deployment_config
 
 REPO = Path(__file__).resolve().parents[2]

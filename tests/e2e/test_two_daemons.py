@@ -18,7 +18,14 @@ from dee.bus.streams import Keys
 from dee.routing import partition_for
 from dee.scheduler.coordinator import assignment
 from tests.e2e.conftest import (
-    LEASE_TTL_MS, PARTITIONS, DaemonFactory, engine_client, lease_table, owners, wait_for, when_busy,
+    LEASE_TTL_MS,
+    PARTITIONS,
+    DaemonFactory,
+    engine_client,
+    lease_table,
+    owners,
+    wait_for,
+    when_busy,
 )  # fmt: skip
 
 OUTREACH = "config/plans/sales-outreach-v2.yaml"

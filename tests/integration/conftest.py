@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 import pytest
+
 from dee.config import ClientConfig, EngineConfig, MetricsConfig, SchedulerConfig
 from dee.ops.scratch import scratch_deployment
 from dee.stores.postgres.admin import with_database

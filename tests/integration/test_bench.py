@@ -11,7 +11,6 @@ from pathlib import Path
 
 from dee.ops.bench.workload import expected
 from dee.stores.postgres.admin import with_database
-
 from tests.integration.conftest import PG_DSN, REDIS_URL
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dee import Engine, EngineConfig, load_plan
+from dee import ConfigError, Engine, EngineConfig, load_plan
 from dee.ops.cli import main
 
 
@@ -63,3 +63,57 @@ async def test_runs_and_audit_commands(cli_env: EngineConfig, capsys: pytest.Cap
         assert code == 0 and (tmp_path / "run.pdf").read_bytes().startswith(b"%PDF-1.4")
         code, out = await dee(capsys, "runs", "show", "no-such-run")
         assert (code, out.strip()) == (2, "dee: run no-such-run not found")
+
+
+async def test_read_commands_print_json(cli_env: EngineConfig, capsys: pytest.CaptureFixture[str]) -> None:
+    async with Engine(cli_env, scheduler=True) as engine:
+        contact = {"id": "k2", "email": "k2@acme.test", "phone": "+1555", "attributes": {"company": "A"}}
+        run = await engine.execute(load_plan("config/plans/sales-outreach-v2.yaml"), contact, {"product": "DEE"})
+        await engine.run_until_idle()
+        code, out = await dee(capsys, "runs", "list", "--json")
+        page = json.loads(out)
+        assert code == 0 and page["total"] == 1 and page["runs"][0]["id"] == run.id
+        code, out = await dee(capsys, "runs", "timeline", run.id, "--json")
+        assert code == 0 and [line["action"] for line in json.loads(out)][:2] == ["run.started", "step.entered"]
+        code, out = await dee(capsys, "runs", "replay", run.id, "--json")
+        assert code == 0 and json.loads(out)["identical"] is True
+        code, out = await dee(capsys, "audit", "verify", "--json")
+        verdict = json.loads(out)
+        assert code == 0 and (verdict["valid"], verdict["runs"], verdict["chains"][run.id]["valid"]) == (True, 1, True)
+        code, out = await dee(capsys, "health", "--json")
+        health = json.loads(out)
+        assert health["checks"]["postgres"]["ok"] and health["checks"]["redis"]["ok"]
+        assert code == (0 if health["healthy"] else 1)
+
+
+async def test_an_unreachable_service_is_one_line_without_its_password(
+    cli_env: EngineConfig, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "S3cretPassw0rd"
+    wrong_db = cli_env.database.replace("postgresql://postgres@", f"postgresql://postgres:{secret}@") + "_missing"
+    monkeypatch.setenv("DATABASE_URL", wrong_db)
+    code, out = await dee(capsys, "runs", "list")
+    assert code == 3 and len(out.strip().splitlines()) == 1
+    assert out.startswith("dee: cannot reach PostgreSQL at postgresql://postgres:***@") and "does not exist" in out
+    monkeypatch.setenv("DATABASE_URL", cli_env.database)
+    monkeypatch.setenv("REDIS_URL", f"redis://:{secret}@127.0.0.1:1/0")  # nothing listens on port 1
+    code, out = await dee(capsys, "runs", "list")
+    assert (code, out.strip()) == (3, "dee: cannot reach Redis at redis://:***@127.0.0.1:1/0: connection refused")
+    code, out = await dee(capsys, "health")
+    assert code == 1 and "FAIL  redis" in out and "redis://:***@127.0.0.1:1/0" in out
+    for argv in (["migrate"], ["audit", "verify"], ["runs", "show", "x"]):
+        code, out = await dee(capsys, *argv)
+        assert secret not in out and "Traceback" not in out, argv
+
+
+async def test_an_engine_is_a_client_unless_it_is_asked_to_schedule(cli_env: EngineConfig) -> None:
+    async with Engine(cli_env) as client:
+        assert client.scheduler is False and client._backend.runtime is None  # type: ignore[attr-defined]
+        async with Engine(cli_env, scheduler=True) as daemon:
+            assert daemon._backend.runtime is not None  # type: ignore[attr-defined]
+            run = await client.execute(load_plan("config/plans/welcome-sequence.yaml"),
+                                       {"id": "k3", "email": "k3@acme.test", "attributes": {"first_name": "Kim"}}, {"product": "DEE"})  # fmt: skip
+            await client.run_until_idle()  # the embedded daemon did the work; the client only asked
+            assert (await client.get_run(run.id)).status == "waiting"
+    with pytest.raises(ConfigError, match="memory:// engine is its own deployment"):
+        Engine(EngineConfig(database="memory://"), scheduler=False)

@@ -19,6 +19,7 @@ import asyncpg
 import msgspec
 import pytest
 import pytest_asyncio
+
 from dee import (
     AlreadyEnrolledError,
     BulkResult,
@@ -36,9 +37,8 @@ from dee import (
     partition_for,
 )
 from dee.config import ClientConfig
-from dee.plan.model import Plan
 from dee.ops.scratch import scratch_deployment
-
+from dee.plan.model import Plan
 from tests.integration.conftest import deployment_config
 
 DAY = 86_400

@@ -17,9 +17,9 @@ import redis.exceptions as redis_errors
 
 from dee import Engine, EngineConfig, load_plan
 from dee.bus import messages as wire
-from dee.ops.bench import workload
 from dee.bus.streams import FIELD, Entry
 from dee.ids import ulid
+from dee.ops.bench import workload
 from dee.scheduler.worker import PartitionWorker, TickFailed, TickReport
 from dee.shell.store import OutboxItem
 

@@ -20,13 +20,13 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import msgspec
+from strategies import Scenario
 
 from dee.kernel.audit import EntryDraft
 from dee.kernel.effects import DispatchRequest, Effect
 from dee.kernel.inputs import AnyInput, ChannelResult, Event, Retry
 from dee.kernel.machine import Advance, KernelEnv, advance, start_run
 from dee.kernel.state import RunState
-from strategies import Scenario
 
 AdvanceFn = Callable[[RunState, Sequence[AnyInput], int, KernelEnv], Advance]
 MAX_CALLS = 150

@@ -34,8 +34,8 @@ from dee.kernel.machine import KernelEnv
 from dee.plan import steps as builders
 from dee.plan import transitions as transition_builders
 from dee.plan.compiled import CompiledPlan
-from dee.plan.prepare import prepare_plan
 from dee.plan.model import Condition, Duration, Edge, ExitCondition, Plan, Step, Tracking, Voicemail
+from dee.plan.prepare import prepare_plan
 from dee.plugin.manager import PluginManager
 from dee.project.templates import MemoryTemplateStore
 

@@ -14,8 +14,10 @@ from collections.abc import Sequence
 
 import msgspec
 import pytest
+from driver import Recording, all_at_once, drive, drive_steps, encode, feed, one_per_call, split
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
+from strategies import Scenario, retry_after_failing_at_start, scenario_pairs, scenarios
 
 from dee.kernel.audit import seal, verify_chain
 from dee.kernel.effects import DispatchRequest
@@ -25,8 +27,6 @@ from dee.kernel.replay import replay_entries, trace
 from dee.kernel.state import TERMINAL_STATUSES, ZERO_CHECKSUM, RunState
 from dee.kernel.status import ALLOWED
 from dee.plan.model import Plan
-from driver import Recording, all_at_once, drive, drive_steps, encode, feed, one_per_call, split
-from strategies import Scenario, retry_after_failing_at_start, scenario_pairs, scenarios
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 # Example counts are tuned so the whole file runs in ~20 s; DEE_PROPERTY_SCALE=20 hunts harder.

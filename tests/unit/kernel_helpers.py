@@ -28,8 +28,8 @@ from dee.kernel.machine import Advance, KernelEnv, Rejection, advance, start_run
 from dee.kernel.retry import RetryPolicy
 from dee.kernel.state import RunState
 from dee.kernel.status import ALLOWED
+from dee.plan import steps, transitions
 from dee.plan.compiled import CompiledPlan
-from dee.plan.prepare import prepare_plan
 from dee.plan.model import (
     Condition,
     Duration,
@@ -41,7 +41,7 @@ from dee.plan.model import (
     Transitions,
     Voicemail,
 )
-from dee.plan import steps, transitions
+from dee.plan.prepare import prepare_plan
 from dee.plugin.manager import PluginManager
 from dee.project.templates import MemoryTemplateStore
 

@@ -20,7 +20,16 @@ from hypothesis import strategies as st
 
 from dee import ChainVerification, Engine, EngineConfig, SchedulerConfig, load_plan
 from dee.kernel.audit import (
-    AuditEntry, AuditRow, EntryDraft, canonical, chain_checksum, entry_of, row_checksum, seal, seal_rows, verify_chain,
+    AuditEntry,
+    AuditRow,
+    EntryDraft,
+    canonical,
+    chain_checksum,
+    entry_of,
+    row_checksum,
+    seal,
+    seal_rows,
+    verify_chain,
 )  # fmt: skip
 
 ZEROS = "0" * 64

@@ -91,3 +91,61 @@ def test_bad_config_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixtu
     config.write_text("[scheduler]\nticks = 3\n")
     assert main(["--config", str(config), "plugins"]) == 2
     assert "dee: invalid configuration" in capsys.readouterr().err
+
+
+# ---- behaving like a Unix tool -----------------------------------------------------------
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert re.fullmatch(r"dee \d+\.\d+\.\d+\S*\n", capsys.readouterr().out)
+
+
+def test_config_is_accepted_before_and_after_the_subcommand(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "dee.toml"
+    config.write_text('config_dir = "nowhere"\n', encoding="utf-8")
+    plan = str(PLANS / "welcome-sequence.yaml")
+    for argv in (["--config", str(config), "plan", "validate", plan], ["plan", "validate", plan, "--config", str(config)],
+                 ["plan", "--config", str(config), "validate", plan]):  # fmt: skip
+        assert main(argv) == 2  # the file was read: its config_dir does not exist
+        assert "config_dir" in capsys.readouterr().err
+    assert main(["plan", "validate", plan]) == 0
+
+
+def test_usage_and_configuration_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["runs", "list", "--no-such-option"])
+    assert done.value.code == 2
+    assert capsys.readouterr().err == "dee: unrecognized arguments: --no-such-option (see `dee --help`)\n"
+    broken = tmp_path / "dee.toml"
+    broken.write_text("[scheduler\n", encoding="utf-8")
+    assert main(["--config", str(broken), "plugins"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith(f"dee: {broken}")
+
+
+def test_json_output_of_the_read_commands_that_need_no_services(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plugins", "--json"]) == 0
+    plugins = json.loads(capsys.readouterr().out)
+    assert {p["name"] for p in plugins} >= {"dee_flow", "dee_email", "dee_voice"}
+    assert main(["plan", "validate", "--json", str(PLANS / "welcome-sequence.yaml"), "missing.yaml"]) == 1
+    verdicts = json.loads(capsys.readouterr().out)
+    assert [(v["file"], v["valid"]) for v in verdicts] == [(str(PLANS / "welcome-sequence.yaml"), True), ("missing.yaml", False)]
+
+
+def test_a_closed_pipe_ends_quietly() -> None:
+    import fcntl
+    import os
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    fcntl.fcntl(write, 1031, 4096)  # F_SETPIPE_SZ: the schema (12 KB) cannot all fit in the pipe
+    proc = subprocess.Popen([sys.executable, "-m", "dee", "schema"], stdout=write, stderr=subprocess.PIPE)
+    os.close(write)
+    assert os.read(read, 10)  # like `dee schema | head -c 10`
+    os.close(read)
+    _, err = proc.communicate(timeout=30)
+    assert (proc.returncode, err) == (141, b"")

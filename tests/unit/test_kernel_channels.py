@@ -12,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dee.errors import TemplateError
-from dee_email.render import _quoted
 from dee.kernel.effects import ContactFlagged, DispatchRequest
 from dee.kernel.idempotency import idempotency_key, message_id
 from dee.kernel.inputs import ChannelResult, Pause, Resume
@@ -20,7 +19,7 @@ from dee.kernel.retry import RetryPolicy
 from dee.kernel.state import StepResult
 from dee.plan import steps, transitions
 from dee.plan.model import Condition, Duration, Edge, ExitCondition, Tracking, Voicemail
-
+from dee_email.render import _quoted
 from tests.unit.kernel_helpers import (
     HOUR,
     INTRO_HTML,

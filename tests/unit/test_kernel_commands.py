@@ -18,7 +18,6 @@ from dee.kernel.state import StepResult
 from dee.kernel.status import ALLOWED
 from dee.plan import steps
 from dee.plan.model import Duration
-
 from tests.unit.kernel_helpers import (
     Driver,
     checked_advance,

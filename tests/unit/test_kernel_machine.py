@@ -16,7 +16,6 @@ from dee.kernel.machine import advance
 from dee.kernel.state import StepResult
 from dee.plan import steps, transitions
 from dee.plan.model import Condition, Duration, Edge, ExitCondition
-
 from tests.unit.kernel_helpers import (
     DAY,
     HOUR,

@@ -11,11 +11,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "daemon" / "dee"
-BASE = {"errors", "ids", "redact", "routing"}
+BASE = {"errors", "ids", "redact", "routing", "logfields"}
 
 # what each layer may import, besides itself
 ALLOWED: dict[str, set[str]] = {
-    "errors": set(), "ids": set(), "redact": set(), "routing": set(),
+    "errors": set(), "ids": set(), "redact": set(), "routing": set(), "logfields": set(),
     "plan": BASE,
     "kernel": BASE | {"plan"},
     "bus": BASE | {"kernel"},

@@ -11,10 +11,9 @@ import yaml
 
 from dee.errors import PlanFileError, PlanValidationError
 from dee.plan import steps, transitions
-from dee.project.plans import create_plan
-from dee.project.plans import load_plan
 from dee.plan.model import Condition, Duration, Edge, ExitCondition, Tracking, Voicemail
 from dee.plugin.manager import PluginManager
+from dee.project.plans import create_plan, load_plan
 from dee.project.templates import MemoryTemplateStore, load_directory
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,10 +13,9 @@ import pytest
 import yaml
 
 from dee.errors import PlanFileError, PlanValidationError
-from dee.project.plans import create_plan
 from dee.plan.files import plan_from_document
-from dee.project.plans import load_plan
 from dee.plugin.manager import PluginManager
+from dee.project.plans import create_plan, load_plan
 from dee.project.templates import load_directory
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,6 @@ import pytest
 
 from dee.errors import PlanProblem, PlanValidationError
 from dee.plan import steps, transitions
-from dee.project.plans import create_plan
 from dee.plan.model import (
     Condition,
     Duration,
@@ -28,6 +27,7 @@ from dee.plan.model import (
 from dee.plan.registry import PlanRegistry
 from dee.plan.validate import DEFAULT_MAX_STEPS
 from dee.plugin.manager import PluginManager
+from dee.project.plans import create_plan
 from dee.project.templates import MemoryTemplateStore
 
 HEX64 = re.compile(r"[0-9a-f]{64}")

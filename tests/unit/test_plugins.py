@@ -3,9 +3,8 @@ names, and a third-party step type running end to end in a plan."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import importlib.metadata
+from pathlib import Path
 from typing import Any
 
 import msgspec

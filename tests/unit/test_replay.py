@@ -28,8 +28,8 @@ from dee.kernel.inputs import AnyInput, Event, Start, input_from_builtins
 from dee.kernel.machine import KernelEnv
 from dee.kernel.replay import inputs_of, replay_entries, trace
 from dee.plan.compiled import CompiledPlan
-from dee.plan.prepare import prepare_plan
 from dee.plan.model import Condition, Plan
+from dee.plan.prepare import prepare_plan
 from dee.plugin import hookimpl
 from dee.plugin.contracts import DispatchResponse
 from dee.plugin.manager import PluginManager

@@ -20,7 +20,17 @@ from dee.kernel.context import StepContext, condition_snapshot
 from dee.kernel.effects import ContactFlagged, DispatchRequest, Effect
 from dee.kernel.idempotency import message_id
 from dee.kernel.inputs import (
-    AnyInput, Cancel, ChannelResult, ContactChanged, Event, Pause, ReplayRecorded, Resume, Retry, Start, Suppressed,
+    AnyInput,
+    Cancel,
+    ChannelResult,
+    ContactChanged,
+    Event,
+    Pause,
+    ReplayRecorded,
+    Resume,
+    Retry,
+    Start,
+    Suppressed,
 )  # fmt: skip
 from dee.kernel.outcomes import Done, Fail, Finish, Send, Sleep, StepOutcome
 from dee.kernel.retry import RetryPolicy, next_retry

@@ -13,8 +13,8 @@ import signal
 import uvloop
 
 from dee.config import EngineConfig
-from dee.ops import gc_tuning
 from dee.engine import Engine
+from dee.ops import gc_tuning
 from dee.ops.http import serve
 
 log = logging.getLogger("dee.ops.daemon")
@@ -29,7 +29,7 @@ async def serve_until_signalled(config: EngineConfig) -> int:
         backend = engine._backend
         server = None
         if config.metrics.enabled:
-            server = await serve(config.metrics.host, config.metrics.port, backend.metrics, backend.ready)  # type: ignore[attr-defined]
+            server = await serve(config.metrics.host, config.metrics.port, backend.metrics, backend.ready)
         runtime = backend.runtime  # type: ignore[attr-defined]
         log.info("dee daemon %s up; partitions %s", runtime.instance, runtime.owned)
         await stop.wait()
@@ -41,6 +41,6 @@ async def serve_until_signalled(config: EngineConfig) -> int:
 
 
 def run(config: EngineConfig) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    """Run the daemon until SIGTERM or SIGINT (logging is set up by the caller: `dee run`)."""
     gc_tuning.tune()
     return uvloop.run(serve_until_signalled(config))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import heapq
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -23,8 +22,8 @@ from dee.config import EngineConfig
 from dee.engine import Engine
 from dee.kernel.clock import ms_to_ticks
 from dee.kernel.timeline import TimelineEntry
-from dee.plan.model import Plan
 from dee.ops.scratch import create_deployment
+from dee.plan.model import Plan
 from dee.stores.postgres.admin import database_name, with_database
 
 REACTION_DELAY_MS = 6 * 3_600_000
@@ -162,12 +161,3 @@ def format_report(report: SimulationReport, tick_ms: int) -> str:
     lines += ["", f"replay: {report.replay_identical}/{total} runs identical",
               f"audit chains: {report.chains_valid}/{total} valid"]  # fmt: skip
     return "\n".join(lines)
-
-
-def progress_bar(label: str, done: int, total: int) -> None:
-    width = 30
-    filled = width * done // max(total, 1)
-    sys.stderr.write(f"\r{label:<11}[{'#' * filled}{'.' * (width - filled)}] {100 * done // max(total, 1):3d}%")
-    if done >= total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-import redis.asyncio as aioredis
 
+from dee.bus import connect as redis_connect
 from dee.bus.streams import Keys
 from dee.plugin.contracts import DispatchResponse
 
@@ -52,7 +52,7 @@ class RedisLedger:
         self.url = url
         self.keys = [Keys(namespace).simulated(channel, name) for name in ("answers", "sends", "requests")]
         # a bounded pool that waits for a free connection rather than failing a burst of sends
-        self._redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(url, max_connections=16))
+        self._redis = redis_connect.client(url, max_connections=16)
         self._script = self._redis.register_script(_RECORD)
         self._waiting: list[tuple[str, bytes, asyncio.Future[bytes]]] = []
         self._flushes: set[asyncio.Future[None]] = set()

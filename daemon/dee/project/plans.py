@@ -7,8 +7,8 @@ import os
 from collections.abc import Iterable, Sequence
 
 from dee.errors import PlanFileError
-from dee.plan.model import ExitCondition, Plan, Step, Transitions
 from dee.plan.files import plan_from_document, read_document
+from dee.plan.model import ExitCondition, Plan, Step, Transitions
 from dee.plan.prepare import prepare_plan
 from dee.plan.spec import TemplateStore
 from dee.plan.validate import DEFAULT_MAX_STEPS

@@ -17,8 +17,8 @@ from dee.kernel.audit import AuditEntry, ChainVerification
 from dee.kernel.timeline import timeline
 from dee.plan.model import Plan
 from dee.plan.steps import camel
-from dee.reports.pdf import text_pdf
 from dee.records import ExecutionRun
+from dee.reports.pdf import text_pdf
 
 FORMAT_VERSION = "dee.audit-export/1"
 ExportFormat = Literal["json", "pdf"]

@@ -45,30 +45,40 @@ def describe(exc: BaseException) -> str:
     return redact_text(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
 
 
+# failures this soon after a recovery belong to the same outage: connections that went stale
+# while it lasted fail once each as they are used again
+SETTLE_S = 3.0
+
+
 class Outages:
     def __init__(self, log: logging.Logger | None = None) -> None:
         self.log = log or logging.getLogger("dee.outages")
-        self._down: dict[str, list[float]] = {}  # service -> [since (monotonic), failed retries]
+        self._down: dict[str, list[float]] = {}  # service -> [since (monotonic), failed attempts, loud (1/0)]
+        self._recovered: dict[str, float] = {}  # service -> when it last answered again
 
     def failed(self, exc: BaseException, where: str) -> None:
         service = service_of(exc)
         outage = self._down.get(service)
-        if outage is None:
-            self._down[service] = [time.monotonic(), 1]
-            self.log.warning("%s unavailable (%s, in %s); retrying until it answers", service, describe(exc), where)
-        else:
+        if outage is not None:
             outage[1] += 1
             self.log.debug("%s still unavailable (%s, in %s)", service, describe(exc), where)
+            return
+        settling = time.monotonic() - self._recovered.get(service, -SETTLE_S) < SETTLE_S
+        self._down[service] = [time.monotonic(), 1, 0 if settling else 1]
+        level = logging.DEBUG if settling else logging.WARNING
+        self.log.log(level, "%s unavailable (%s, in %s); retrying until it answers", service, describe(exc), where)
 
     def recovered(self, *services: str) -> None:
-        """A round that used these services (all of them when none is named) succeeded."""
+        """A round that used these services succeeded."""
         if not self._down:
             return
-        for service in services or list(self._down):
+        for service in services:
             outage = self._down.pop(service, None)
             if outage is not None:
-                self.log.warning("%s available again after %.1f s (%d failed attempts)",
-                                 service, time.monotonic() - outage[0], outage[1])  # fmt: skip
+                self._recovered[service] = time.monotonic()
+                level = logging.WARNING if outage[2] else logging.DEBUG
+                self.log.log(level, "%s available again after %.1f s (%d failed attempts)",
+                             service, time.monotonic() - outage[0], int(outage[1]))  # fmt: skip
 
     @property
     def down(self) -> list[str]:

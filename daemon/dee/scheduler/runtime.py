@@ -7,14 +7,17 @@ dispatcher stops taking work, every worker finishes its iteration, leases are ha
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
+from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
 
+from dee import logfields
 from dee.bus.streams import GROUP, Keys, ensure_group
 from dee.config import EngineConfig
 from dee.errors import LeaseLostError
@@ -61,9 +64,17 @@ class Runtime:
             await ensure_group(self.redis, self.keys.inbound(partition), GROUP)
         await self.coordinator.rebalance()
         self._tasks = [
-            asyncio.create_task(self.coordinator.run(), name="dee-coordinator"),
-            asyncio.create_task(self.dispatcher.run(), name="dee-dispatcher"),
+            self._task(self.coordinator.run(), "dee-coordinator"),
+            self._task(self.dispatcher.run(), "dee-dispatcher"),
         ]
+
+    def _task(self, work: Coroutine[Any, Any, None], name: str, partition: int | None = None) -> asyncio.Task[None]:
+        """A task whose log records name this instance (and its partition, for a worker)."""
+        context = contextvars.copy_context()
+        context.run(logfields.instance.set, self.instance)
+        if partition is not None:
+            context.run(logfields.partition.set, partition)
+        return asyncio.create_task(work, name=name, context=context)
 
     async def stop(self) -> None:
         """Drain: finish in-flight work, hand back every lease, then stop."""
@@ -83,7 +94,7 @@ class Runtime:
             partition, epoch, self.instance, self.config, self.pool, self.redis, self.plans, self.clock, self.metrics,
             self.outages,
         )
-        self.workers[partition] = (worker, asyncio.create_task(self._run_worker(worker), name=f"dee-p{partition}"))
+        self.workers[partition] = (worker, self._task(self._run_worker(worker), f"dee-p{partition}", partition))
         self._gauge()
 
     def _gauge(self) -> None:

@@ -24,8 +24,9 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import asyncpg
 import msgspec
@@ -54,6 +55,7 @@ log = logging.getLogger("dee.worker")
 _ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 Replies = list[tuple[str, wire.Reply]]
+T = TypeVar("T")
 
 
 class TickFailed(Exception):
@@ -136,13 +138,15 @@ class PartitionWorker:
         self._stop.set()
 
     async def run(self) -> None:
-        await self.reader.claim_idle(0)
-        await self._deliver([], await self._unpublished(), [])
+        while not self._stop.is_set() and not await self._unless_away(self._start):
+            pass
         iterations = 0
         busy = True  # a new owner looks at the partition once even without input
         last_tick = -1
         while not self._stop.is_set():
-            entries = await self.reader.read(tuning.READ_COUNT, tuning.BUSY_BLOCK_MS if busy else tuning.IDLE_BLOCK_MS)
+            entries = await self._unless_away(self._read, busy)
+            if entries is None:
+                continue  # Redis is away (the outage is logged): read again
             if not entries and not busy and self.clock.cached(last_tick):
                 continue  # nothing arrived, the clock did not move, nothing left over: no transaction
             report = await self.guarded(entries)
@@ -151,9 +155,32 @@ class PartitionWorker:
             last_tick = report.tick
             iterations += 1
             if iterations % tuning.TRIM_EVERY_ITERATIONS == 0:
-                await trim_acknowledged(self.redis, self.reader.stream, GROUP)
+                await self._unless_away(trim_acknowledged, self.redis, self.reader.stream, GROUP)
         if self._fenced_out is None:
             await self._drop_published()
+
+    async def _start(self) -> bool:
+        """A new owner takes over what the partition's previous consumers left: their pending
+        stream entries and the outbox rows they committed and may not have published."""
+        await self.reader.claim_idle(0)
+        await self._deliver([], await self._unpublished(), [])
+        return True
+
+    async def _read(self, busy: bool) -> list[Entry]:
+        entries = await self.reader.read(tuning.READ_COUNT, tuning.BUSY_BLOCK_MS if busy else tuning.IDLE_BLOCK_MS)
+        self.outages.recovered("Redis")
+        return entries
+
+    async def _unless_away(self, step: Callable[..., Awaitable[T]], *args: Any) -> T | None:
+        """A step outside the iteration (reading or trimming the stream); None when storage is
+        away, after the outage is logged (once) and a pause."""
+        try:
+            return await step(*args)
+        except TRANSIENT_ERRORS as exc:
+            self.outages.failed(exc, f"partition {self.partition}")
+            self.reader.repending()  # entries a lost reply delivered are read again from the pending list
+            await asyncio.sleep(tuning.STORAGE_PAUSE_S)
+            return None
 
     async def guarded(self, entries: Sequence[Entry]) -> TickReport:
         """One iteration; a batch that cannot commit is retried entry by entry, and an entry
@@ -187,7 +214,7 @@ class PartitionWorker:
             await dead_letter(self.redis, self.keys.dead(self.partition), self.reader.stream, entries[0], reason)
             await self.reader.ack([entries[0][0]])
             return TickReport(tick=-1, dead=1)
-        self.outages.recovered()
+        self.outages.recovered("PostgreSQL")
         self._last_failure = ""
         return report
 

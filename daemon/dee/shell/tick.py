@@ -64,7 +64,7 @@ async def advance_due(
         try:
             result = advance(state, [q.input for q in items], tick, env)
         except Exception as exc:  # a kernel or plugin bug must stop this run, not the partition
-            log.exception("run %s: advance raised; the run is stopped", state.run_id)
+            log.exception("run %s: advance raised; the run is stopped", state.run_id, extra={"run_id": state.run_id})
             result = quarantine(state, f"{type(exc).__name__}: {exc}", tick)
         _collect(done, state, result, items, stamp, new_id, store.partition, flagged)
     await store.consume([seq for seq, _ in pending])

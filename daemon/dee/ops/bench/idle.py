@@ -17,16 +17,16 @@ from pathlib import Path
 import asyncpg
 import redis.asyncio as aioredis
 
-from dee.ops.bench.daemons import DaemonProcess, start_daemons, while_alive
-from dee.ops.bench.report import IdleFigures
 from dee.bus import messages as wire
 from dee.bus.streams import FIELD, Keys
 from dee.config import EngineConfig
 from dee.engine import Engine
-from dee.plan import steps, transitions
-from dee.project.plans import create_plan
-from dee.plan.model import Duration, Plan
+from dee.ops.bench.daemons import DaemonProcess, start_daemons, while_alive
+from dee.ops.bench.report import IdleFigures
 from dee.ops.scratch import scratch_deployment
+from dee.plan import steps, transitions
+from dee.plan.model import Duration, Plan
+from dee.project.plans import create_plan
 
 SMALL = 10_000  # the first measurement: this many runs, or a tenth of them if fewer
 CHUNK = 50_000

@@ -14,15 +14,15 @@ import asyncpg
 import msgspec
 import uvloop
 
-from dee.ops import gc_tuning
-from dee.ops.bench.report import Correctness
-from dee.ops.bench.workload import PATHS, path_of
 from dee.config import EngineConfig
 from dee.engine import template_store
 from dee.kernel.audit import AuditRow, entry_of, verify_chain
 from dee.kernel.inputs import Start
 from dee.kernel.machine import KernelEnv
 from dee.kernel.replay import replay_entries
+from dee.ops import gc_tuning
+from dee.ops.bench.report import Correctness
+from dee.ops.bench.workload import PATHS, path_of
 from dee.plugin.manager import PluginManager
 from dee.stores.postgres.plans import PlanCache
 from dee.stores.postgres.rows import AUDIT_COLUMNS

@@ -20,15 +20,15 @@ from pathlib import Path
 import asyncpg
 import msgspec
 
+from dee.config import EngineConfig
+from dee.engine import Engine
 from dee.ops.bench import cpu, workload
 from dee.ops.bench.daemons import start_daemons, while_alive
 from dee.ops.bench.idle import run_idle
 from dee.ops.bench.measure import check_workload, raw_write_seconds, replay_all
 from dee.ops.bench.report import BenchReport, EngineFigures, RawFigures, ReplayFigures
-from dee.config import EngineConfig
-from dee.engine import Engine
-from dee.project.plans import load_plan
 from dee.ops.scratch import scratch_deployment
+from dee.project.plans import load_plan
 from dee.stores.postgres.admin import database_name, with_database
 
 EVENT_CONCURRENCY = 500

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
+from dee.stores.postgres.connect import connect
 
 
 def with_database(dsn: str, name: str) -> str:
@@ -20,7 +20,7 @@ def database_name(dsn: str) -> str:
 async def recreate_database(dsn: str) -> None:
     """Drop (if it exists) and create the database `dsn` names, via the `postgres` database."""
     name = database_name(dsn)
-    admin = await asyncpg.connect(with_database(dsn, "postgres"))
+    admin = await connect(with_database(dsn, "postgres"))
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.execute(f'CREATE DATABASE "{name}"')
@@ -29,7 +29,7 @@ async def recreate_database(dsn: str) -> None:
 
 
 async def drop_database(dsn: str) -> None:
-    admin = await asyncpg.connect(with_database(dsn, "postgres"))
+    admin = await connect(with_database(dsn, "postgres"))
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{database_name(dsn)}" WITH (FORCE)')
     finally:
@@ -39,7 +39,7 @@ async def drop_database(dsn: str) -> None:
 async def ensure_database(dsn: str) -> None:
     """Create the database if it does not exist yet (what `dee migrate` needs on a new server)."""
     name = database_name(dsn)
-    admin = await asyncpg.connect(with_database(dsn, "postgres"))
+    admin = await connect(with_database(dsn, "postgres"))
     try:
         if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
             await admin.execute(f'CREATE DATABASE "{name}"')

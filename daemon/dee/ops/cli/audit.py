@@ -1,0 +1,61 @@
+"""`dee audit verify|export`: the audit log, read as a client of the daemons."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from dee.config import EngineConfig
+from dee.engine import Engine
+from dee.ops.cli.output import emit
+
+
+def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    audit = sub.add_parser("audit", parents=[common], help="audit log").add_subparsers(dest="audit_command", required=True)
+    verify = audit.add_parser("verify", parents=[common], help="verify audit chains (every run when none is named)")
+    verify.add_argument("run_ids", nargs="*")
+    verify.add_argument("--json", action="store_true")
+    verify.set_defaults(func=cmd_verify)
+    export = audit.add_parser("export", parents=[common], help="a run's audit log as JSON (chain included) or a PDF report")
+    export.add_argument("run_id")
+    export.add_argument("--format", choices=("json", "pdf"), default="json")
+    export.add_argument("--output", help="file to write (default: standard output)")
+    export.set_defaults(func=cmd_export)
+
+
+def cmd_verify(args: argparse.Namespace, config: EngineConfig) -> int:
+    async def go() -> int:
+        async with Engine(config, scheduler=False) as engine:
+            ids = list(dict.fromkeys(args.run_ids)) or [r.id for r in (await engine.list_runs(limit=10**9)).runs]
+            verdicts = await engine.verify_audit_chains(ids)
+        broken = {run_id: v for run_id, v in verdicts.items() if not v.valid}
+
+        def text() -> str:
+            lines = []
+            for run_id, v in verdicts.items():
+                if not v.valid:
+                    lines.append(f"{run_id}: BROKEN at seq {v.broken_at}: {v.reason}")
+                elif args.run_ids:
+                    lines.append(f"{run_id}: valid ({v.entries} entries, ticks {v.first_tick}..{v.last_tick})")
+            return "\n".join([*lines, f"{len(ids) - len(broken)}/{len(ids)} chains valid"])
+
+        emit({"valid": not broken, "runs": len(ids), "broken": len(broken), "chains": verdicts}, args.json, text)
+        return 1 if broken else 0
+
+    return asyncio.run(go())
+
+
+def cmd_export(args: argparse.Namespace, config: EngineConfig) -> int:
+    async def go() -> int:
+        async with Engine(config, scheduler=False) as engine:
+            document = await engine.audit.export(args.run_id, args.format, args.output)
+        if args.output is None:
+            sys.stdout.buffer.write(document)
+            sys.stdout.buffer.flush()
+        else:
+            print(f"{args.output}: {len(document):,} bytes ({args.format})", file=sys.stderr)
+        return 0
+
+    return asyncio.run(go())

@@ -1,0 +1,115 @@
+"""`dee runs list|show|timeline|replay|pause|resume|cancel|retry`: inspect and steer runs, as a
+client of the daemons (no partition is owned, no local template is needed to read)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+from dee.config import EngineConfig
+from dee.engine import Engine
+from dee.ops.cli.output import emit
+
+
+def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    runs = sub.add_parser("runs", parents=[common], help="inspect and steer runs").add_subparsers(dest="runs_command", required=True)
+    listing = runs.add_parser("list", parents=[common], help="list runs (newest last)")
+    listing.add_argument("--status", action="append", help="only runs in this status (repeatable)")
+    listing.add_argument("--plan")
+    listing.add_argument("--contact")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--offset", type=int, default=0)
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=cmd_list)
+    for name, func, help in (("show", cmd_show, "a run's state"), ("timeline", cmd_timeline, "a run's timeline")):
+        reading = runs.add_parser(name, parents=[common], help=help)
+        reading.add_argument("run_id")
+        reading.add_argument("--json", action="store_true")
+        reading.set_defaults(func=func)
+    replay = runs.add_parser("replay", parents=[common], help="replay a run from its audit log and compare")
+    replay.add_argument("run_id")
+    replay.add_argument("--record", action="store_true", help="journal the verdict (dry_run=False)")
+    replay.add_argument("--json", action="store_true")
+    replay.set_defaults(func=cmd_replay)
+    for name, help in (("pause", "pause a run"), ("resume", "resume a paused run"), ("retry", "retry a failed run")):
+        steer = runs.add_parser(name, parents=[common], help=help)
+        steer.add_argument("run_id")
+        steer.set_defaults(func=cmd_steer)
+    cancel = runs.add_parser("cancel", parents=[common], help="cancel a run")
+    cancel.add_argument("run_id")
+    cancel.add_argument("--reason", default="cancelled from the command line")
+    cancel.set_defaults(func=cmd_steer)
+
+
+def client(config: EngineConfig) -> Engine:
+    return Engine(config, scheduler=False)
+
+
+def cmd_list(args: argparse.Namespace, config: EngineConfig) -> int:
+    async def go() -> int:
+        async with client(config) as engine:
+            page = await engine.list_runs(status=args.status, plan_id=args.plan, contact_id=args.contact,
+                                          limit=args.limit, offset=args.offset)  # fmt: skip
+
+        def text() -> str:
+            lines = [f"{r.id}  {r.status:<10} {r.outcome or '-':<14} {r.plan_id} v{r.plan_version}  {r.contact_id}  "
+                     f"step {r.current_step or '-'}" for r in page.runs]  # fmt: skip
+            return "\n".join([*lines, f"{len(page.runs)} of {page.total}"])
+
+        emit(page, args.json, text)
+        return 0
+
+    return asyncio.run(go())
+
+
+def cmd_show(args: argparse.Namespace, config: EngineConfig) -> int:
+    async def go() -> int:
+        async with client(config) as engine:
+            run = await engine.get_run(args.run_id)
+        emit(run, True, str)  # a run's state is a record: JSON either way
+        return 0
+
+    return asyncio.run(go())
+
+
+def cmd_timeline(args: argparse.Namespace, config: EngineConfig) -> int:
+    async def go() -> int:
+        async with client(config) as engine:
+            lines = await engine.get_timeline(args.run_id)
+        emit(lines, args.json, lambda: "\n".join(
+            f"tick {t.tick:>9}  {t.action:<16} {t.step or '':<20} {t.outcome or ''}".rstrip() for t in lines))  # fmt: skip
+        return 0
+
+    return asyncio.run(go())
+
+
+def cmd_replay(args: argparse.Namespace, config: EngineConfig) -> int:
+    async def go() -> int:
+        async with client(config) as engine:
+            result = await engine.replay(args.run_id, dry_run=not args.record)
+
+        def text() -> str:
+            lines = ["identical" if result.identical else f"{len(result.diffs)} difference(s)"]
+            lines += [f"  {d.step}.{d.field}: expected {d.expected!r}, got {d.actual!r}" for d in result.diffs]
+            return "\n".join(lines)
+
+        summary = {"identical": result.identical, "steps": result.steps, "diffs": result.diffs}
+        emit(summary, args.json, text)
+        return 0 if result.identical else 1
+
+    return asyncio.run(go())
+
+
+def cmd_steer(args: argparse.Namespace, config: EngineConfig) -> int:
+    async def go() -> int:
+        async with client(config) as engine:
+            action = args.runs_command
+            if action == "cancel":
+                await engine.cancel_run(args.run_id, args.reason)
+            else:
+                await getattr(engine, f"{action}_run")(args.run_id)
+            print(f"{args.run_id}: {(await engine.get_run(args.run_id)).status}")
+        return 0
+
+    return asyncio.run(go())
