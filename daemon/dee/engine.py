@@ -9,6 +9,7 @@ The facade itself only converts arguments, replays and projects; backends store 
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -80,7 +81,7 @@ class AuditAccess:
         plan = (await self._backend.compiled(run.plan_id, run.plan_version)).plan
         document = render_export(format, run, chain, entries, plan)
         if output is not None:
-            Path(output).write_bytes(document)
+            await asyncio.to_thread(Path(output).write_bytes, document)
         return document
 
 

@@ -83,8 +83,11 @@ class Daemon:
         self.proc.send_signal(signal.SIGKILL)
         await asyncio.to_thread(self.proc.wait)
         self.kills += 1
+        self.note(f"SIGKILL at {time.time():.3f}")
+
+    def note(self, line: str) -> None:
         with open(self.log_path, "ab") as log:
-            log.write(f"\n===== {self.instance}: SIGKILL at {time.time():.3f} =====\n".encode())
+            log.write(f"\n===== {self.instance}: {line} =====\n".encode())
 
     async def terminate(self, timeout: float = 20.0) -> int:
         """SIGTERM and wait for the exit code (the daemon drains first)."""

@@ -281,9 +281,12 @@ async def chaos(
     """
     points = sorted(rng.sample(range(total_entries // 50, total_entries * 95 // 100), KILLS))
     epochs: dict[int, int] = {}
+    async def back() -> bool:
+        return await owned_afresh(database, daemon.instance, epochs)
+
     for point in points:
-        await wait_for(lambda: owned_afresh(database, daemon.instance, epochs), 30, f"{daemon.instance} to come back")
-        while not done.is_set() and await db.fetchval("SELECT count(*) FROM audit_log") < point:
+        await wait_for(back, 30, f"{daemon.instance} to come back")
+        while not done.is_set() and await db.fetchval("SELECT count(*) FROM audit_log") < point:  # noqa: ASYNC110 (polls the database)
             await asyncio.sleep(0.002)
         if done.is_set():
             return

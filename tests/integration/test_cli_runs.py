@@ -111,8 +111,8 @@ async def test_an_engine_is_a_client_unless_it_is_asked_to_schedule(cli_env: Eng
         assert client.scheduler is False and client._backend.runtime is None  # type: ignore[attr-defined]
         async with Engine(cli_env, scheduler=True) as daemon:
             assert daemon._backend.runtime is not None  # type: ignore[attr-defined]
-            run = await client.execute(load_plan("config/plans/welcome-sequence.yaml"),
-                                       {"id": "k3", "email": "k3@acme.test", "attributes": {"first_name": "Kim"}}, {"product": "DEE"})  # fmt: skip
+            contact = {"id": "k3", "email": "k3@acme.test", "attributes": {"first_name": "Kim"}}
+            run = await client.execute(load_plan("config/plans/welcome-sequence.yaml"), contact, {"product": "DEE"})
             await client.run_until_idle()  # the embedded daemon did the work; the client only asked
             assert (await client.get_run(run.id)).status == "waiting"
     with pytest.raises(ConfigError, match="memory:// engine is its own deployment"):

@@ -596,7 +596,7 @@ async def test_audit_access_and_chain_verification(eng: Engine, outreach: Plan) 
     entries = await eng.audit.get_by_run(run_id)
     assert [e.seq for e in entries] == list(range(1, len(entries) + 1))
     assert entries[0].previous_checksum == "0" * 64
-    assert all(b.previous_checksum == a.checksum for a, b in zip(entries, entries[1:]))
+    assert all(b.previous_checksum == a.checksum for a, b in itertools.pairwise(entries))
     assert (entries[0].action, entries[-1].action, entries[-1].output) == (
         "run.started", "run.completed", {"outcome": "no_response", "endStep": "end-no-reply"})  # fmt: skip
     chain = await eng.verify_audit_chain(run_id)

@@ -114,13 +114,13 @@ async def test_malformed_entries_are_dead_lettered_while_valid_traffic_goes_on(
         (m({"type": "explode", "commandId": "bad-type"}), "`$.type`"),
         (m({"type": "pause", "commandId": "bad-missing"}), "missing required field `runId`"),
         (m({"type": "execute", "commandId": "bad-types", "runId": "r1", "planId": "dead-letter-quick",
-            "planVersion": "one", "contact": {"id": "x"}}), "`$.planVersion`"),  # fmt: skip
+            "planVersion": "one", "contact": {"id": "x"}}), "`$.planVersion`"),
         (m({"type": "cancel", "commandId": "bad-extra", "runId": "r1", "reason": "x", "evil": True}), "unknown field `evil`"),
         ({b"x": b"no m field here", b"y": b"2"}, "no 'm' field"),
         (m({"type": "consent", "commandId": huge_id, "contactId": "c-huge", "channel": "email",
-            "status": "granted", "source": "form"}), "refused at commit"),  # fmt: skip
+            "status": "granted", "source": "form"}), "refused at commit"),
         (m({"type": "suppress", "commandId": "bad-wrong-literal", "contactId": "c", "level": "galactic",
-            "reason": "r", "source": "s"}), "`$.level`"),  # fmt: skip
+            "reason": "r", "source": "s"}), "`$.level`"),
         ({b"m": b"[1, 2, 3]"}, "ValidationError"),
         ({b"m": b""}, "DecodeError"),
     ]
@@ -165,7 +165,7 @@ async def test_malformed_entries_are_dead_lettered_while_valid_traffic_goes_on(
                 assert reason in record[b"reason"].decode(), (reason, record[b"reason"])
                 assert (record[b"source"], record[b"entry_id"]) == (keys.inbound(p).encode(), entry_id)
         assert sum(len(v) for v in dead.values()) == len(malformed)
-        assert await pending(redis, keys) == {p: 0 for p in range(PARTITIONS)}
+        assert await pending(redis, keys) == dict.fromkeys(range(PARTITIONS), 0)
 
         runs = await engine.list_runs(limit=100)
         assert runs.total == 1 + 4 * 6
@@ -196,7 +196,7 @@ async def test_an_execute_for_an_unregistered_plan_gets_an_error_reply_not_a_dea
         assert answers[ok["commandId"]]["runId"] == ok["runId"]
         await settle(engine)
         assert await dead_letters(redis, keys) == {p: [] for p in range(PARTITIONS)}
-        assert await pending(redis, keys) == {p: 0 for p in range(PARTITIONS)}
+        assert await pending(redis, keys) == dict.fromkeys(range(PARTITIONS), 0)
         assert (await engine.list_runs(contact_id="ghost")).total == 0
         assert (await engine.get_run(ok["runId"])).status == "completed"
 
@@ -239,7 +239,7 @@ async def nul_scenario(
         fate = {h["commandId"]: "dead" if h["commandId"] in dead else "replied" if h["commandId"] in answers else "lost"
                 for h in hostile}  # fmt: skip
         assert [cid for cid, f in fate.items() if f == "lost"] == [], (fate, dead)
-        assert await pending(redis, keys) == {p: 0 for p in range(PARTITIONS)}
+        assert await pending(redis, keys) == dict.fromkeys(range(PARTITIONS), 0)
         # the waiting run is still alive and its chain intact; the partition still moves time on
         await engine.advance_clock(86_400)
         view = await engine.get_run(victim.id)

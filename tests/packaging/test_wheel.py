@@ -79,15 +79,16 @@ def test_a_wrong_config_dir_is_one_error_naming_the_path(installed: Path, tmp_pa
     (tmp_path / "dee.toml").write_text('config_dir = "missing"\n', encoding="utf-8")
     done = run(installed, tmp_path, "plan", "validate", "plans/x.yaml")
     assert done.returncode == 2
-    assert done.stderr.splitlines() == [f"dee: config_dir {tmp_path / 'missing'}: no such directory (plans, templates and scripts live there)"]
+    missing = tmp_path / "missing"
+    assert done.stderr.splitlines() == [f"dee: config_dir {missing}: no such directory (plans, templates and scripts live there)"]
 
 
 async def test_read_only_commands_need_no_local_templates(installed: Path, tmp_path: Path) -> None:
     config = deployment_config(f"dee_test_{uuid.uuid4().hex[:12]}")
     async with scratch_deployment(config):
         async with Engine(config, scheduler=True) as engine:
-            run_view = await engine.execute(load_plan(ROOT / "config/plans/welcome-sequence.yaml"),
-                                            {"id": "c-1", "email": "a@example.com", "attributes": {"first_name": "Kim"}}, {"product": "DEE"})  # fmt: skip
+            contact = {"id": "c-1", "email": "a@example.com", "attributes": {"first_name": "Kim"}}
+            run_view = await engine.execute(load_plan(ROOT / "config/plans/welcome-sequence.yaml"), contact, {"product": "DEE"})
             await engine.run_until_idle()
         env = {"DATABASE_URL": config.database, "REDIS_URL": config.redis, "DEE_NAMESPACE": config.namespace,
                "DEE_SCHEDULER_PARTITIONS": str(config.scheduler.partitions)}  # fmt: skip

@@ -133,10 +133,10 @@ def drive_steps(
         calls.append(call)
         state = result.state
         failures += sum(1 for _, to in result.transitions if to == "failed")
-        if result.state.status == "failed" and any(to == "failed" for _, to in result.transitions):
-            if failures <= len(scenario.world.retries):
-                at = now + scenario.world.retries[failures - 1]
-                heapq.heappush(answers, (at, next(arrival), Retry(at, command_id=f"operator-retry-{failures}")))
+        failed_now = result.state.status == "failed" and any(to == "failed" for _, to in result.transitions)
+        if failed_now and failures <= len(scenario.world.retries):
+            at = now + scenario.world.retries[failures - 1]
+            heapq.heappush(answers, (at, next(arrival), Retry(at, command_id=f"operator-retry-{failures}")))
         for effect in result.effects:
             if isinstance(effect, DispatchRequest):
                 index = dispatched.get(effect.channel, 0)
@@ -195,7 +195,7 @@ def split(inputs: Sequence[AnyInput], cuts: Iterable[int], pushes: Sequence[floa
     if not inputs:
         return []
     bounds = sorted({c for c in cuts if 0 < c < len(inputs)})
-    pieces = [list(inputs[a:b]) for a, b in zip([0, *bounds], [*bounds, len(inputs)])]
+    pieces = [list(inputs[a:b]) for a, b in zip([0, *bounds], [*bounds, len(inputs)], strict=False)]
     batches = []
     for k, piece in enumerate(pieces):
         low = piece[-1].tick

@@ -207,8 +207,8 @@ def plans(draw: st.DrawFn, plan_id: str = "prop-plan") -> Plan:
     linear = chance(draw, 2)
     types = _step_types(draw, n, linear)
     ids = [f"{PREFIX[t]}-{i}" for i, t in enumerate(types)]
-    send_ids = [i for i, t in zip(ids, types) if t in SENDS]
-    voice_ids = [i for i, t in zip(ids, types) if t == VOICE]
+    send_ids = [i for i, t in zip(ids, types, strict=False) if t in SENDS]
+    voice_ids = [i for i, t in zip(ids, types, strict=False) if t == VOICE]
 
     # Who reaches each step: step j > 0 needs a parent i < j that does not end the run.
     targets: dict[int, list[str]] = {i: [] for i in range(n)}
@@ -230,7 +230,7 @@ def plans(draw: st.DrawFn, plan_id: str = "prop-plan") -> Plan:
 
     built: list[Step] = []
     edges: list[Edge] = []
-    for i, (step_id, kind) in enumerate(zip(ids, types)):
+    for i, (step_id, kind) in enumerate(zip(ids, types, strict=False)):
         earlier_sends = [s for s in send_ids if ids.index(s) < i]
         arms: list[Condition] = []
         if kind == BRANCH:

@@ -28,7 +28,7 @@ from dee.kernel.state import TERMINAL_STATUSES, ZERO_CHECKSUM, RunState
 from dee.kernel.status import ALLOWED
 from dee.plan.model import Plan
 
-SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large]}
 # Example counts are tuned so the whole file runs in ~20 s; DEE_PROPERTY_SCALE=20 hunts harder.
 SCALE = float(os.environ.get("DEE_PROPERTY_SCALE", "1"))
 

@@ -88,7 +88,7 @@ def test_the_first_entry_chains_from_64_zeros_and_each_next_from_the_one_before(
     entries = chain()
     assert entries[0].previous_checksum == ZEROS
     assert len(entries[0].previous_checksum) == 64
-    for before, after in zip(entries, entries[1:]):
+    for before, after in itertools.pairwise(entries):
         assert after.previous_checksum == before.checksum
     assert all(HEX64.fullmatch(e.checksum) for e in entries)
     assert len({e.checksum for e in entries}) == 5

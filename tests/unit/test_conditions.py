@@ -268,7 +268,7 @@ def test_a_non_bool_result_is_a_condition_error(source):
 
 
 def test_type_errors_are_condition_errors():
-    with pytest.raises(ConditionError, match="variables.x > 3"):
+    with pytest.raises(ConditionError, match=r"variables\.x > 3"):
         holds("variables.x > 3", snapshot(variables={"x": "four"}))
 
 

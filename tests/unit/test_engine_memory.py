@@ -32,7 +32,8 @@ VARS = {"product": "DEE"}
 
 
 def contact(cid: str, **extra: Any) -> dict[str, Any]:
-    return {"id": cid, "email": f"{cid}@acme.test", "phone": "+15550001", "attributes": {"company": "Acme", "first_name": cid.upper()}, **extra}
+    attributes = {"company": "Acme", "first_name": cid.upper()}
+    return {"id": cid, "email": f"{cid}@acme.test", "phone": "+15550001", "attributes": attributes, **extra}
 
 
 def config(**scheduler: Any) -> EngineConfig:

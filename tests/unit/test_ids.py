@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from dee.ids import _ALPHABET, MonotonicUlid, ulid
 
 
@@ -22,7 +24,7 @@ def test_a_monotonic_generator_gives_strictly_increasing_ids_that_decode_to_cons
     ids = [make() for _ in range(20_000)]  # many share a millisecond, some cross into the next
     assert ids == sorted(set(ids))
     values = [decode(i) for i in ids]
-    same_ms = [(a, b) for a, b in zip(values, values[1:], strict=False) if a >> 80 == b >> 80]
+    same_ms = [(a, b) for a, b in itertools.pairwise(values) if a >> 80 == b >> 80]
     assert same_ms and all(b == a + 1 for a, b in same_ms)
 
 

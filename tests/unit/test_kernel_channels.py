@@ -33,7 +33,10 @@ from tests.unit.kernel_helpers import (
 HEX64 = set("0123456789abcdef")
 
 
-def _email_plan(tracking: Tracking | None = None, template_id: str = "tmpl_intro", subject: str = "{{ product }} for {{ contact.company }}", templates=None, exits=()):
+def _email_plan(
+    tracking: Tracking | None = None, template_id: str = "tmpl_intro", subject: str = "{{ product }} for {{ contact.company }}",
+    templates=None, exits=(),
+):
     return compile_plan(
         [steps.send_email("mail", template_id, subject, tracking=tracking), steps.end("done", "sent")],
         exits=exits, templates=templates,

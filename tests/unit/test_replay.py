@@ -7,7 +7,10 @@ who opens the first email: warm follow-up, call, breakup email, `no_response`.
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -495,3 +498,18 @@ def test_a_recorded_input_converts_to_the_member_its_kind_names(value: dict[str,
 def test_an_input_that_is_not_valid_is_refused_with_a_validation_error(value: dict[str, Any]) -> None:
     with pytest.raises(msgspec.ValidationError):
         input_from_builtins(value)
+
+
+async def test_a_run_replays_from_its_export_file_alone(tmp_path: Path) -> None:
+    from dee.ops.cli import main
+
+    async with Engine(config()) as e:
+        run = await e.execute(load_plan(PLAN_FILE), CONTACT, {"product": "DEE"})
+        await e.advance_clock(10 * 86_400)
+        document = await e.audit.export(run.id, "json", tmp_path / "run.json")
+        assert (await e.replayer.replay_export(document)).identical
+    tampered = json.loads(document)
+    tampered["plan"]["steps"][1]["duration"] = {"days": 4}  # the first wait, a day longer
+    (tmp_path / "edited.json").write_text(json.dumps(tampered))
+    assert await asyncio.to_thread(main, ["runs", "replay", "--export", str(tmp_path / "run.json")]) == 0
+    assert await asyncio.to_thread(main, ["runs", "replay", "--export", str(tmp_path / "edited.json")]) == 1

@@ -8,6 +8,7 @@ the same tick; so feeding inputs one call at a time or all at once gives the sam
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,7 +100,7 @@ def advance(state: RunState, inputs: Sequence[AnyInput], now: int, env: KernelEn
     """Apply `inputs` (ordered by tick, then arrival) and every timer due up to tick `now`."""
     run = _Run(state, env)
     pending = list(inputs)
-    for a, b in zip(pending, pending[1:]):
+    for a, b in itertools.pairwise(pending):
         if b.tick < a.tick:
             raise ValueError("inputs must be ordered by tick")
     if pending and pending[-1].tick > now:

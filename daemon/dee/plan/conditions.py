@@ -131,7 +131,7 @@ class _Analysis(NamedTuple):
     problems: list[str]
     steps: tuple[str, ...] = ()
     is_default: bool = False
-    paths: dict[str, frozenset[tuple[str, ...]]] = {}  # per prunable root: field paths it reads
+    paths: dict[str, frozenset[tuple[str, ...]]] = {}  # noqa: RUF012 (a msgspec default: copied per instance)
 
 
 def _receiver(toks: list[_Tok], i: int) -> str | None:
@@ -304,8 +304,17 @@ def _direct_form(cel_source: str) -> Callable[[ConditionSnapshot], bool] | None:
 class CompiledCondition:
     """A checked, compiled condition; `evaluate` is a pure function of the snapshot."""
 
-    __slots__ = ("source", "cel_source", "referenced_steps", "is_default",
-                 "_program", "_roots", "_paths", "_functions", "_direct")
+    __slots__ = (
+        "_direct",
+        "_functions",
+        "_paths",
+        "_program",
+        "_roots",
+        "cel_source",
+        "is_default",
+        "referenced_steps",
+        "source",
+    )
 
     source: str
     cel_source: str

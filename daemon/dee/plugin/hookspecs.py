@@ -5,9 +5,16 @@ A plugin is any importable module or object registered under the `dee` entry-poi
     [project.entry-points.dee]
     dee_sendgrid = "dee_sendgrid"
 
-and implementing one or more of the hooks below with `@dee.plugin.hookimpl`. Every hook
-returns a list; DEE collects the lists of all plugins. Names must be unique across plugins:
-two plugins registering the same step type, adapter or template store name stop start-up.
+and implementing one or more of the hooks below with `@dee.plugin.hookimpl`. Every hook that
+provides something returns a list; DEE collects the lists of all plugins and checks every item
+(a wrong type is refused at start-up with the plugin's name). Names must be unique across
+plugins: two plugins registering the same step type, adapter or template store name stop
+start-up. A hook that raises stops start-up too, naming the plugin: DEE fails closed rather
+than run without a piece a plan needs.
+
+`config` is the deployment's `dee.EngineConfig`: a plugin reads its own settings from it
+(for example `config.channels.email` for an email adapter). Read it in the hook, keep what you
+need; never change it.
 """
 
 from __future__ import annotations
@@ -16,44 +23,62 @@ from typing import Any
 
 import pluggy
 
+from dee.config import EngineConfig
+from dee.plugin.contracts import ChannelAdapter, StepType, TemplateStore
+
 hookspec = pluggy.HookspecMarker("dee")
 
 
 @hookspec
-def dee_step_types() -> list[Any]:
-    """Return step types (`dee.plugin.contracts.StepType` instances).
+def dee_step_types() -> list[StepType]:
+    """Return step types (subclasses of `dee.plugin.contracts.StepType`, instantiated).
 
-    A step type runs inside the pure kernel: it must decide only from the `StepContext` and its
-    params, and return a `StepOutcome` (`Done`, `Sleep`, `Send`, `Finish`, `Fail`). No clock, no
-    I/O, no randomness: anything else breaks replay.
+    A step type runs inside the pure kernel: it decides only from the `StepContext` and its
+    params and returns a `StepOutcome` (`Done`, `Sleep`, `Send`, `Finish`, `Fail`). No clock,
+    no I/O, no randomness: anything else breaks replay. Its `name` is the `type` plans use.
     """
 
 
 @hookspec
-def dee_channel_adapters(config: Any) -> list[Any]:
-    """Return channel adapters (`dee.plugin.contracts.ChannelAdapter`) built from `config`
-    (the `EngineConfig`). Config selects one adapter per channel by name. An adapter must not
-    send twice for the same idempotency key."""
+def dee_channel_adapters(config: EngineConfig) -> list[ChannelAdapter]:
+    """Return channel adapters (objects with `name`, `channel` and `async send(request) ->
+    DispatchResponse`, see `dee.plugin.contracts.ChannelAdapter`) built from `config`.
+
+    The deployment selects one adapter per channel by name (`channels.email.adapter = "smtp"`).
+    An adapter runs in the shell and may do I/O, but must not send twice for one idempotency
+    key: a repeated key gets the first answer. It should not raise: a raised exception is
+    recorded as a transient failure of the send and retried by the kernel.
+    """
 
 
 @hookspec
-def dee_policy_gates(config: Any) -> list[Any]:
-    """Return policy gates checked before every step (consent, suppression, calling hours,
-    limits). A gate's verdict is journaled so replay sees the same verdict."""
+def dee_policy_gates(config: EngineConfig) -> list[Any]:
+    """Reserved for policy gates (consent, suppression, calling hours, caps).
+
+    This release collects what plugins return here and lists it in `dee plugins`, but does not
+    ask any gate before a step: do not rely on a gate to stop a send yet.
+    """
 
 
 @hookspec
-def dee_template_stores(config: Any) -> list[Any]:
-    """Return template stores (`dee.plugin.contracts.TemplateStore`) that can resolve email
-    templates, call scripts and voicemail messages by id. Stores are asked in registration
-    order; the first that knows an id answers."""
+def dee_template_stores(config: EngineConfig) -> list[TemplateStore]:
+    """Return template stores (objects with `name`, `get(kind, id)` and `ids(kind)`, see
+    `dee.plugin.contracts.TemplateStore`) that resolve email templates (`kind="email"`), call
+    scripts (`"voice"`) and voicemail messages (`"voicemail"`) by id.
+
+    They are asked after the project's own `templates/` and `scripts/`, in registration order;
+    the first that knows an id answers. Lookups must be pure for a given content: replay renders
+    with the current store, which is how an edited template shows up as a content-hash diff.
+    """
 
 
 @hookspec
 def dee_startup(engine: Any) -> None:
-    """Called once when an engine starts, after plugins are loaded: open connections here."""
+    """Called once when an engine (a `dee.Engine`) has started, after its storage answers: open
+    connections your adapters hold here."""
 
 
 @hookspec
 def dee_shutdown(engine: Any) -> None:
-    """Called once when an engine stops: close what `dee_startup` opened."""
+    """Called once when an engine stops, before its storage closes: close what `dee_startup`
+    opened."""

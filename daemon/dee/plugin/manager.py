@@ -7,7 +7,8 @@ shows exactly what the daemon will run and where each piece came from.
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Iterable
+import inspect
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,49 +69,60 @@ class PluginManager:
         self._info.append(PluginInfo(name, source, module))
 
     def check(self) -> None:
-        """Refuse hook implementations that match no hookspec (typos would silently do nothing),
-        and duplicate names among step types and template stores."""
+        """Refuse hook implementations that match no hookspec (typos would silently do nothing)
+        and invalid or duplicate step types (they need no configuration to be asked)."""
         try:
             self._pm.check_pending()
         except pluggy.PluginValidationError as exc:
             raise PluginError(self._pm.get_name(exc.plugin) or "?", str(exc)) from exc
         self.step_types()
-        self.template_stores(None)
 
     @property
     def plugins(self) -> list[PluginInfo]:
         return list(self._info)
 
-    def _collect(self, results: Iterable[tuple[str, list[Any]]], what: str) -> dict[str, Any]:
-        found: dict[str, Any] = {}
-        owner: dict[str, str] = {}
-        for plugin_name, items in results:
-            for item in items or []:
-                name = item.name
-                if name in found:
-                    raise PluginError(plugin_name, f"{what} {name!r} is already provided by {owner[name]!r}")
-                found[name] = item
-                owner[name] = plugin_name
-        return found
-
     def _per_plugin(self, hook: str, **kwargs: Any) -> list[tuple[str, list[Any]]]:
+        """Each plugin's answer to a hook, in registration order; a hook that raises or does
+        not return a list is that plugin's error."""
         out: list[tuple[str, list[Any]]] = []
-        for impl in getattr(self._pm.hook, hook).get_hookimpls():
+        for impl in getattr(self._pm.hook, hook).get_hookimpls():  # in registration order
             args = {k: kwargs[k] for k in impl.argnames}
-            out.append((impl.plugin_name, impl.function(**args)))
+            try:
+                items = impl.function(**args)
+            except Exception as exc:
+                raise PluginError(impl.plugin_name, f"{hook} raised {type(exc).__name__}: {exc}") from exc
+            if items is None:
+                items = []
+            if not isinstance(items, list | tuple):
+                raise PluginError(impl.plugin_name, f"{hook} must return a list, not {type(items).__name__}")
+            out.append((impl.plugin_name, list(items)))
         return out
 
-    def step_types(self) -> dict[str, StepType]:
-        found = self._collect(self._per_plugin("dee_step_types"), "step type")
-        for name, step_type in found.items():
-            if not isinstance(step_type, StepType):
-                raise PluginError(name, "step types must subclass dee.plugin.contracts.StepType")
+    def _collect(self, hook: str, what: str, valid: Callable[[Any], str | None], **kwargs: Any) -> dict[str, Any]:
+        """Items by name; `valid` says what is wrong with an item (None: nothing)."""
+        found: dict[str, Any] = {}
+        owner: dict[str, str] = {}
+        for plugin_name, items in self._per_plugin(hook, **kwargs):
+            for item in items:
+                problem = valid(item)
+                if problem is not None:
+                    raise PluginError(plugin_name, f"{hook} returned {item!r}: {problem}")
+                if item.name in found:
+                    raise PluginError(plugin_name, f"{what} {item.name!r} is already provided by {owner[item.name]!r}")
+                found[item.name] = item
+                owner[item.name] = plugin_name
         return found
+
+    def step_types(self) -> dict[str, StepType]:
+        return self._collect("dee_step_types", "step type", _step_type_problem)
 
     def channel_adapters(self, config: Any) -> dict[tuple[str, str], ChannelAdapter]:
         adapters: dict[tuple[str, str], ChannelAdapter] = {}
         for plugin_name, items in self._per_plugin("dee_channel_adapters", config=config):
-            for adapter in items or []:
+            for adapter in items:
+                problem = _adapter_problem(adapter)
+                if problem is not None:
+                    raise PluginError(plugin_name, f"dee_channel_adapters returned {adapter!r}: {problem}")
                 key = (adapter.channel, adapter.name)
                 if key in adapters:
                     raise PluginError(plugin_name, f"channel adapter {key[1]!r} for {key[0]!r} is already registered")
@@ -132,28 +144,58 @@ class PluginManager:
         return chosen
 
     def template_stores(self, config: Any) -> dict[str, TemplateStore]:
-        return self._collect(self._per_plugin("dee_template_stores", config=config), "template store")
+        return self._collect("dee_template_stores", "template store", _store_problem, config=config)
 
     def policy_gates(self, config: Any) -> dict[str, Any]:
-        return self._collect(self._per_plugin("dee_policy_gates", config=config), "policy gate")
+        return self._collect("dee_policy_gates", "policy gate", _named_problem, config=config)
 
     def startup(self, engine: Any) -> None:
-        self._pm.hook.dee_startup(engine=engine)
+        self._call_each("dee_startup", engine=engine)
 
     def shutdown(self, engine: Any) -> None:
-        self._pm.hook.dee_shutdown(engine=engine)
+        self._call_each("dee_shutdown", engine=engine)
 
-    def describe(self) -> list[dict[str, Any]]:
-        """What each plugin provides, for `dee plugins`."""
+    def _call_each(self, hook: str, **kwargs: Any) -> None:
+        for impl in getattr(self._pm.hook, hook).get_hookimpls():
+            try:
+                impl.function(**{k: kwargs[k] for k in impl.argnames})
+            except Exception as exc:
+                raise PluginError(impl.plugin_name, f"{hook} raised {type(exc).__name__}: {exc}") from exc
+
+    def describe(self, config: Any) -> list[dict[str, Any]]:
+        """What each plugin provides, for `dee plugins` (asked with the deployment's config,
+        as the engine asks)."""
         provided: dict[str, list[str]] = {info.name: [] for info in self._info}
         for plugin_name, items in self._per_plugin("dee_step_types"):
-            provided[plugin_name] += [f"step type {i.name}" for i in items or []]
-        for plugin_name, items in self._per_plugin("dee_channel_adapters", config=None):
-            provided[plugin_name] += [f"{i.channel} adapter {i.name}" for i in items or []]
-        for plugin_name, items in self._per_plugin("dee_template_stores", config=None):
-            provided[plugin_name] += [f"template store {i.name}" for i in items or []]
-        return [
-            {"name": i.name, "source": i.source, "module": i.module, "provides": provided[i.name]}
-            for i in self._info
-        ]
+            provided[plugin_name] += [f"step type {i.name}" for i in items]
+        for plugin_name, items in self._per_plugin("dee_channel_adapters", config=config):
+            provided[plugin_name] += [f"{i.channel} adapter {i.name}" for i in items]
+        for plugin_name, items in self._per_plugin("dee_template_stores", config=config):
+            provided[plugin_name] += [f"template store {i.name}" for i in items]
+        for plugin_name, items in self._per_plugin("dee_policy_gates", config=config):
+            provided[plugin_name] += [f"policy gate {i.name}" for i in items]
+        return [{"name": i.name, "source": i.source, "module": i.module, "provides": provided[i.name]} for i in self._info]
 
+
+def _named_problem(item: Any) -> str | None:
+    return None if isinstance(getattr(item, "name", None), str) and item.name else "it needs a non-empty `name`"
+
+
+def _step_type_problem(item: Any) -> str | None:
+    if not isinstance(item, StepType):
+        return "step types must subclass dee.plugin.contracts.StepType (an instance)"
+    return _named_problem(item)
+
+
+def _adapter_problem(item: Any) -> str | None:
+    if not isinstance(getattr(item, "channel", None), str) or item.channel not in CHANNELS:
+        return f"a channel adapter's `channel` is one of {', '.join(CHANNELS)}"
+    if not inspect.iscoroutinefunction(getattr(item, "send", None)):
+        return "a channel adapter needs `async def send(request)`"
+    return _named_problem(item)
+
+
+def _store_problem(item: Any) -> str | None:
+    if not (callable(getattr(item, "get", None)) and callable(getattr(item, "ids", None))):
+        return "a template store needs `get(kind, template_id)` and `ids(kind)`"
+    return _named_problem(item)

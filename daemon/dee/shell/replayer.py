@@ -9,6 +9,7 @@ through it; `replay_export` needs nothing but a `dee.audit-export/1` file.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from pathlib import Path
@@ -56,7 +57,7 @@ class Replayer:
     async def replay_export(self, document: bytes | str | os.PathLike[str]) -> ReplayResult:
         """Replay a run from a `dee.audit-export/1` document (bytes, or a file's path) alone:
         its entries and the plan version they ran, with today's code and templates."""
-        raw = document if isinstance(document, bytes) else Path(document).read_bytes()
+        raw = document if isinstance(document, bytes) else await asyncio.to_thread(Path(document).read_bytes)
         try:
             export = msgspec.json.decode(raw)
         except msgspec.DecodeError as exc:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -17,13 +16,11 @@ import uvloop
 from dee.config import EngineConfig
 from dee.engine import template_store
 from dee.kernel.audit import AuditRow, entry_of, verify_chain
-from dee.kernel.inputs import Start
-from dee.kernel.machine import KernelEnv
-from dee.kernel.replay import replay_entries
 from dee.ops import gc_tuning
 from dee.ops.bench.report import Correctness
 from dee.ops.bench.workload import PATHS, path_of
 from dee.plugin.manager import PluginManager
+from dee.shell.replayer import Replayer
 from dee.stores.postgres.plans import PlanCache
 from dee.stores.postgres.rows import AUDIT_COLUMNS
 
@@ -124,24 +121,12 @@ async def _replay_runs(config: EngineConfig, first: str, end: str | None) -> tup
     plugins = PluginManager.load(disabled=config.plugins.disabled)
     templates = template_store(config, plugins)
     cache = PlanCache(plugins, templates)
-    settings = config.kernel_settings()
     tally = ReplayTally()
     conn = await asyncpg.connect(config.database)
     try:
+        replayer = Replayer(config, plugins, templates, lambda plan_id, version: cache.get(conn, plan_id, version))
         heads = {r["run_id"]: (r["seq"], r["head"]) for r in await conn.fetch(
             f"SELECT run_id, seq, head FROM runs WHERE status = 'completed' AND {_IN_RANGE}", first, end)}  # fmt: skip
-        envs = {
-            (r["plan_id"], r["version"]): KernelEnv(
-                plan=await cache.get(conn, r["plan_id"], r["version"]), templates=templates,
-                tick_interval_ms=config.scheduler.tick_interval_ms, settings=settings,
-                message_domain=config.message_domain,
-            )
-            for r in await conn.fetch("SELECT plan_id, version FROM plans")
-        }  # fmt: skip
-
-        def env_for(start: Start) -> KernelEnv:
-            return envs[(start.plan_id, start.plan_version)]
-
         columns = ", ".join(AUDIT_COLUMNS)
         for chunk in _chunks(sorted(heads), heads):
             current: list[AuditRow] = []
@@ -149,11 +134,11 @@ async def _replay_runs(config: EngineConfig, first: str, end: str | None) -> tup
                 f"SELECT {columns} FROM audit_log WHERE run_id >= $1 AND run_id <= $2 ORDER BY run_id, seq", chunk[0], chunk[-1]
             ):  # fmt: skip
                 if current and current[-1].run_id != row[0]:
-                    _replay_one(current, heads, env_for, tally)
+                    await _replay_one(current, heads, replayer, tally)
                     current = []
                 current.append(AuditRow(*row))
             if current:
-                _replay_one(current, heads, env_for, tally)
+                await _replay_one(current, heads, replayer, tally)
     finally:
         await conn.close()
     return tally.runs, tally.identical, tally.chains_valid
@@ -178,16 +163,14 @@ def _chunks(ids: list[str], heads: dict[str, tuple[int, str]]) -> list[list[str]
     return chunks
 
 
-def _replay_one(
-    rows: list[AuditRow], heads: dict[str, tuple[int, str]], env_for: Callable[[Start], KernelEnv], tally: ReplayTally
-) -> None:
+async def _replay_one(rows: list[AuditRow], heads: dict[str, tuple[int, str]], replayer: Replayer, tally: ReplayTally) -> None:
     head = heads.get(rows[0].run_id)
     if head is None:  # not completed
         return
     tally.runs += 1
     if verify_chain(rows, *head).valid:
         tally.chains_valid += 1
-    if replay_entries([entry_of(row, with_context=False) for row in rows], env_for).identical:
+    if (await replayer.replay_run([entry_of(row, with_context=False) for row in rows])).identical:
         tally.identical += 1
 
 

@@ -155,7 +155,8 @@ class BenchReport:
                        chains_valid=self.replay.chains_valid, replays_per_s=round(self.replay.runs_per_s))  # fmt: skip
         if self.idle is not None:
             out.update(idle_runs=self.idle.runs, idle_rss_growth_mb=round(self.idle.growth_mb, 1),
-                       idle_tick_ms=round(self.idle.idle_tick_ms_large, 2), idle_enrolments_per_s=round(self.idle.runs / self.idle.enrol_seconds))  # fmt: skip
+                       idle_tick_ms=round(self.idle.idle_tick_ms_large, 2),
+                       idle_enrolments_per_s=round(self.idle.runs / self.idle.enrol_seconds))  # fmt: skip
         out["client_peak_rss_mb"] = round(self.client_peak_rss_mb, 1)
         return out
 
@@ -180,7 +181,8 @@ class BenchReport:
                 spent = ", ".join(f"{name} {1e6 * seconds / run.transitions:,.0f}" for name, seconds in run.cpu_seconds.items())
                 row(f"CPU per transition, {run.daemons} daemon(s)", f"{spent} µs")
         if self.raw is not None and first is not None:
-            row("raw write limit", f"{self.raw.rows_per_s:,.0f} rows/s ({self.raw.rows:,} x {self.raw.row_bytes} B in {self.raw.seconds:.2f} s)")
+            raw = f"{self.raw.rows_per_s:,.0f} rows/s ({self.raw.rows:,} x {self.raw.row_bytes} B in {self.raw.seconds:.2f} s)"
+            row("raw write limit", raw)
             row("engine / raw write limit", f"{self.raw.seconds / first.seconds:.0%}", f">= {TARGET_WRITE_EFFICIENCY:.0%}")
         if self.replay is not None:
             row("replay", f"{self.replay.runs_per_s:,.0f} runs/s ({self.replay.identical:,}/{self.replay.runs:,} identical, "
@@ -188,8 +190,9 @@ class BenchReport:
         if self.idle is not None:
             row(f"daemon RSS, {self.idle.small_runs:,} -> {self.idle.runs:,} waiting runs", f"{self.idle.growth_mb:+.1f} MB "
                 f"({self.idle.rss_small_mb:.0f} -> {self.idle.rss_large_mb:.0f})", f"<= {TARGET_IDLE_GROWTH_MB} MB")  # fmt: skip
-            row(f"tick with nothing due, {self.idle.runs:,} waiting", f"{self.idle.idle_tick_ms_large:.2f} ms mean of {self.idle.idle_ticks} "
-                f"(at {self.idle.small_runs:,}: {self.idle.idle_tick_ms_small:.2f} ms)", f"< {TARGET_IDLE_TICK_MS} ms")  # fmt: skip
+            idle = (f"{self.idle.idle_tick_ms_large:.2f} ms mean of {self.idle.idle_ticks} "
+                    f"(at {self.idle.small_runs:,}: {self.idle.idle_tick_ms_small:.2f} ms)")
+            row(f"tick with nothing due, {self.idle.runs:,} waiting", idle, f"< {TARGET_IDLE_TICK_MS} ms")
         row("bench process peak RSS", f"{self.client_peak_rss_mb:,.0f} MB")
         width = max(len(r[0]) for r in rows)
         vwidth = max(len(r[1]) for r in rows)

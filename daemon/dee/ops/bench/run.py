@@ -78,7 +78,9 @@ async def drive(engine: Engine, contacts: int) -> tuple[float, float, int]:
     return enrolled - started, time.perf_counter() - enrolled, len(first) + len(second)
 
 
-async def run_workload(config: EngineConfig, contacts: int, daemons: int, log_dir: Path, measure: bool) -> tuple[EngineFigures, RawFigures | None, ReplayFigures | None]:
+async def run_workload(
+    config: EngineConfig, contacts: int, daemons: int, log_dir: Path, measure: bool
+) -> tuple[EngineFigures, RawFigures | None, ReplayFigures | None]:
     """One fresh deployment, `daemons` daemon processes, the workload and its checks."""
     async with scratch_deployment(config):
         procs = await start_daemons(config, daemons, log_dir)

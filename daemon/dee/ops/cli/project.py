@@ -105,7 +105,7 @@ def cmd_schema(args: argparse.Namespace, config: EngineConfig) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace, config: EngineConfig) -> int:
-    rows = PluginManager.load(disabled=config.plugins.disabled).describe()
+    rows = PluginManager.load(disabled=config.plugins.disabled).describe(config)
     if args.json:
         print(as_json(rows))
         return 0

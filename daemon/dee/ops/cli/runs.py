@@ -8,8 +8,12 @@ import asyncio
 from typing import Any
 
 from dee.config import EngineConfig
-from dee.engine import Engine
+from dee.engine import Engine, template_store
+from dee.errors import ConfigError
 from dee.ops.cli.output import emit
+from dee.plan.compiled import CompiledPlan
+from dee.plugin.manager import PluginManager
+from dee.shell.replayer import Replayer
 
 
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -27,8 +31,9 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         reading.add_argument("run_id")
         reading.add_argument("--json", action="store_true")
         reading.set_defaults(func=func)
-    replay = runs.add_parser("replay", parents=[common], help="replay a run from its audit log and compare")
-    replay.add_argument("run_id")
+    replay = runs.add_parser("replay", parents=[common], help="replay a run from its audit log (or an export file) and compare")
+    replay.add_argument("run_id", nargs="?", help="the run (reads the deployment)")
+    replay.add_argument("--export", metavar="FILE", help="replay a `dee audit export` JSON file offline instead")
     replay.add_argument("--record", action="store_true", help="journal the verdict (dry_run=False)")
     replay.add_argument("--json", action="store_true")
     replay.set_defaults(func=cmd_replay)
@@ -44,6 +49,16 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def client(config: EngineConfig) -> Engine:
     return Engine(config, scheduler=False)
+
+
+def offline_replayer(config: EngineConfig) -> Replayer:
+    """A replayer that needs no service: plugins, the project's templates, the export's plan."""
+    plugins = PluginManager.load(disabled=config.plugins.disabled)
+
+    async def no_store(plan_id: str, version: int) -> CompiledPlan:
+        raise ConfigError(f"plan {plan_id} v{version} is not in the export")
+
+    return Replayer(config, plugins, template_store(config, plugins), no_store)
 
 
 def cmd_list(args: argparse.Namespace, config: EngineConfig) -> int:
@@ -85,9 +100,15 @@ def cmd_timeline(args: argparse.Namespace, config: EngineConfig) -> int:
 
 
 def cmd_replay(args: argparse.Namespace, config: EngineConfig) -> int:
+    if (args.run_id is None) == (args.export is None):
+        raise ConfigError("name a run, or an export file with --export (not both)")
+
     async def go() -> int:
-        async with client(config) as engine:
-            result = await engine.replay(args.run_id, dry_run=not args.record)
+        if args.export is not None:
+            result = await offline_replayer(config).replay_export(args.export)
+        else:
+            async with client(config) as engine:
+                result = await engine.replay(args.run_id, dry_run=not args.record)
 
         def text() -> str:
             lines = ["identical" if result.identical else f"{len(result.diffs)} difference(s)"]
