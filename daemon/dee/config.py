@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+import typing
 from collections.abc import Mapping
 from datetime import time
 from pathlib import Path
@@ -29,7 +30,7 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     pass
 
 
-class SchedulerConfig(_Section):
+class SchedulerConfig(_Section, frozen=True):
     tick_interval_ms: int = 1000
     max_runs_per_tick: int = 500
     partitions: int = 16
@@ -38,12 +39,12 @@ class SchedulerConfig(_Section):
     lease_ttl_ms: int = 10_000
 
 
-class SenderConfig(_Section):
+class SenderConfig(_Section, frozen=True):
     email: str = "outreach@example.com"
     name: str = "DEE"
 
 
-class EmailChannelConfig(_Section):
+class EmailChannelConfig(_Section, frozen=True):
     adapter: str = "simulated"
     sender: SenderConfig = SenderConfig()
     tracking_domain: str = "t.dee.local"
@@ -52,7 +53,7 @@ class EmailChannelConfig(_Section):
     smtp_port: int = 1025
 
 
-class VoiceChannelConfig(_Section):
+class VoiceChannelConfig(_Section, frozen=True):
     adapter: str = "simulated"
     caller_id: str = "+15550000000"
     api_url: str | None = None
@@ -69,30 +70,30 @@ class VoiceChannelConfig(_Section):
             raise ValueError("channels.voice.calling_hours: the first time must be before the second")
 
 
-class ChannelsConfig(_Section):
+class ChannelsConfig(_Section, frozen=True):
     email: EmailChannelConfig = EmailChannelConfig()
     voice: VoiceChannelConfig = VoiceChannelConfig()
 
 
-class AuditConfig(_Section):
+class AuditConfig(_Section, frozen=True):
     retention_days: int | None = None
     archive_to: str | None = None
 
 
-class ClientConfig(_Section):
+class ClientConfig(_Section, frozen=True):
     """How long an Engine waits: for a daemon's reply to a write, and in `run_until_idle`."""
 
     reply_timeout_ms: int = 15_000
     idle_timeout_ms: int = 120_000
 
 
-class MetricsConfig(_Section):
+class MetricsConfig(_Section, frozen=True):
     enabled: bool = True
     host: str = "0.0.0.0"
     port: int = 9464
 
 
-class LogConfig(_Section):
+class LogConfig(_Section, frozen=True):
     """`level`: debug, info, warning or error (None: info for `dee run`, warning for the other
     commands); `format`: `text` lines or `json` objects, one per record."""
 
@@ -104,11 +105,11 @@ class LogConfig(_Section):
             raise ValueError(f"log.level: debug, info, warning or error, not {self.level!r}")
 
 
-class PluginsConfig(_Section):
+class PluginsConfig(_Section, frozen=True):
     disabled: tuple[str, ...] = ()
 
 
-class EngineConfig(_Section):
+class EngineConfig(_Section, frozen=True):
     database: str = "postgresql://postgres@127.0.0.1:5432/dee"
     redis: str = "redis://127.0.0.1:6379/0"
     scheduler: SchedulerConfig = SchedulerConfig()
@@ -194,7 +195,7 @@ def apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
             parts = name[4:].lower().split("_")
             path = _resolve(parts, EngineConfig)
             if path is not None:
-                _set(data, path, value)
+                _set(data, path, _split(value) if path in _list_fields(EngineConfig) else value)
             elif parts[0] in SECTIONS:
                 raise ConfigError(f"environment variable {name} names no field of [{parts[0]}]")
         elif name == "DEE_CONFIG_DIR":
@@ -218,7 +219,23 @@ def _resolve(parts: list[str], struct: type) -> tuple[str, ...] | None:
     return None
 
 
-def _set(data: dict[str, Any], path: tuple[str, ...], value: str) -> None:
+def _list_fields(struct: type, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """The paths of fields that hold a list (written comma-separated in the environment)."""
+    found: set[tuple[str, ...]] = set()
+    for f in msgspec.structs.fields(struct):
+        if isinstance(f.type, type) and issubclass(f.type, msgspec.Struct):
+            found |= _list_fields(f.type, (*prefix, f.name))
+        elif typing.get_origin(f.type) in (tuple, list):
+            found.add((*prefix, f.name))
+    return found
+
+
+def _split(value: str) -> list[str]:
+    """A list from the environment: comma-separated (`DEE_PLUGINS_DISABLED=a,b`), blanks dropped."""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _set(data: dict[str, Any], path: tuple[str, ...], value: str | list[str]) -> None:
     """Store the raw string; `from_dict` converts it to the field's type (so "2" stays a string
     where a string is expected)."""
     for key in path[:-1]:

@@ -168,6 +168,8 @@ def rebuild_error(name: str, message: str, fields: dict[str, object]) -> DeeErro
     """The typed error a daemon reported; an unknown name becomes a plain DeeError."""
     cls = globals().get(name)
     if isinstance(cls, type) and issubclass(cls, DeeError):
+        if not fields:  # a class that carries nothing but its message (DeeError, ConfigError, ...)
+            return cls(message)
         try:
             return cls(**fields)
         except TypeError:

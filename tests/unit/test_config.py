@@ -274,3 +274,27 @@ def test_the_structs_refuse_unknown_fields_in_code_too() -> None:
         SchedulerConfig(tick_intervall_ms=5)  # type: ignore[call-arg]
     config = EngineConfig(channels=ChannelsConfig(email=EmailChannelConfig(adapter="smtp")))
     assert config.channels.email.adapter == "smtp"
+
+
+def test_lists_come_from_the_environment_comma_separated() -> None:
+    config = EngineConfig.load(None, env={"DEE_PLUGINS_DISABLED": "dee_voice, dee_acme",
+                                          "DEE_CHANNELS_VOICE_CALLING_HOURS": "09:00,20:00"})  # fmt: skip
+    assert config.plugins.disabled == ("dee_voice", "dee_acme")
+    assert config.channels.voice.calling_hours == ("09:00", "20:00")
+
+
+def test_the_configuration_reference_documents_every_key_and_its_variable() -> None:
+    import msgspec
+
+    reference = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text(encoding="utf-8")
+
+    def walk(struct: type, prefix: tuple[str, ...]) -> list[tuple[str, ...]]:
+        out: list[tuple[str, ...]] = []
+        for f in msgspec.structs.fields(struct):
+            nested = isinstance(f.type, type) and issubclass(f.type, msgspec.Struct)
+            out += walk(f.type, (*prefix, f.name)) if nested else [(*prefix, f.name)]
+        return out
+
+    for path in walk(EngineConfig, ()):
+        assert f"`{path[-1]}`" in reference, f"docs/configuration.md lacks the key {'.'.join(path)}"
+        assert f"`DEE_{'_'.join(path).upper()}`" in reference, f"docs/configuration.md lacks DEE_{'_'.join(path).upper()}"

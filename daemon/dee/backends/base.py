@@ -19,7 +19,8 @@ from dee.records import BulkResult, ConsentRecord, ExecutionRun, RunPage, Suppre
 
 
 class Backend(Protocol):
-    current_tick: int
+    @property
+    def current_tick(self) -> int: ...  # an attribute of MemoryBackend, a property of DaemonBackend
 
     async def start(self) -> None: ...
     async def stop(self) -> None: ...

@@ -13,16 +13,17 @@ import logging
 import time
 from collections import defaultdict
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import msgspec
 import redis.asyncio as aioredis
+from redis.typing import EncodableT, FieldT
 
 from dee.backends.client import Publisher
 from dee.bus import connect as redis_connect
 from dee.bus import messages as wire
-from dee.bus.streams import FIELD, Keys
+from dee.bus.streams import FIELD, Keys, StreamReply
 from dee.config import EngineConfig
 from dee.errors import ConfigError, EngineUnavailableError, RunNotFoundError
 from dee.ids import now_iso, ulid
@@ -65,6 +66,8 @@ FAST_PATH_MIN = 1000  # contacts from which bulk_execute writes with COPY instea
 
 
 class DaemonBackend(Publisher):
+    reply_stream: str  # its own, always
+
     def __init__(
         self, config: EngineConfig, plugins: PluginManager, templates: TemplateStore,
         adapters: dict[str, ChannelAdapter] | None, scheduler: bool,
@@ -163,10 +166,10 @@ class DaemonBackend(Publisher):
     async def _read_replies(self) -> None:
         """Route replies to the waiting calls; a Redis hiccup is retried, never fatal."""
         assert self.redis is not None
-        last = "0-0"
+        last: bytes | str = "0-0"
         while not self._closing:
             try:
-                reply = await self.redis.xread({self.reply_stream: last}, count=1000, block=250)
+                reply = cast(StreamReply, await self.redis.xread({self.reply_stream: last}, count=1000, block=250))
             except (aioredis.RedisError, OSError) as exc:
                 self.outages.failed(exc, "the client's reply reader")
                 await asyncio.sleep(0.2)
@@ -191,7 +194,7 @@ class DaemonBackend(Publisher):
         timeout = self.config.client.reply_timeout_ms / 1000 if timeout is None else timeout
         future: asyncio.Future[wire.Reply] = asyncio.get_running_loop().create_future()
         self._waiting[message.command_id] = future
-        entry = {FIELD: wire.encode(message)}
+        entry: dict[FieldT, EncodableT] = {FIELD: wire.encode(message)}
         try:
             for wait in (timeout / 2, timeout / 2):
                 await self.redis.xadd(self.keys.inbound(partition), entry)

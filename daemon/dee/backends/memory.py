@@ -14,7 +14,6 @@ import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
 
 from dee.backends.client import Publisher
 from dee.bus import messages as wire
@@ -216,6 +215,7 @@ def _after(start_tick: int, started_at: str, bound: int | datetime | None, befor
     """Whether a run's start is after (or, `before`, before) a tick or a datetime bound."""
     if bound is None:
         return True
-    value: Any = start_tick if isinstance(bound, int) else started_at
-    limit: Any = bound if isinstance(bound, int) else bound.isoformat()
-    return value < limit if before else value > limit
+    if isinstance(bound, int):
+        return start_tick < bound if before else start_tick > bound
+    limit = bound.isoformat()
+    return started_at < limit if before else started_at > limit

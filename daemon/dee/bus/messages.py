@@ -21,7 +21,7 @@ class Message(msgspec.Struct, frozen=True, tag_field="type", rename="camel", for
     reply_to: str | None = None
 
 
-class Execute(Message, tag="execute"):
+class Execute(Message, tag="execute", frozen=True):
     """Enrol a contact in a registered plan version; `run_id` is chosen by the publisher."""
 
     run_id: str
@@ -38,7 +38,7 @@ class BatchItem(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fiel
     contact: Contact
 
 
-class ExecuteBatch(Message, tag="executeBatch", kw_only=True):
+class ExecuteBatch(Message, tag="executeBatch", kw_only=True, frozen=True):
     """Enrol many contacts of one partition at once (what `bulk_execute` sends): one message,
     one transaction, batched reads and a COPY of the new runs."""
 
@@ -48,24 +48,24 @@ class ExecuteBatch(Message, tag="executeBatch", kw_only=True):
     items: list[BatchItem]
 
 
-class Pause(Message, tag="pause"):
+class Pause(Message, tag="pause", frozen=True):
     run_id: str
 
 
-class Resume(Message, tag="resume"):
+class Resume(Message, tag="resume", frozen=True):
     run_id: str
 
 
-class Cancel(Message, tag="cancel"):
+class Cancel(Message, tag="cancel", frozen=True):
     run_id: str
     reason: str = ""
 
 
-class Retry(Message, tag="retry"):
+class Retry(Message, tag="retry", frozen=True):
     run_id: str
 
 
-class Event(Message, tag="event"):
+class Event(Message, tag="event", frozen=True):
     """An external event; without `runId` it goes to every non-terminal run of the contact."""
 
     event_type: str
@@ -77,7 +77,7 @@ class Event(Message, tag="event"):
     message_id: str | None = None
 
 
-class Suppress(Message, tag="suppress"):
+class Suppress(Message, tag="suppress", frozen=True):
     contact_id: str
     level: Literal["global", "channel", "plan", "regulatory"]
     reason: str
@@ -86,7 +86,7 @@ class Suppress(Message, tag="suppress"):
     plan_id: str | None = None
 
 
-class Consent(Message, tag="consent"):
+class Consent(Message, tag="consent", frozen=True):
     contact_id: str
     channel: str
     status: Literal["granted", "revoked", "expired"]
@@ -95,7 +95,7 @@ class Consent(Message, tag="consent"):
     evidence: dict[str, Any] = {}
 
 
-class Result(Message, tag="result"):
+class Result(Message, tag="result", frozen=True):
     """A channel adapter's answer, sent by the dispatcher (internal, but on the same wire)."""
 
     run_id: str
@@ -108,7 +108,7 @@ class Result(Message, tag="result"):
     data: dict[str, Any] = {}
 
 
-class ReplayVerdict(Message, tag="replayVerdict"):
+class ReplayVerdict(Message, tag="replayVerdict", frozen=True):
     """Journal a replay's verdict in the run's chain (`replay(run_id, dry_run=False)`)."""
 
     run_id: str
@@ -117,7 +117,7 @@ class ReplayVerdict(Message, tag="replayVerdict"):
     reissued: int = 0
 
 
-class Wake(Message, tag="wake"):
+class Wake(Message, tag="wake", frozen=True):
     """Nudges a partition to look at the clock now (sent by `advance_clock`); changes nothing."""
 
 

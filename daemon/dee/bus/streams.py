@@ -10,15 +10,21 @@ stream's dead-letter twin and acknowledged: it never blocks the entries behind i
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
+from redis.typing import EncodableT, FieldT
 
 GROUP = "dee"
 DISPATCH_GROUP = "dispatchers"
 FIELD = b"m"
 
 Entry = tuple[bytes, dict[bytes, bytes]]
+# what XREAD answers on our clients (bytes, redis-py's legacy RESP2-shaped replies): [stream, entries] per stream
+StreamReply = list[tuple[bytes, list[Entry]]]
+# XREADGROUP alike, but an entry deleted while pending comes back without fields
+_GroupReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes] | None]]]]
 
 
 class Keys:
@@ -94,7 +100,7 @@ class GroupReader:
         return await self._read(">", count, block_ms)
 
     async def _read(self, start: str, count: int, block_ms: int | None) -> list[Entry]:
-        reply = await self.redis.xreadgroup(self.group, self.consumer, {self.stream: start}, count=count, block=block_ms)
+        reply = cast(_GroupReply, await self.redis.xreadgroup(self.group, self.consumer, {self.stream: start}, count=count, block=block_ms))
         if not reply:
             return []
         return [(entry_id, fields) for entry_id, fields in reply[0][1] if fields]
@@ -111,7 +117,7 @@ class GroupReader:
 async def dead_letter(redis: aioredis.Redis, dead_stream: str, source: str, entry: Entry, reason: str) -> None:
     """Keep the original entry, where it came from and why it was refused."""
     entry_id, fields = entry
-    record: dict[bytes | str, bytes | str] = {"reason": reason, "source": source, "entry_id": entry_id}
+    record: dict[FieldT, EncodableT] = {"reason": reason, "source": source, "entry_id": entry_id}
     for key, value in fields.items():
         record[b"orig:" + key] = value
     await redis.xadd(dead_stream, record, maxlen=100_000, approximate=True)

@@ -128,9 +128,11 @@ def seal_rows(drafts: Iterable[EntryDraft], head: str, timestamp: str, new_id: C
     for d in drafts:
         entry_id = new_id()
         texts = [None if value is None else _encode_sorted(value) for value in (d.input, d.output, d.context)]
-        checksum = _checksum(entry_id, d.run_id, d.seq, d.plan_id, d.step_id, d.tick, timestamp, d.action, *texts, previous)
+        given, output, context = texts
+        checksum = _checksum(entry_id, d.run_id, d.seq, d.plan_id, d.step_id, d.tick, timestamp, d.action, given, output, context, previous)
+        given_text, output_text, context_text = [None if t is None else t.decode() for t in texts]
         rows.append(AuditRow(d.run_id, d.seq, entry_id, d.plan_id, d.step_id, d.tick, timestamp, d.action,
-                             *[None if t is None else t.decode() for t in texts], previous, checksum))  # fmt: skip
+                             given_text, output_text, context_text, previous, checksum))  # fmt: skip
         previous = checksum
     return rows
 
@@ -202,7 +204,8 @@ def verify_chain(
     def broken(seq: int, why: str) -> ChainVerification:
         return ChainVerification(False, len(entries), first, last, seq, why)
 
-    for expected_seq, entry in enumerate(entries, start=1):
+    chain: Sequence[AuditEntry | AuditRow] = entries  # all of one kind; the loop tells them apart
+    for expected_seq, entry in enumerate(chain, start=1):
         if entry.seq != expected_seq:
             return broken(expected_seq, f"entry seq {entry.seq} where {expected_seq} was expected (missing entry)")
         if entry.previous_checksum != previous:

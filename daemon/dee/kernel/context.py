@@ -7,8 +7,9 @@ from typing import Any
 
 import msgspec
 
+from dee.kernel.contact import Contact
 from dee.kernel.idempotency import idempotency_key, message_id
-from dee.kernel.state import Contact, StepResult
+from dee.kernel.state import StepResult
 from dee.plan.conditions import CompiledCondition, ConditionSnapshot, VisibleEvent
 
 

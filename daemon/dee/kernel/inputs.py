@@ -20,7 +20,7 @@ class Input(msgspec.Struct, frozen=True, tag_field="kind", rename="camel"):
     tick: int
 
 
-class Start(Input, tag="start"):
+class Start(Input, tag="start", frozen=True):
     """Enrols a contact. `start_tick` is when the first step runs; `tick` when it was accepted."""
 
     run_id: str
@@ -32,7 +32,7 @@ class Start(Input, tag="start"):
     start_tick: int
 
 
-class Event(Input, tag="event"):
+class Event(Input, tag="event", frozen=True):
     """An external event (`email.opened`, `call.completed`, ...) for this run."""
 
     event_id: str
@@ -43,7 +43,7 @@ class Event(Input, tag="event"):
     occurred_at: str | None = None
 
 
-class ChannelResult(Input, tag="result"):
+class ChannelResult(Input, tag="result", frozen=True):
     """A channel adapter's answer to a dispatch, matched by idempotency key."""
 
     idempotency_key: str
@@ -54,24 +54,24 @@ class ChannelResult(Input, tag="result"):
     data: dict[str, Any] = {}
 
 
-class Pause(Input, tag="pause"):
+class Pause(Input, tag="pause", frozen=True):
     command_id: str = ""
 
 
-class Resume(Input, tag="resume"):
+class Resume(Input, tag="resume", frozen=True):
     command_id: str = ""
 
 
-class Cancel(Input, tag="cancel"):
+class Cancel(Input, tag="cancel", frozen=True):
     reason: str = ""
     command_id: str = ""
 
 
-class Retry(Input, tag="retry"):
+class Retry(Input, tag="retry", frozen=True):
     command_id: str = ""
 
 
-class Suppressed(Input, tag="suppressed"):
+class Suppressed(Input, tag="suppressed", frozen=True):
     """The contact was put on a suppression list that covers this run: the run is cancelled."""
 
     level: Literal["global", "channel", "plan", "regulatory"]
@@ -79,7 +79,7 @@ class Suppressed(Input, tag="suppressed"):
     source: str = ""
 
 
-class ContactChanged(Input, tag="contact"):
+class ContactChanged(Input, tag="contact", frozen=True):
     """Contact-level state changed outside this run (a hard bounce seen by another run, an
     unsubscribe, new attributes); fields left None are unchanged."""
 
@@ -88,7 +88,7 @@ class ContactChanged(Input, tag="contact"):
     attributes: dict[str, Any] | None = None
 
 
-class ReplayRecorded(Input, tag="replay"):
+class ReplayRecorded(Input, tag="replay", frozen=True):
     """The verdict of a non-dry-run replay, journaled in the run's chain; changes nothing else."""
 
     identical: bool
@@ -101,7 +101,7 @@ AnyInput = (
 )
 
 
-_BY_KIND: dict[str, type[Input]] = {t.__struct_config__.tag: t for t in typing.get_args(AnyInput)}  # type: ignore[misc]
+_BY_KIND: dict[str, type[Input]] = {t.__struct_config__.tag: t for t in typing.get_args(AnyInput)}
 
 
 def input_from_builtins(value: dict[str, Any]) -> AnyInput:

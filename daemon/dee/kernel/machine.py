@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import msgspec
 
@@ -63,6 +63,13 @@ class KernelEnv:
     message_domain: str = "dee.local"
 
 
+class _Sent(TypedDict):
+    """What a step result records of the dispatch a channel result answers."""
+
+    idempotency_key: str
+    content_hash: str
+
+
 class Rejection(msgspec.Struct, frozen=True):
     """A command refused because SPEC section 4 does not allow it; it changed nothing."""
 
@@ -108,9 +115,9 @@ def advance(state: RunState, inputs: Sequence[AnyInput], now: int, env: KernelEn
     index = 0
     while True:
         wake = run.s.wake_tick
-        timer_due = wake is not None and run.s.status != "paused" and wake <= now
-        if timer_due and (index == len(pending) or wake <= pending[index].tick):  # type: ignore[operator]
-            run.fire_timer(max(wake, run.cursor))  # type: ignore[arg-type]
+        due = wake if wake is not None and run.s.status != "paused" and wake <= now else None  # the timer's tick, if due
+        if due is not None and (index == len(pending) or due <= pending[index].tick):
+            run.fire_timer(max(due, run.cursor))
         elif index < len(pending):
             run.apply(pending[index])
             index += 1
@@ -324,7 +331,8 @@ class _Run:
         """Call a step type; whatever it raises fails the step (fail-closed), never the tick."""
         step_type = self.plan.type_of(step_id)
         try:
-            return getattr(step_type, method)(self.context(step_id, at), self.plan.params[step_id], *args)
+            outcome: StepOutcome = getattr(step_type, method)(self.context(step_id, at), self.plan.params[step_id], *args)
+            return outcome
         except Exception as exc:
             return Fail(f"{type(exc).__name__}: {exc}")
 
@@ -421,7 +429,7 @@ class _Run:
         if self.s.timer == "retry":
             self.set(wake_tick=None, timer=None)  # an answer arrived during the backoff: no resend
         step_type = self.plan.step(step_id).type
-        sent = {"idempotency_key": pending.idempotency_key, "content_hash": pending.content_hash}
+        sent: _Sent = {"idempotency_key": pending.idempotency_key, "content_hash": pending.content_hash}
         if res.status == "delivered":
             self.set(dispatch=None)
             self.move("active", at)
@@ -470,4 +478,5 @@ class _Run:
 
 
 def _b(value: Any) -> dict[str, Any]:
-    return msgspec.to_builtins(value)
+    built: dict[str, Any] = msgspec.to_builtins(value)  # a Struct's builtins: a dict
+    return built

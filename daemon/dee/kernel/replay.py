@@ -25,11 +25,18 @@ COMPARED_FIELDS = ("step_id", "type", "tick", "outcome", "target_tick", "idempot
 
 
 class EntryLike(Protocol):
-    step_id: str | None
-    tick: int
-    action: str
-    input: dict[str, Any] | None
-    output: dict[str, Any] | None
+    """What replay reads of an entry (an `AuditEntry`, or the kernel's `EntryDraft`): read-only."""
+
+    @property
+    def step_id(self) -> str | None: ...
+    @property
+    def tick(self) -> int: ...
+    @property
+    def action(self) -> str: ...
+    @property
+    def input(self) -> dict[str, Any] | None: ...
+    @property
+    def output(self) -> dict[str, Any] | None: ...
 
 
 class ReplayStep(msgspec.Struct, frozen=True):

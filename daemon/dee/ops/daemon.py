@@ -12,6 +12,7 @@ import signal
 
 import uvloop
 
+from dee.backends.daemon import DaemonBackend
 from dee.config import EngineConfig
 from dee.engine import Engine
 from dee.ops import gc_tuning
@@ -27,10 +28,11 @@ async def serve_until_signalled(config: EngineConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
     async with Engine(config, scheduler=True) as engine:
         backend = engine._backend
+        assert isinstance(backend, DaemonBackend), "dee run serves a PostgreSQL deployment (cmd_run refuses memory://)"
         server = None
         if config.metrics.enabled:
             server = await serve(config.metrics.host, config.metrics.port, backend.metrics, backend.ready)
-        runtime = backend.runtime  # type: ignore[attr-defined]
+        runtime = backend.runtime
         log.info("dee daemon %s up; partitions %s", runtime.instance, runtime.owned)
         await stop.wait()
         log.info("draining")

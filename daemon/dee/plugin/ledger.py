@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -86,7 +86,8 @@ class RedisLedger:
                 future.set_result(raw)
 
     async def sends(self) -> dict[str, int]:
-        return {k.decode(): int(v) for k, v in (await self._redis.hgetall(self.keys[1])).items()}
+        counts = cast("dict[bytes, bytes]", await self._redis.hgetall(self.keys[1]))  # a client without decode_responses
+        return {k.decode(): int(v) for k, v in counts.items()}
 
 
 def ledger_for(config: Any, channel: str) -> MemoryLedger | RedisLedger:

@@ -70,7 +70,7 @@ class ChainedTemplateStore:
 
     def get(self, kind: str, template_id: str) -> Mapping[str, Any] | None:
         for store in self.stores:
-            doc = store.get(kind, template_id)
+            doc: Mapping[str, Any] | None = store.get(kind, template_id)
             if doc is not None:
                 return doc
         return None

@@ -36,4 +36,5 @@ class DeploymentClock:
         else:
             row = await conn.fetchrow("SELECT $2::bigint AS manual_tick, tick FROM partitions WHERE partition = $1",
                                       partition, self.wall_tick())  # fmt: skip
-        return max(row["manual_tick"], row["tick"])
+        tick: int = max(row["manual_tick"], row["tick"])  # two bigint columns
+        return tick

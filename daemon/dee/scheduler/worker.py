@@ -53,6 +53,8 @@ log = logging.getLogger("dee.worker")
 
 # a JSON escape of NUL (an odd number of backslashes before u0000; an even one is a literal backslash)
 _ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+# never a batch's fault: a lost lease, or a service away (raised past the batch handling)
+_NOT_THE_BATCH: tuple[type[BaseException], ...] = (LeaseLostError, *TRANSIENT_ERRORS)
 
 Replies = list[tuple[str, wire.Reply]]
 T = TypeVar("T")
@@ -240,9 +242,9 @@ class PartitionWorker:
             report.tick = -1  # look again at once
             return report
         self._enrolments_deferred = 0
-        report = await self._accept_and_tick(batch, started)
-        if report is not None:
-            return report
+        together = await self._accept_and_tick(batch, started)
+        if together is not None:
+            return together
         await self._take_in(batch, started)
         return await self._tick_guarded(started, probe_first=False)
 
@@ -258,7 +260,7 @@ class PartitionWorker:
                     store = await self._fenced_store(conn)
                     intake = await self._intake(store, tick, batch, report)
                     writes = await self._advance(conn, store, tick, report, intake.inputs)
-        except (LeaseLostError, *TRANSIENT_ERRORS):
+        except _NOT_THE_BATCH:
             raise
         except Exception:
             log.warning("partition %s: accepting and advancing in one transaction failed; "
@@ -288,7 +290,7 @@ class PartitionWorker:
         """The tick on its own; its failure is never a batch's fault (TickFailed)."""
         try:
             return await self._tick(started, probe_first)
-        except (LeaseLostError, *TRANSIENT_ERRORS):
+        except _NOT_THE_BATCH:
             raise
         except Exception as exc:
             raise TickFailed(str(exc)) from exc

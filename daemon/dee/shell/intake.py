@@ -87,7 +87,7 @@ async def _look_up(store: PartitionStore, intake: Intake, messages: Sequence[wir
     """The runs the batch names and the active runs of the contacts it addresses, read once:
     intake writes no run before the batch ends, so one read up front sees what a read per
     message would."""
-    named = [m.run_id for m in messages if getattr(m, "run_id", None) and not isinstance(m, wire.Execute)]
+    named: list[str] = [run_id for m in messages if not isinstance(m, wire.Execute) and (run_id := getattr(m, "run_id", None))]
     if named:
         intake.known.update(await store.partitions_of(named))
     contacts = sorted({m.contact_id for m in messages

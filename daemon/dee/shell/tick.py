@@ -14,6 +14,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
@@ -107,5 +108,6 @@ async def _fan_out(store: PartitionStore, tick: int, flagged: list[ContactFlagge
     contact's other runs as an input at the same tick."""
     for effect in flagged:
         await store.flag_contact(effect.contact_id, effect.flag, tick)
-        change = ContactChanged(tick, **{effect.flag: True})
+        flag: dict[str, Any] = {effect.flag: True}  # "bounced" or "unsubscribed": ContactChanged's fields
+        change = ContactChanged(tick, **flag)
         await store.queue([Queued(run_id, change) for run_id in await store.runs_of_contact(effect.contact_id)])

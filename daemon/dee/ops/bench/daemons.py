@@ -20,6 +20,7 @@ from typing import TypeVar
 import asyncpg
 
 from dee.config import EngineConfig
+from dee.errors import ConfigError
 from dee.scheduler.coordinator import assignment
 
 T = TypeVar("T")
@@ -29,6 +30,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def project_of(config: EngineConfig) -> Path:
+    """The project whose plans the bench runs (the daemons read it too): `config_dir`."""
+    if config.config_dir is None:
+        raise ConfigError("dee bench runs the project's plans/sales-outreach-v2.yaml: no project found (config_dir)")
+    return Path(config.config_dir)
 
 
 class DaemonProcess:
@@ -41,7 +49,7 @@ class DaemonProcess:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("DEE_") and k not in ("DATABASE_URL", "REDIS_URL")}
         self.env.update({
             "DATABASE_URL": config.database, "REDIS_URL": config.redis, "DEE_NAMESPACE": config.namespace,
-            "DEE_CONFIG_DIR": str(Path(config.config_dir).resolve()),
+            "DEE_CONFIG_DIR": str(project_of(config).resolve()),
             "DEE_SCHEDULER_CLOCK": config.scheduler.clock, "DEE_SCHEDULER_PARTITIONS": str(config.scheduler.partitions),
             "DEE_SCHEDULER_MAX_RUNS_PER_TICK": str(config.scheduler.max_runs_per_tick),
             "DEE_INSTANCE": instance, "DEE_METRICS_ENABLED": "true", "DEE_METRICS_HOST": "127.0.0.1",

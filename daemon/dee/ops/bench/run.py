@@ -23,7 +23,7 @@ import msgspec
 from dee.config import EngineConfig
 from dee.engine import Engine
 from dee.ops.bench import cpu, workload
-from dee.ops.bench.daemons import start_daemons, while_alive
+from dee.ops.bench.daemons import project_of, start_daemons, while_alive
 from dee.ops.bench.idle import run_idle
 from dee.ops.bench.measure import check_workload, raw_write_seconds, replay_all
 from dee.ops.bench.report import BenchReport, EngineFigures, RawFigures, ReplayFigures
@@ -61,7 +61,7 @@ async def ingest(engine: Engine, reactions: list[workload.Reaction], tag: str) -
 
 async def drive(engine: Engine, contacts: int) -> tuple[float, float, int]:
     """Run the workload; returns (enrolment seconds, workload seconds, events sent)."""
-    plan = load_plan(Path(engine.config.config_dir) / workload.PLAN_FILE, templates=engine.templates)
+    plan = load_plan(project_of(engine.config) / workload.PLAN_FILE, templates=engine.templates)
     people = [workload.contact(i) for i in range(contacts)]
     started = time.perf_counter()
     result = await engine.bulk_execute(plan, people, workload.VARIABLES)
@@ -118,6 +118,7 @@ async def run_bench(
     log_dir: Path | None = None, progress: Callable[[str], None] = lambda _line: None,
 ) -> BenchReport:  # fmt: skip
     """The whole benchmark; `config` names the servers (a scratch database is made on them)."""
+    project_of(config)  # no project: say so before making a scratch database
     logs = log_dir or Path(tempfile.mkdtemp(prefix="dee-bench-"))
     report = BenchReport(contacts=contacts, partitions=config.scheduler.partitions, cores=os.cpu_count() or 1,
                          expected=workload.expected(contacts), log_dir=str(logs))  # fmt: skip

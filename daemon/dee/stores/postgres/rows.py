@@ -160,11 +160,12 @@ async def anything_due(conn: asyncpg.Connection, partition: int, tick: int) -> b
 
 
 async def inbox_of(conn: asyncpg.Connection, partition: int, run_ids: Sequence[str]) -> list[asyncpg.Record]:
-    return await conn.fetch(
+    found: list[asyncpg.Record] = await conn.fetch(
         "SELECT seq, run_id, body, reply_to, message_id FROM inbox WHERE partition = $1 AND run_id = ANY($2::text[]) "
         "ORDER BY seq",
         partition, list(run_ids),
     )  # fmt: skip
+    return found
 
 
 async def delete_inbox(conn: asyncpg.Connection, seqs: Sequence[int]) -> None:
