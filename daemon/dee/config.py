@@ -25,9 +25,20 @@ import msgspec
 
 from dee.errors import ConfigError
 
+SECRET_FIELDS = ("smtp_password", "auth_token", "signing_key")  # never shown: repr prints *** for them
+
 
 class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    pass
+    def __repr__(self) -> str:
+        """The fields, a secret's value replaced by `***` (a config in an error or a log line
+        must not carry a password)."""
+        shown = ", ".join(
+            f"{f}={'***' if f in SECRET_FIELDS and getattr(self, f) else repr(getattr(self, f))}"
+            for f in self.__struct_fields__
+        )
+        return f"{type(self).__name__}({shown})"
+
+    __str__ = __repr__
 
 
 class SchedulerConfig(_Section, frozen=True):
@@ -49,14 +60,36 @@ class EmailChannelConfig(_Section, frozen=True):
     sender: SenderConfig = SenderConfig()
     tracking_domain: str = "t.dee.local"
     unsubscribe_base: str = "https://u.dee.local/unsubscribe"
+    # the `smtp` adapter: a server (a local sink such as Mailpit by default), its credentials,
+    # how the connection is secured ("none", "starttls" or implicit "tls"), a bound on every
+    # exchange, and how many connections it keeps open at once
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 1025
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_tls: Literal["none", "starttls", "tls"] = "none"
+    smtp_timeout_ms: int = 10_000
+    smtp_pool_size: int = 4
+    smtp_ca_file: str | None = None  # a CA bundle to trust besides the system's (a private mail relay)
+    # sends handed to the adapter at once by one dispatcher process (the rest wait their turn)
+    max_in_flight: int = 16
 
 
 class VoiceChannelConfig(_Section, frozen=True):
     adapter: str = "simulated"
     caller_id: str = "+15550000000"
+    # the `twilio` adapter: the REST API's base URL (Twilio's, or a compatible provider's), the
+    # account and its token, and where the provider sends the call's status callbacks (the
+    # ingress's /voice/twilio/status); `gather_url` receives keypad choices of call scripts
     api_url: str | None = None
+    account_sid: str | None = None
+    auth_token: str | None = None
+    status_callback_url: str | None = None
+    gather_url: str | None = None
+    http_timeout_ms: int = 10_000
+    # how long a placed call's step waits for its final status before it fails
+    status_timeout_ms: int = 3_600_000
+    max_in_flight: int = 8
     # calls are allowed from the first to the second time, in the contact's time zone (what the
     # compliance report checks every call against)
     calling_hours: tuple[str, str] = ("08:00", "21:00")
@@ -173,7 +206,10 @@ class EngineConfig(_Section, frozen=True):
                 "tracking_domain": email.tracking_domain,
                 "unsubscribe_base": email.unsubscribe_base,
             },
-            "voice": {"caller_id": self.channels.voice.caller_id},
+            "voice": {
+                "caller_id": self.channels.voice.caller_id, "gather_url": self.channels.voice.gather_url,
+                "status_timeout_ms": self.channels.voice.status_timeout_ms,
+            },
         }
 
 

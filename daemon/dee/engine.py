@@ -135,6 +135,7 @@ class Engine:
         self.templates = template_store(self.config, self.plugins)
         # a client sends nothing itself (only a replay with dry_run=False does, and it asks then)
         adapters = self.plugins.selected_adapters(self.config) if self.scheduler else None
+        self._adapters = adapters or {}
         if memory:
             from dee.backends.memory import MemoryBackend
 
@@ -164,6 +165,10 @@ class Engine:
     ) -> None:
         self.plugins.shutdown(self)
         await self._backend.stop()
+        for adapter in self._adapters.values():  # an adapter holding connections closes them
+            close = getattr(adapter, "close", None)
+            if close is not None:
+                await close()
 
     @property
     def current_tick(self) -> int:

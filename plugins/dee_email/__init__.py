@@ -1,4 +1,5 @@
-"""Built-in email channel: the `sendEmail` step type and a deterministic simulated adapter."""
+"""Built-in email channel: the `sendEmail` step type, a deterministic simulated adapter and
+the `smtp` adapter (real mail)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import msgspec
 
 from dee.kernel.context import StepContext
 from dee.kernel.inputs import ChannelResult
-from dee.kernel.outcomes import Done, Fail, Send, StepOutcome
+from dee.kernel.outcomes import Done, Fail, Finish, Send, StepOutcome
 from dee.plan.model import Tracking
 from dee.plugin import hookimpl
-from dee.plugin.contracts import StepType, TemplateStore
+from dee.plugin.contracts import StepType, TemplateStore, check_template, render_template
 from dee.plugin.ledger import ledger_for
-from dee_email.render import add_tracking, content_hash, render_text, template_variables
+from dee_email.render import add_tracking, content_hash, render_subject, template_variables
 from dee_email.simulated import SimulatedEmailAdapter
+from dee_email.smtp import SmtpAdapter
 
 DEFAULT_SETTINGS = {"tracking_domain": "t.dee.local", "unsubscribe_base": "https://u.dee.local/unsubscribe"}
 
@@ -34,13 +36,22 @@ class SendEmailStep(StepType):
     channel = "email"
 
     def check(self, params: SendEmailParams, templates: TemplateStore) -> list[str]:
-        if templates.get("email", params.template_id) is None:
+        """The template exists and every part of it parses (a broken template is a plan
+        problem when the plan is created, not a failure of some run later)."""
+        template = templates.get("email", params.template_id)
+        if template is None:
             return [f"unknown email template {params.template_id!r}"]
-        return []
+        where = f"template {params.template_id}"
+        parts = [(params.subject, f"subject of {where}", False), (template.get("text", ""), f"{where} text", False)]
+        if template.get("html"):
+            parts.append((template["html"], f"{where} html", True))
+        return [p for source, what, html in parts if (p := check_template(str(source), what, html)) is not None]
 
     def enter(self, ctx: StepContext, params: SendEmailParams) -> StepOutcome:
         if not ctx.contact.email:
             return Fail("contact has no email address")
+        if ctx.contact.bounced:  # a hard bounce is contact-level: no run mails the address again
+            return Finish("undeliverable")
         template = ctx.templates.get("email", params.template_id)
         if template is None:
             return Fail(f"unknown email template {params.template_id!r}")
@@ -49,12 +60,12 @@ class SendEmailStep(StepType):
         unsubscribe_url = f"{settings['unsubscribe_base']}/{token}"
         variables = template_variables(ctx, unsubscribe_url)
         where = f"template {params.template_id}"
-        subject = render_text(params.subject, variables, f"{where} subject")
-        text = render_text(template.get("text", ""), variables, f"{where} text")
-        html = render_text(template["html"], variables, f"{where} html") if template.get("html") else None
+        subject = render_subject(params.subject, variables, f"{where} subject")
+        text = render_template(template.get("text", ""), variables, f"{where} text")
+        html = render_template(template["html"], variables, f"{where} html", html=True) if template.get("html") else None
         tracking = params.tracking or Tracking()
         if html is not None:
-            html = add_tracking(html, token, settings["tracking_domain"], tracking.opens, tracking.clicks)
+            html = add_tracking(html, token, settings["tracking_domain"], tracking.opens, tracking.clicks, unsubscribe_url)
         sender = settings.get("sender", {})
         message: dict[str, Any] = {
             "to": ctx.contact.email,
@@ -83,4 +94,4 @@ def dee_step_types() -> list[StepType]:
 
 @hookimpl
 def dee_channel_adapters(config: Any) -> list[Any]:
-    return [SimulatedEmailAdapter(ledger_for(config, "email"))]
+    return [SimulatedEmailAdapter(ledger_for(config, "email")), SmtpAdapter(config)]

@@ -1,8 +1,8 @@
-"""Email rendering: sandboxed Jinja2, strict undefined, deterministic headers and tracking.
+"""Email rendering: the kernel's template sandbox, deterministic headers and tracking.
 
 Rendering runs inside the kernel, so it must be a pure function of the context and the template
-text: compiled templates are memoised by source (same source, same result), and nothing reads
-the clock. An undefined variable raises, failing the step: no silent blanks in a customer email.
+text (`dee.kernel.render`: sandboxed, budgeted, HTML autoescaped). An undefined variable raises,
+failing the step: no silent blanks in a customer email.
 """
 
 from __future__ import annotations
@@ -10,54 +10,32 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+from html import unescape as html_unescape
 from typing import Any
 from urllib.parse import quote
 
 import msgspec
-from jinja2 import StrictUndefined
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from dee.errors import TemplateError
-from dee.kernel.context import StepContext
+from dee.plugin.contracts import StepContext, render_template, template_namespace
 
-_ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
 _HREF = re.compile(r'href="(https?://[^"]+)"')
+MAX_SUBJECT = 998  # RFC 5322's limit of a header line
 
 
-@functools.lru_cache(maxsize=4096)
-def _compile(source: str) -> Any:
-    return _ENV.from_string(source)
-
-
-def render_text(source: str, namespace: dict[str, Any], what: str) -> str:
-    """Render with `namespace` (from `template_variables`) as the template's whole context.
-
-    `Template.render` would copy the variables and merge the environment's globals into them
-    on every call; an email renders three times from the same namespace, which already holds
-    the globals, so its renders share it (templates cannot write to it: assignments go to the
-    render's own scope, and the sandbox makes values immutable)."""
-    try:
-        template = _compile(source)
-        return "".join(template.root_render_func(template.new_context(namespace, shared=True)))
-    except Exception as exc:  # jinja raises many types; all mean "this step cannot render"
-        raise TemplateError(f"{what}: {type(exc).__name__}: {exc}") from exc
+def render_subject(source: str, namespace: dict[str, Any], what: str) -> str:
+    """A subject is one header line: no line break (a header injection), at most 998 characters."""
+    subject = render_template(source, namespace, what)
+    if "\r" in subject or "\n" in subject:
+        raise TemplateError(f"{what}: the subject contains a line break")
+    if len(subject) > MAX_SUBJECT:
+        raise TemplateError(f"{what}: the subject has {len(subject):,} characters, more than {MAX_SUBJECT}")
+    return subject
 
 
 def template_variables(ctx: StepContext, unsubscribe_url: str) -> dict[str, Any]:
-    """The render namespace: the environment's globals, the run's variables, then the names
-    every template can use (which win over variables of the same name)."""
-    contact = {**ctx.contact.attributes, **msgspec.to_builtins(ctx.contact)}
-    previous = msgspec.to_builtins(ctx.previous_result) if ctx.previous_result else {}
-    return {
-        **_ENV.globals,
-        **ctx.variables,
-        "contact": contact,
-        "variables": dict(ctx.variables),
-        "sender": dict(ctx.settings.get("email", {}).get("sender", {})),
-        "previous_step": previous,
-        "run": {"id": ctx.run_id, "plan_id": ctx.plan_id, "plan_version": ctx.plan_version, "tick": ctx.step_tick},
-        "unsubscribe_url": unsubscribe_url,
-    }
+    """The render namespace of an email: the step's, and its `unsubscribe_url`."""
+    return template_namespace(ctx, unsubscribe_url=unsubscribe_url)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -75,9 +53,18 @@ def _quoted(url: str) -> str:
     return _quoted_fixed(url)
 
 
-def add_tracking(html: str, token: str, domain: str, opens: bool, clicks: bool) -> str:
+def add_tracking(html: str, token: str, domain: str, opens: bool, clicks: bool, unsubscribe_url: str = "") -> str:
+    """Wrap the links for click tracking (not the unsubscribe link: a click on it is not
+    interest) and add the open pixel. Links are unescaped first: `&amp;` in an href is `&`."""
     if clicks:
-        html = _HREF.sub(lambda m: f'href="https://{domain}/c/{token}?u={_quoted(m.group(1))}"', html)
+
+        def wrap(m: re.Match[str]) -> str:
+            url = html_unescape(m.group(1))
+            if unsubscribe_url and url == unsubscribe_url:
+                return m.group(0)
+            return f'href="https://{domain}/c/{token}?u={_quoted(url)}"'
+
+        html = _HREF.sub(wrap, html)
     if opens:
         html += f'<img src="https://{domain}/o/{token}.gif" width="1" height="1" alt="">'
     return html

@@ -7,16 +7,21 @@ from typing import Any
 
 import msgspec
 
+from dee.kernel.clock import ms_to_ticks
 from dee.kernel.context import StepContext
 from dee.kernel.effects import DispatchRequest
-from dee.kernel.inputs import ChannelResult
-from dee.kernel.outcomes import Done, Fail, Send, StepOutcome
+from dee.kernel.inputs import ChannelResult, Event
+from dee.kernel.outcomes import Done, Fail, Send, Sleep, StepOutcome
 from dee.plan.model import Duration, Voicemail
 from dee.plugin import hookimpl
-from dee.plugin.contracts import DispatchResponse, StepType, TemplateStore
+from dee.plugin.contracts import DispatchResponse, StepType, TemplateStore, template_namespace
 from dee.plugin.ledger import MemoryLedger, RedisLedger, ledger_for
+from dee_voice import twiml
 
 CALL_OUTCOMES = ("answered", "voicemail", "no_answer", "busy", "failed", "declined")
+# the events that end a call, and the outcome they mean when their data names none
+FINAL_EVENTS = {"call.completed": "answered", "call.voicemail": "voicemail", "call.failed": "failed"}
+DEFAULT_STATUS_TIMEOUT_MS = 3_600_000
 
 
 class SendVoiceParams(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True, omit_defaults=True):
@@ -27,7 +32,10 @@ class SendVoiceParams(msgspec.Struct, frozen=True, rename="camel", forbid_unknow
 
 
 class SendVoiceStep(StepType):
-    """Places a call running a stored script; the call's outcome becomes the step's outcome."""
+    """Places a call running a stored script, rendered to TwiML here (in the kernel, so the
+    content hash covers what is said). The call's outcome becomes the step's outcome: at once
+    when the adapter knows it (the simulated one), else from the call's status events
+    (`call.completed`, `call.failed`), waited for at most `channels.voice.status_timeout_ms`."""
 
     name = "sendVoice"
     params_type = SendVoiceParams
@@ -35,11 +43,18 @@ class SendVoiceStep(StepType):
 
     def check(self, params: SendVoiceParams, templates: TemplateStore) -> list[str]:
         problems = []
-        if templates.get("voice", params.script_id) is None:
+        script = templates.get("voice", params.script_id)
+        if script is None:
             problems.append(f"unknown call script {params.script_id!r}")
+        else:
+            problems += twiml.problems(script, f"call script {params.script_id}")
         vm = params.voicemail
-        if vm and vm.message_id and templates.get("voicemail", vm.message_id) is None:
-            problems.append(f"unknown voicemail message {vm.message_id!r}")
+        if vm and vm.message_id:
+            message = templates.get("voicemail", vm.message_id)
+            if message is None:
+                problems.append(f"unknown voicemail message {vm.message_id!r}")
+            else:
+                problems += twiml.problems({**message, "kind": "voicemail"}, f"voicemail {vm.message_id}")
         return problems
 
     def enter(self, ctx: StepContext, params: SendVoiceParams) -> StepOutcome:
@@ -48,17 +63,23 @@ class SendVoiceStep(StepType):
         script = ctx.templates.get("voice", params.script_id)
         if script is None:
             return Fail(f"unknown call script {params.script_id!r}")
+        settings = ctx.settings.get("voice", {})
+        namespace = template_namespace(ctx)
+        rendered = twiml.render_script(script, namespace, f"call script {params.script_id}", settings.get("gather_url"))
         vm = params.voicemail
         voicemail = None
         if vm is not None:
             doc = ctx.templates.get("voicemail", vm.message_id) if vm.message_id else None
-            voicemail = {"detect": vm.detect, "messageId": vm.message_id, "message": dict(doc) if doc else None}
-        settings = ctx.settings.get("voice", {})
+            voicemail = {
+                "detect": vm.detect, "messageId": vm.message_id,
+                "twiml": twiml.render_voicemail(doc, namespace, f"voicemail {vm.message_id}") if doc else None,
+            }  # fmt: skip
         message: dict[str, Any] = {
             "to": ctx.contact.phone,
             "from": params.caller_id or settings.get("caller_id"),
             "scriptId": params.script_id,
-            "script": dict(script),
+            "twiml": rendered["twiml"],
+            "branches": rendered["branches"],
             "maxDurationMs": params.max_duration.total_ms() if params.max_duration else None,
             "voicemail": voicemail,
             "callId": ctx.message_id,
@@ -67,10 +88,24 @@ class SendVoiceStep(StepType):
         return Send("voice", message, digest)
 
     def on_result(self, ctx: StepContext, params: SendVoiceParams, result: ChannelResult) -> StepOutcome:
-        outcome = result.outcome or "answered"
-        if outcome not in CALL_OUTCOMES:
-            return Fail(f"unknown call outcome {outcome!r}")
-        return Done(outcome)
+        if result.outcome is None:  # the call is placed; its outcome arrives as status events
+            timeout = int(ctx.settings.get("voice", {}).get("status_timeout_ms", DEFAULT_STATUS_TIMEOUT_MS))
+            return Sleep(ctx.tick + ms_to_ticks(timeout, ctx.tick_interval_ms))
+        return _outcome(result.outcome, dict(result.data))
+
+    def on_event(self, ctx: StepContext, params: SendVoiceParams, event: Event) -> StepOutcome | None:
+        if event.type not in FINAL_EVENTS:
+            return None  # initiated, ringing, answered: the call goes on
+        return _outcome(str(event.data.get("outcome") or FINAL_EVENTS[event.type]), dict(event.data))
+
+    def on_timer(self, ctx: StepContext, params: SendVoiceParams) -> StepOutcome:
+        return Fail("the call's final status did not arrive in time (channels.voice.status_timeout_ms)")
+
+
+def _outcome(outcome: str, data: dict[str, Any]) -> StepOutcome:
+    if outcome not in CALL_OUTCOMES:
+        return Fail(f"unknown call outcome {outcome!r}")
+    return Done(outcome, data=data)
 
 
 class SimulatedVoiceAdapter:

@@ -412,8 +412,8 @@ def test_voice_outcome_is_the_step_outcome_and_visible_to_later_branches(call_ou
     assert request.message["to"] == "+15550100"
     assert request.message["scriptId"] == "script_call"
     assert request.message["callId"] == request.message_id
-    assert request.message["voicemail"] == {"detect": True, "messageId": "vm_intro",
-                                            "message": {"kind": "voicemail", "tts": "Sorry we missed you"}}
+    assert request.message["voicemail"] == {"detect": True, "messageId": "vm_intro", "twiml":
+                                            '<?xml version="1.0" encoding="UTF-8"?><Response><Say>Sorry we missed you</Say></Response>'}
     d.deliver(30, respond=lambda r: {"status": "delivered", "outcome": call_outcome})
     assert d.result_of("call").outcome == call_outcome
     assert d.result_of("call").tick == 0

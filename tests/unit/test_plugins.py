@@ -21,7 +21,7 @@ from dee.plugin.manager import ENTRY_POINT_GROUP, PluginManager
 VERSION = importlib.metadata.version("dee")
 BUILTINS = [
     {"name": "dee_email", "source": f"entry point of dee {VERSION}", "module": "dee_email",
-     "provides": ["step type sendEmail", "email adapter simulated"]},
+     "provides": ["step type sendEmail", "email adapter simulated", "email adapter smtp"]},
     {"name": "dee_flow", "source": f"entry point of dee {VERSION}", "module": "dee_flow",
      "provides": ["step type wait", "step type branch", "step type end"]},
     {"name": "dee_voice", "source": f"entry point of dee {VERSION}", "module": "dee_voice",
@@ -105,7 +105,7 @@ def test_describe_lists_the_builtins_and_where_they_came_from() -> None:
 def test_the_builtins_provide_the_core_step_types_and_adapters() -> None:
     manager = PluginManager.load()
     assert sorted(manager.step_types()) == ["branch", "end", "sendEmail", "sendVoice", "wait"]
-    assert sorted(manager.channel_adapters(EngineConfig())) == [("email", "simulated"), ("voice", "simulated")]
+    assert sorted(manager.channel_adapters(EngineConfig())) == [("email", "simulated"), ("email", "smtp"), ("voice", "simulated")]
 
 
 def test_a_disabled_builtin_is_not_loaded() -> None:

@@ -197,6 +197,7 @@ class _Run:
                 return
             step_id = self.s.current_step
             assert step_id is not None
+            self.set(channel_wait=None)
             self.outcome(step_id, self.call(step_id, at, "on_timer"), at, timer=True)
         elif kind == "retry":
             self.move("active", at)
@@ -255,13 +256,37 @@ class _Run:
             contact = msgspec.structs.replace(contact, **changes)
             self.entry("event.received", None, at, input=_b(inp), output={"contactChanged": sorted(changes)})
         self.set(contact=contact)
-        if self.s.status in ("active", "waiting"):
-            self.touch(at)
+        if self.s.status in ("active", "waiting") and not self.touch(at) and isinstance(inp, Event):
+            self.step_event(inp, at)
+
+    def step_event(self, event: Event, at: int) -> None:
+        """An event for the step the run waits in (a call's status): the step decides."""
+        step_id = self.s.current_step
+        if self.s.timer != "wait" or step_id is None or (event.step_id or self.step_of_message(event.message_id)) != step_id:
+            return
+        out = self.call(step_id, at, "on_event", event)
+        if out is None:
+            return
+        self.move("active", at)
+        fingerprint = self.s.channel_wait
+        self.set(wake_tick=None, timer=None, channel_wait=None)
+        if isinstance(out, Done) and fingerprint is not None:
+            key, digest = fingerprint
+            result = StepResult(step_id, self.plan.step(step_id).type, self.s.step_tick, out.outcome,
+                                idempotency_key=key, content_hash=digest)  # fmt: skip
+            self.record(result, "step.executed", at, out.data)
+            if not self.touch(at):
+                self.go_on(step_id, out.goto, at)
+        else:
+            self.outcome(step_id, out, at)
 
     def step_of_message(self, msg_id: str | None) -> str | None:
         if msg_id is None:
             return None
         domain = self.kernel_env.message_domain
+        wait = self.s.channel_wait
+        if wait is not None and message_id(wait[0], domain) == msg_id:
+            return self.s.current_step
         for r in reversed(self.s.results):
             if r.idempotency_key and message_id(r.idempotency_key, domain) == msg_id:
                 return r.step_id
@@ -327,11 +352,12 @@ class _Run:
             env.settings, self.plan.condition,
         )  # fmt: skip
 
-    def call(self, step_id: str, at: int, method: str, *args: Any) -> StepOutcome:
-        """Call a step type; whatever it raises fails the step (fail-closed), never the tick."""
+    def call(self, step_id: str, at: int, method: str, *args: Any) -> StepOutcome | None:
+        """Call a step type; whatever it raises fails the step (fail-closed), never the tick.
+        None only from `on_event` (the event does not concern the step)."""
         step_type = self.plan.type_of(step_id)
         try:
-            outcome: StepOutcome = getattr(step_type, method)(self.context(step_id, at), self.plan.params[step_id], *args)
+            outcome: StepOutcome | None = getattr(step_type, method)(self.context(step_id, at), self.plan.params[step_id], *args)
             return outcome
         except Exception as exc:
             return Fail(f"{type(exc).__name__}: {exc}")
@@ -352,8 +378,10 @@ class _Run:
             "results": msgspec.to_builtins(self.s.results),
         }
 
-    def outcome(self, step_id: str, out: StepOutcome, at: int, timer: bool = False) -> None:
+    def outcome(self, step_id: str, out: StepOutcome | None, at: int, timer: bool = False) -> None:
         step_type = self.plan.step(step_id).type
+        if out is None:
+            out = Fail(f"step type {step_type} returned no outcome")
         if isinstance(out, Done):
             target = self.s.wait_target if timer else None
             result = StepResult(step_id, step_type, at, out.outcome, target_tick=target)
@@ -441,6 +469,8 @@ class _Run:
                     self.go_on(step_id, out.goto, at)
             else:
                 self.entry("step.executed", step_id, at, input=inp, output={"status": "delivered"})
+                if isinstance(out, Sleep):  # handed over; the outcome comes as an event (on_event)
+                    self.set(channel_wait=(pending.idempotency_key, pending.content_hash))
                 self.outcome(step_id, out, at)
             return
         kind = res.error_kind or "permanent"

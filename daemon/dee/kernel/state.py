@@ -62,6 +62,9 @@ class RunState(msgspec.Struct, frozen=True):
     timer: TimerKind | None = None
     dispatch: PendingDispatch | None = None
     wait_target: int | None = None
+    # a channel step that was handed over and now waits for its outcome from outside (a call's
+    # final status): the idempotency key and content hash its result will carry
+    channel_wait: tuple[str, str] | None = None
     paused_from: RunStatus | None = None
     held: tuple[ChannelResult, ...] = ()
     results: tuple[StepResult, ...] = ()

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from dee.kernel.context import StepContext
-from dee.kernel.inputs import ChannelResult
+from dee.kernel.inputs import ChannelResult, Event
 from dee.kernel.outcomes import Fail, StepOutcome
 from dee.plan.spec import TemplateStore
 
@@ -33,7 +33,10 @@ class StepType:
       allowed there, so the plan is checked and compiled up front.
     - `check(params, templates)`: further problems, e.g. an unknown template id.
     - `enter(ctx, params)`: the step starts; `on_timer` when its Sleep ends; `on_result` when its
-      channel answers with success (failures and retries are the kernel's job).
+      channel answers with success (failures and retries are the kernel's job). A channel step
+      whose outcome comes later from outside (a call's final status) returns `Sleep` from
+      `on_result` (its longest wait); `on_event` is then called with each event for this step
+      while it waits, and returns an outcome, or None to go on waiting.
     """
 
     name: ClassVar[str]
@@ -61,3 +64,6 @@ class StepType:
 
     def on_result(self, ctx: StepContext, params: Any, result: ChannelResult) -> StepOutcome:
         return Fail(f"step type {self.name} does not handle channel results")
+
+    def on_event(self, ctx: StepContext, params: Any, event: Event) -> StepOutcome | None:
+        return None

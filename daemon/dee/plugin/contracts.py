@@ -6,8 +6,9 @@ arguments, no clock, no I/O at evaluation time, no randomness. Channel adapters 
 and may do I/O, but must honour the idempotency key.
 
 The kernel owns the types a step type works with (its context, its outcomes, the inputs and
-effects); they are re-exported here so that a plugin imports from one place and the kernel
-depends on no plugin code.
+effects) and the template sandbox (`render_template`, `check_template`: see
+`dee.kernel.render` for its budget); they are re-exported here so that a plugin imports from
+one place and the kernel depends on no plugin code.
 """
 
 from __future__ import annotations
@@ -20,12 +21,17 @@ from dee.kernel.context import StepContext
 from dee.kernel.effects import DispatchRequest
 from dee.kernel.inputs import ChannelResult
 from dee.kernel.outcomes import Done, Fail, Finish, Send, Sleep, StepOutcome
+from dee.kernel.render import check as check_template
+from dee.kernel.render import globals_of as template_globals
+from dee.kernel.render import namespace_of as template_namespace
+from dee.kernel.render import render as render_template
 from dee.kernel.steps import StepType
 from dee.plan.spec import TemplateStore
 
 __all__ = [
     "ChannelAdapter", "ChannelResult", "DispatchRequest", "DispatchResponse", "Done", "Fail", "Finish", "Send",
-    "Sleep", "StepContext", "StepOutcome", "StepType", "TemplateStore",
+    "Sleep", "StepContext", "StepOutcome", "StepType", "TemplateStore", "check_template", "render_template",
+    "template_globals", "template_namespace",
 ]  # fmt: skip
 
 
@@ -40,7 +46,9 @@ class DispatchResponse(msgspec.Struct, frozen=True, rename="camel"):
 @runtime_checkable
 class ChannelAdapter(Protocol):
     """Sends on one channel. Must not send twice for one idempotency key: a repeated key returns
-    the first answer. `name` is how config selects it (`channels.email.adapter = "simulated"`)."""
+    the first answer. `name` is how config selects it (`channels.email.adapter = "simulated"`).
+    An adapter that holds connections may also define `async def close()`: the engine calls it
+    when it stops."""
 
     name: str
     channel: str

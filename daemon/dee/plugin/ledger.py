@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import msgspec
@@ -96,3 +96,88 @@ def ledger_for(config: Any, channel: str) -> MemoryLedger | RedisLedger:
     if database.startswith("memory:"):
         return MemoryLedger()
     return RedisLedger(config.redis, channel, getattr(config, "namespace", "dee"))
+
+
+# ---- real sends: at most one accepted send per idempotency key -------------------------------
+
+Send = Callable[[], Awaitable[DispatchResponse]]
+FINAL_KINDS = ("permanent", "hard_bounce")  # failures a retry of the same key cannot change
+KEEP_ANSWERS_S = 30 * 86_400  # how long a key's answer is kept (retries come within hours)
+
+
+def is_final(response: DispatchResponse) -> bool:
+    """Whether the answer settles the key: delivered, or refused for good. A transient failure,
+    a rate limit or a soft bounce is not kept, so the kernel's retry of the key sends again."""
+    return response.status == "delivered" or response.error_kind in FINAL_KINDS
+
+
+IN_PROGRESS = DispatchResponse("failed", "transient", "a send with this idempotency key is in progress")
+
+
+class MemorySends:
+    """`once` for one process (memory engines, tests)."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, DispatchResponse] = {}
+        self.attempts: Counter[str] = Counter()
+        self._sending: set[str] = set()
+
+    async def once(self, key: str, send: Send) -> DispatchResponse:
+        if key in self.answers:
+            return self.answers[key]
+        if key in self._sending:
+            return IN_PROGRESS
+        self._sending.add(key)
+        try:
+            self.attempts[key] += 1
+            response = await send()
+            if is_final(response):
+                self.answers[key] = response
+            return response
+        finally:
+            self._sending.discard(key)
+
+
+class RedisSends:
+    """`once` across processes and crashes: a key's answer is a Redis string (kept
+    `KEEP_ANSWERS_S`), and a send in progress holds a lock that expires after `lock_ms` (so a
+    dispatcher that died mid-send does not block its key forever).
+
+    The one window left is the protocol's own: a crash after the server accepted the message
+    and before its answer is stored here sends again when the action is redelivered, with the
+    same Message-ID (receivers can drop the copy)."""
+
+    def __init__(self, url: str, channel: str, namespace: str = "dee", lock_ms: int = 60_000) -> None:
+        self._redis = redis_connect.client(url, max_connections=16)
+        self._prefix = f"{namespace}:sent:{channel}"
+        self._lock_ms = lock_ms
+
+    async def once(self, key: str, send: Send) -> DispatchResponse:
+        answer_key, lock_key = f"{self._prefix}:answer:{key}", f"{self._prefix}:lock:{key}"
+        known = await self._redis.get(answer_key)
+        if known is not None:
+            return msgspec.json.decode(known, type=DispatchResponse)
+        if not await self._redis.set(lock_key, b"1", nx=True, px=self._lock_ms):
+            return IN_PROGRESS
+        try:
+            await self._redis.hincrby(f"{self._prefix}:attempts", key, 1)
+            response = await send()
+            if is_final(response):
+                await self._redis.set(answer_key, msgspec.json.encode(response), ex=KEEP_ANSWERS_S)
+            return response
+        finally:
+            await self._redis.delete(lock_key)
+
+    async def attempts(self) -> dict[str, int]:
+        raw = cast(dict[bytes, bytes], await self._redis.hgetall(f"{self._prefix}:attempts"))
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def sends_for(config: Any, channel: str) -> MemorySends | RedisSends:
+    """Durable in daemon deployments (config with a real database), in memory otherwise."""
+    if getattr(config, "database", "memory://").startswith("memory:"):
+        return MemorySends()
+    return RedisSends(config.redis, channel, getattr(config, "namespace", "dee"))
