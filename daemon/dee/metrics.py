@@ -23,8 +23,13 @@ class Metrics:
         self.audit_entries = Counter("dee_audit_entries_total", "Audit entries written", ["partition"], registry=r)
         self.inbound = Counter("dee_inbound_messages_total", "Stream messages accepted", ["partition"], registry=r)
         self.dead_letters = Counter("dee_dead_letters_total", "Messages moved to a dead-letter stream", ["partition"], registry=r)
-        self.dispatch_latency = Histogram("dee_dispatch_latency_seconds", "Channel adapter call latency", ["channel"], registry=r)
-        self.dispatch_results = Counter("dee_dispatch_results_total", "Channel results", ["channel", "status"], registry=r)
+        self.dispatch_latency = Histogram("dee_dispatch_latency_seconds", "Channel adapter call latency",
+                                          ["channel", "adapter"], registry=r,
+                                          buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))  # fmt: skip
+        # result: "delivered", or the error kind of a failure (transient, rate_limited, ...)
+        self.dispatch_results = Counter("dee_dispatch_results_total", "Channel results", ["channel", "adapter", "result"], registry=r)
+        self.dispatch_in_flight = Gauge("dee_dispatch_in_flight", "Channel actions handed to an adapter, not yet answered",
+                                        ["channel", "adapter"], registry=r)  # fmt: skip
         self.partitions_owned = Gauge("dee_partitions_owned", "Partitions this process owns", registry=r)
         self.lease_losses = Counter("dee_lease_losses_total", "Leases lost (fenced out)", registry=r)
         self.runs_by_status = Gauge("dee_runs", "Runs by status (sampled)", ["status"], registry=r)
@@ -39,9 +44,9 @@ class Metrics:
         self.inbound.labels(p).inc(report.accepted)
         self.dead_letters.labels(p).inc(report.dead)
 
-    def observe_dispatch(self, channel: str, status: str, seconds: float) -> None:
-        self.dispatch_latency.labels(channel).observe(seconds)
-        self.dispatch_results.labels(channel, status).inc()
+    def observe_dispatch(self, channel: str, adapter: str, result: str, seconds: float) -> None:
+        self.dispatch_latency.labels(channel, adapter).observe(seconds)
+        self.dispatch_results.labels(channel, adapter, result).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

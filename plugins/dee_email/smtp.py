@@ -108,6 +108,7 @@ class SmtpAdapter:
     def __init__(self, config: Any) -> None:
         email = config.channels.email
         self.settings = email
+        self.max_in_flight = email.max_in_flight  # the dispatcher hands at most this many at once
         self.sender_name = email.sender.name
         self._config = config
         self._sends: MemorySends | RedisSends | None = None

@@ -1,4 +1,5 @@
-"""Built-in voice channel: the `sendVoice` step type and a deterministic simulated adapter."""
+"""Built-in voice channel: the `sendVoice` step type, a deterministic simulated adapter and the
+`twilio` adapter (calls over Twilio's REST API)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from dee.plugin import hookimpl
 from dee.plugin.contracts import DispatchResponse, StepType, TemplateStore, template_namespace
 from dee.plugin.ledger import MemoryLedger, RedisLedger, ledger_for
 from dee_voice import twiml
+from dee_voice.twilio import TwilioAdapter
 
 CALL_OUTCOMES = ("answered", "voicemail", "no_answer", "busy", "failed", "declined")
 # the events that end a call, and the outcome they mean when their data names none
@@ -130,4 +132,4 @@ def dee_step_types() -> list[StepType]:
 
 @hookimpl
 def dee_channel_adapters(config: Any) -> list[Any]:
-    return [SimulatedVoiceAdapter(ledger_for(config, "voice"))]
+    return [SimulatedVoiceAdapter(ledger_for(config, "voice")), TwilioAdapter(config)]

@@ -35,7 +35,7 @@ async def test_metrics_and_probes(deployment: EngineConfig) -> None:
             transitions = sum(float(line.split()[-1]) for line in body.splitlines()
                               if line.startswith("dee_step_transitions_total{"))  # fmt: skip
             assert transitions == 2  # initial-email and wait-1 entered
-            assert 'dee_dispatch_results_total{channel="email",status="delivered"} 1.0' in body
+            assert 'dee_dispatch_results_total{adapter="simulated",channel="email",result="delivered"} 1.0' in body
             assert await _get(port, "/healthz") == ("HTTP/1.1 200 OK", "ok\n")
             assert await _get(port, "/readyz") == ("HTTP/1.1 200 OK", "ready\n")
             assert (await _get(port, "/nope"))[0] == "HTTP/1.1 404 Not Found"

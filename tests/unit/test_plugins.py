@@ -25,7 +25,7 @@ BUILTINS = [
     {"name": "dee_flow", "source": f"entry point of dee {VERSION}", "module": "dee_flow",
      "provides": ["step type wait", "step type branch", "step type end"]},
     {"name": "dee_voice", "source": f"entry point of dee {VERSION}", "module": "dee_voice",
-     "provides": ["step type sendVoice", "voice adapter simulated"]},
+     "provides": ["step type sendVoice", "voice adapter simulated", "voice adapter twilio"]},
 ]  # fmt: skip
 
 
@@ -105,7 +105,8 @@ def test_describe_lists_the_builtins_and_where_they_came_from() -> None:
 def test_the_builtins_provide_the_core_step_types_and_adapters() -> None:
     manager = PluginManager.load()
     assert sorted(manager.step_types()) == ["branch", "end", "sendEmail", "sendVoice", "wait"]
-    assert sorted(manager.channel_adapters(EngineConfig())) == [("email", "simulated"), ("email", "smtp"), ("voice", "simulated")]
+    adapters = sorted(manager.channel_adapters(EngineConfig()))
+    assert adapters == [("email", "simulated"), ("email", "smtp"), ("voice", "simulated"), ("voice", "twilio")]
 
 
 def test_a_disabled_builtin_is_not_loaded() -> None:

@@ -19,6 +19,7 @@ class DispatchRequest(msgspec.Struct, frozen=True, rename="camel"):
     message: dict[str, Any]
     tick: int
     dispatch_no: int = 1  # how many times this key has been handed out (retries, rate limits)
+    contact_id: str = ""  # whose the action is (a callback from the provider is routed by it)
 
 
 class ContactFlagged(msgspec.Struct, frozen=True, rename="camel"):

@@ -47,6 +47,14 @@ COMMAND_TARGETS: dict[type, str] = {Pause: "paused", Resume: "active", Cancel: "
 CONTACT_FLAG_EVENTS = {"email.unsubscribed": "unsubscribed"}
 
 
+def contact_flag(event_type: str, data: Mapping[str, Any]) -> str | None:
+    """The contact-level flag an event sets: `unsubscribed` by an unsubscribe, `bounced` by a
+    hard bounce (`email.bounced` with `data.kind = "hard"`); None for any other event."""
+    if event_type == "email.bounced":
+        return "bounced" if data.get("kind") == "hard" else None
+    return CONTACT_FLAG_EVENTS.get(event_type)
+
+
 @dataclass(frozen=True, slots=True)
 class KernelEnv:
     """Everything besides state and inputs that a run's behaviour depends on.
@@ -245,9 +253,7 @@ class _Run:
         if isinstance(inp, Event):
             step_id = inp.step_id or self.step_of_message(inp.message_id)
             self.set(events=(*self.s.events, VisibleEvent(inp.type, step_id, at)))
-            flag = CONTACT_FLAG_EVENTS.get(inp.type)
-            if inp.type == "email.bounced" and inp.data.get("kind") == "hard":
-                flag = "bounced"
+            flag = contact_flag(inp.type, inp.data)
             if flag:
                 contact = msgspec.structs.replace(contact, **{flag: True})
             self.entry("event.received", step_id, at, input=_b(inp), output={"eventType": inp.type, "stepId": step_id})
@@ -434,7 +440,7 @@ class _Run:
         })  # fmt: skip
         self.effects.append(DispatchRequest(
             self.s.run_id, step_id, pending.channel, pending.idempotency_key, pending.message_id,
-            pending.attempt, pending.message, at, pending.attempt + pending.rate_limited,
+            pending.attempt, pending.message, at, pending.attempt + pending.rate_limited, self.s.contact.id,
         ))  # fmt: skip
 
     def redispatch(self, at: int) -> None:

@@ -1,10 +1,12 @@
 """The dispatcher: channel actions from `dee:dispatch:{channel}` to adapters, results back.
 
 Any number of processes read a dispatch stream in one consumer group. Each action is handed to
-the channel's adapter with its idempotency key; the answer goes to the run's partition stream
-as a `result` message (`shell.dispatch.result_message`). An action is acknowledged only after
-its result is on the partition stream; entries of a dead consumer are claimed after the lease
-TTL.
+the channel's adapter with its idempotency key, concurrently: at most the adapter's
+`max_in_flight` at once (a real adapter takes tens to hundreds of milliseconds; one slow send
+must not hold the others), and no more is read from the stream than there is room for (the
+backlog stays in Redis, not in this process). Answers go to the runs' partition streams as
+`result` messages (`shell.dispatch.result_message`), each acknowledged only after its result is
+published, several per round trip. Entries of a dead consumer are claimed after the lease TTL.
 """
 
 from __future__ import annotations
@@ -20,13 +22,118 @@ import redis.asyncio as aioredis
 from dee.bus import messages as wire
 from dee.bus.streams import DISPATCH_GROUP, FIELD, Entry, GroupReader, Keys, dead_letter, ensure_group, trim_acknowledged
 from dee.metrics import Metrics
-from dee.plugin.contracts import ChannelAdapter, DispatchResponse
+from dee.plugin.contracts import ChannelAdapter
 from dee.scheduler import tuning
 from dee.scheduler.outages import TRANSIENT_ERRORS, Outages
 from dee.shell import dispatch
 from dee.shell.store import OutboxItem
 
 log = logging.getLogger("dee.dispatcher")
+
+
+class ChannelDispatch:
+    """One channel's actions through its adapter: what is in flight and what is answered."""
+
+    def __init__(self, dispatcher: Dispatcher, channel: str, adapter: ChannelAdapter) -> None:
+        self.d = dispatcher
+        self.channel = channel
+        self.adapter = adapter
+        self.limit = max(1, int(getattr(adapter, "max_in_flight", tuning.DISPATCH_IN_FLIGHT)))
+        self.stream = dispatcher.keys.dispatch(channel)
+        self.reader = GroupReader(dispatcher.redis, self.stream, DISPATCH_GROUP, dispatcher.instance)
+        self.in_flight: dict[bytes, asyncio.Task[None]] = {}  # stream entry id -> its send
+        self.answered: dict[bytes, tuple[int, wire.Result]] = {}  # sent; (partition, result) not yet published
+        self._wake = asyncio.Event()
+
+    async def serve(self) -> None:
+        """Until stopped: read as many actions as there is room for, send them, publish what is
+        answered. A failed round (Redis away) is logged once as an outage and retried: entries
+        it held are read again, and those in flight or answered are not sent again."""
+        rounds = 0
+        next_claim = 0.0
+        started = False
+        while not self.d.stopping.is_set() or self.in_flight or self.answered:
+            try:
+                if not started:
+                    await ensure_group(self.d.redis, self.stream, DISPATCH_GROUP)
+                    started = True
+                if time.monotonic() >= next_claim:  # a dead consumer's actions wait at most 1.5 TTLs
+                    await self.reader.claim_idle(self.d.claim_after_ms)
+                    next_claim = time.monotonic() + self.d.claim_after_ms / 2000
+                await self._round()
+                rounds += 1
+                if rounds % tuning.DISPATCH_TRIM_EVERY_ROUNDS == 0:
+                    await trim_acknowledged(self.d.redis, self.stream, DISPATCH_GROUP)
+                self.d.outages.recovered("Redis")
+            except TRANSIENT_ERRORS as exc:
+                self.d.outages.failed(exc, f"dispatcher {self.channel}")
+                await self._pause()
+            except Exception:
+                log.exception("dispatcher %s: a round failed; retrying", self.channel)
+                await self._pause()
+
+    async def _round(self) -> None:
+        room = self.limit - len(self.in_flight)
+        if room > 0 and not self.d.stopping.is_set():
+            block = tuning.DISPATCH_BLOCK_MS if not (self.in_flight or self.answered) else 1
+            self._start(await self.reader.read(min(room, tuning.DISPATCH_READ_COUNT), block))
+        elif self.in_flight and not self.answered:
+            self._wake.clear()
+            await asyncio.wait([asyncio.ensure_future(self._wake.wait())], timeout=tuning.DISPATCH_BLOCK_MS / 1000)
+        await self._publish()
+
+    def _start(self, entries: list[Entry]) -> None:
+        for entry in entries:
+            entry_id = entry[0]
+            if entry_id in self.in_flight or entry_id in self.answered:
+                continue  # read again after a failed round: already being handled
+            try:
+                item = msgspec.json.decode(entry[1][FIELD], type=OutboxItem)
+            except (KeyError, msgspec.ValidationError, msgspec.DecodeError) as exc:
+                self.in_flight[entry_id] = asyncio.ensure_future(self._bury(entry, str(exc)))
+                continue
+            self.in_flight[entry_id] = asyncio.ensure_future(self._send(entry_id, item))
+        self._gauge()
+
+    async def _send(self, entry_id: bytes, item: OutboxItem) -> None:
+        started = time.perf_counter()
+        response = await dispatch.send(self.adapter, item)
+        if self.d.metrics is not None:
+            result = "delivered" if response.status == "delivered" else (response.error_kind or "permanent")
+            self.d.metrics.observe_dispatch(self.channel, self.adapter.name, result, time.perf_counter() - started)
+        self.answered[entry_id] = (item.partition, dispatch.result_message(item, response))
+        del self.in_flight[entry_id]
+        self._wake.set()
+
+    async def _bury(self, entry: Entry, reason: str) -> None:
+        try:
+            await dead_letter(self.d.redis, self.d.keys.dispatch_dead(self.channel), self.stream, entry, reason)
+            await self.reader.ack([entry[0]])
+        finally:
+            del self.in_flight[entry[0]]
+
+    async def _publish(self) -> None:
+        """The answered actions' results to their partitions, then their acknowledgement, in
+        one round trip (kept to try again if Redis fails)."""
+        if not self.answered:
+            return
+        done = dict(self.answered)
+        async with self.d.redis.pipeline(transaction=False) as pipe:
+            for partition, result in done.values():
+                pipe.xadd(self.d.keys.inbound(partition), {FIELD: wire.encode(result)})
+            pipe.xack(self.stream, DISPATCH_GROUP, *done)
+            await pipe.execute()
+        for entry_id in done:
+            self.answered.pop(entry_id, None)
+        self._gauge()
+
+    async def _pause(self) -> None:
+        self.reader.repending()
+        await asyncio.sleep(tuning.STORAGE_PAUSE_S)
+
+    def _gauge(self) -> None:
+        if self.d.metrics is not None:
+            self.d.metrics.dispatch_in_flight.labels(self.channel, self.adapter.name).set(len(self.in_flight))
 
 
 class Dispatcher:
@@ -41,67 +148,11 @@ class Dispatcher:
         self.claim_after_ms = claim_after_ms
         self.metrics = metrics
         self.outages = outages or Outages()
-        self._stop = asyncio.Event()
-        self._in_flight = asyncio.Semaphore(tuning.DISPATCH_IN_FLIGHT)
+        self.stopping = asyncio.Event()
 
     def stop(self) -> None:
-        self._stop.set()
+        """Stop reading; what is in flight finishes and its results are published."""
+        self.stopping.set()
 
     async def run(self) -> None:
-        await asyncio.gather(*(self.serve(channel) for channel in sorted(self.adapters)))
-
-    async def serve(self, channel: str) -> None:
-        """Serve one channel until stopped. A failed round (Redis away, say) is logged and the
-        round retried: the entries it held are read again (unacknowledged), their actions are
-        sent again under the same idempotency keys (the adapters answer with the first result)."""
-        stream = self.keys.dispatch(channel)
-        reader = GroupReader(self.redis, stream, DISPATCH_GROUP, self.instance)
-        rounds = 0
-        next_claim = 0.0
-        while not self._stop.is_set():
-            try:
-                if rounds == 0:
-                    await ensure_group(self.redis, stream, DISPATCH_GROUP)
-                if time.monotonic() >= next_claim:  # a dead consumer's actions wait at most 1.5 TTLs
-                    await reader.claim_idle(self.claim_after_ms)
-                    next_claim = time.monotonic() + self.claim_after_ms / 2000
-                entries = await reader.read(tuning.DISPATCH_READ_COUNT, tuning.DISPATCH_BLOCK_MS)
-                if entries:
-                    await self.handle(channel, entries)
-                    await reader.ack([e[0] for e in entries])
-                rounds += 1
-                if rounds % tuning.DISPATCH_TRIM_EVERY_ROUNDS == 0:
-                    await trim_acknowledged(self.redis, stream, DISPATCH_GROUP)
-                self.outages.recovered("Redis")
-            except TRANSIENT_ERRORS as exc:
-                self.outages.failed(exc, f"dispatcher {channel}")
-                await self._pause(reader)
-            except Exception:
-                log.exception("dispatcher %s: a round failed; retrying", channel)
-                await self._pause(reader)
-
-    async def _pause(self, reader: GroupReader) -> None:
-        reader.repending()
-        await asyncio.sleep(tuning.STORAGE_PAUSE_S)
-
-    async def handle(self, channel: str, entries: list[Entry]) -> None:
-        adapter = self.adapters[channel]
-        items: list[OutboxItem] = []
-        for entry in entries:
-            try:
-                items.append(msgspec.json.decode(entry[1][FIELD], type=OutboxItem))
-            except (KeyError, msgspec.ValidationError, msgspec.DecodeError) as exc:
-                await dead_letter(self.redis, self.keys.dispatch_dead(channel), self.keys.dispatch(channel), entry, str(exc))
-        responses = await asyncio.gather(*(self._send(adapter, item) for item in items))
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for item, response in zip(items, responses, strict=True):
-                pipe.xadd(self.keys.inbound(item.partition), {FIELD: wire.encode(dispatch.result_message(item, response))})
-            await pipe.execute()
-
-    async def _send(self, adapter: ChannelAdapter, item: OutboxItem) -> DispatchResponse:
-        started = time.perf_counter()
-        async with self._in_flight:
-            response = await dispatch.send(adapter, item)
-        if self.metrics is not None:
-            self.metrics.observe_dispatch(item.request.channel, response.status, time.perf_counter() - started)
-        return response
+        await asyncio.gather(*(ChannelDispatch(self, channel, self.adapters[channel]).serve() for channel in sorted(self.adapters)))

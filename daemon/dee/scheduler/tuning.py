@@ -23,7 +23,9 @@ STORAGE_PAUSE_S = 0.5
 REPLY_STREAM_MAXLEN = 10_000
 
 # ---- dispatcher ---------------------------------------------------------------------------
-DISPATCH_READ_COUNT = 500
-DISPATCH_BLOCK_MS = 20
-DISPATCH_IN_FLIGHT = 64  # adapter calls at once, per process
+DISPATCH_READ_COUNT = 500  # entries read at most per round (and no more than there is room for)
+DISPATCH_BLOCK_MS = 20  # how long a read waits for new actions when nothing is in flight
+# actions in flight per channel for an adapter that declares no `max_in_flight` (the simulated
+# ones answer at once: this only bounds memory); real adapters take theirs from their config
+DISPATCH_IN_FLIGHT = 500
 DISPATCH_TRIM_EVERY_ROUNDS = 1000

@@ -11,15 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from dee.bus import messages as wire
 from dee.errors import DeeError, RunNotFoundError, StartInPastError, UnknownPlanError, error_fields
 from dee.kernel.audit import AuditRow
-from dee.kernel.inputs import AnyInput, Cancel, ChannelResult, Event, Pause, ReplayRecorded, Resume, Retry, Suppressed
-from dee.kernel.machine import CONTACT_FLAG_EVENTS
+from dee.kernel.inputs import AnyInput, Cancel, ChannelResult, ContactChanged, Event, Pause, ReplayRecorded, Resume, Retry, Suppressed
+from dee.kernel.machine import contact_flag
 from dee.records import ConsentRecord, Suppression
 from dee.shell.enrol import enrol
 from dee.shell.store import NewRun, PartitionStore, Queued
+
+COMPLAINT_EVENTS = ("email.complained",)  # a recipient marked the mail as spam: suppressed at once
+SuppressionLevel = Literal["global", "channel", "plan", "regulatory"]
 
 
 @dataclass
@@ -90,8 +94,8 @@ async def _look_up(store: PartitionStore, intake: Intake, messages: Sequence[wir
     named: list[str] = [run_id for m in messages if not isinstance(m, wire.Execute) and (run_id := getattr(m, "run_id", None))]
     if named:
         intake.known.update(await store.partitions_of(named))
-    contacts = sorted({m.contact_id for m in messages
-                       if isinstance(m, wire.Suppress) or (isinstance(m, wire.Event) and m.run_id is None)})  # fmt: skip
+    contacts = sorted({m.contact_id for m in messages if isinstance(m, wire.Suppress) or (isinstance(m, wire.Event) and (
+        m.run_id is None or contact_flag(m.event_type, m.data) or m.event_type in COMPLAINT_EVENTS))})  # fmt: skip
     if contacts:
         intake.active.update(await store.active_runs(contacts))
 
@@ -187,12 +191,19 @@ async def _event(store: PartitionStore, intake: Intake, m: wire.Event) -> None:
         targets = [m.run_id]
     else:
         targets = _targets(intake, m.contact_id)
-    flag = CONTACT_FLAG_EVENTS.get(m.event_type)
-    if flag is not None:  # contact-level: runs enrolled later see it too
-        await store.flag_contact(m.contact_id, flag, intake.tick)
     event = Event(intake.tick, m.command_id, m.event_type, m.step_id, m.message_id, dict(m.data), m.occurred_at)
     for run_id in targets:
         intake.give(run_id, event)
+    flag = contact_flag(m.event_type, m.data)
+    if flag is not None:  # contact-level: every run of the contact sees it, runs enrolled later too
+        await store.flag_contact(m.contact_id, flag, intake.tick)
+        flags: dict[str, Any] = {flag: True}
+        change = ContactChanged(intake.tick, **flags)
+        for run_id in _targets(intake, m.contact_id):
+            if run_id not in targets:
+                intake.give(run_id, change)
+    if m.event_type in COMPLAINT_EVENTS:  # a complaint suppresses the contact: every run stops
+        await _suppress_contact(store, intake, m.contact_id, "global", "complaint", m.event_type, None)
     intake.reply(m, wire.Reply(m.command_id, True, runs=targets))
 
 
@@ -206,17 +217,25 @@ async def _suppress(store: PartitionStore, intake: Intake, m: wire.Suppress) -> 
     if m.level == "channel" and not m.channel:
         intake.refuse(m, DeeError("a channel-level suppression needs a channel"))
         return
+    targets = await _suppress_contact(store, intake, m.contact_id, m.level, m.reason, m.source, m.channel, m.plan_id)
+    intake.reply(m, wire.Reply(m.command_id, True, runs=targets))
+
+
+async def _suppress_contact(
+    store: PartitionStore, intake: Intake, contact_id: str, level: SuppressionLevel, reason: str, source: str,
+    channel: str | None, plan_id: str | None = None,
+) -> list[str]:  # fmt: skip
+    """Record a suppression and queue the cancellation of the runs it covers; returns them."""
     await store.add_suppression(Suppression(
-        contact_id=m.contact_id, level=m.level, reason=m.reason, source=m.source, channel=m.channel,
-        plan_id=m.plan_id, tick=intake.tick,
+        contact_id=contact_id, level=level, reason=reason, source=source, channel=channel, plan_id=plan_id, tick=intake.tick,
     ))  # fmt: skip
     targets: list[str] = []
-    if m.level != "channel":
-        targets = _targets(intake, m.contact_id, m.plan_id if m.level == "plan" else None)
-    cancel = Suppressed(intake.tick, m.level, m.reason, m.source)
+    if level != "channel":
+        targets = _targets(intake, contact_id, plan_id if level == "plan" else None)
+    cancel = Suppressed(intake.tick, level, reason, source)
     for run_id in targets:
         intake.give(run_id, cancel)
-    intake.reply(m, wire.Reply(m.command_id, True, runs=targets))
+    return targets
 
 
 async def _first_replies(store: PartitionStore, duplicates: Sequence[wire.Inbound]) -> list[tuple[str, wire.Reply]]:
