@@ -117,7 +117,7 @@ class SmtpAdapter:
     @property
     def sends(self) -> MemorySends | RedisSends:
         if self._sends is None:  # built on first use: an adapter that is not selected opens nothing
-            self._sends = sends_for(self._config, "email")
+            self._sends = sends_for(self._config, "email", lock_ms=3 * self.settings.smtp_timeout_ms)
         return self._sends
 
     async def _connect(self) -> aiosmtplib.SMTP:

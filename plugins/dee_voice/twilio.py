@@ -41,7 +41,7 @@ class TwilioAdapter:
     @property
     def sends(self) -> MemorySends | RedisSends:
         if self._sends is None:  # built on first use: an adapter that is not selected opens nothing
-            self._sends = sends_for(self._config, "voice")
+            self._sends = sends_for(self._config, "voice", lock_ms=3 * self.settings.http_timeout_ms)
         return self._sends
 
     def _client(self) -> aiohttp.ClientSession:

@@ -140,8 +140,9 @@ class MemorySends:
 
 class RedisSends:
     """`once` across processes and crashes: a key's answer is a Redis string (kept
-    `KEEP_ANSWERS_S`), and a send in progress holds a lock that expires after `lock_ms` (so a
-    dispatcher that died mid-send does not block its key forever).
+    `KEEP_ANSWERS_S`), and a send in progress holds a lock that expires after `lock_ms` (set it
+    above the adapter's own timeout: a dispatcher that died mid-send blocks its key that long,
+    and a redelivered action waits for the lock rather than sending beside it).
 
     The one window left is the protocol's own: a crash after the server accepted the message
     and before its answer is stored here sends again when the action is redelivered, with the
@@ -154,11 +155,18 @@ class RedisSends:
 
     async def once(self, key: str, send: Send) -> DispatchResponse:
         answer_key, lock_key = f"{self._prefix}:answer:{key}", f"{self._prefix}:lock:{key}"
-        known = await self._redis.get(answer_key)
-        if known is not None:
-            return msgspec.json.decode(known, type=DispatchResponse)
-        if not await self._redis.set(lock_key, b"1", nx=True, px=self._lock_ms):
-            return IN_PROGRESS
+        deadline = asyncio.get_running_loop().time() + 2 * self._lock_ms / 1000
+        while True:
+            known = await self._redis.get(answer_key)
+            if known is not None:
+                return msgspec.json.decode(known, type=DispatchResponse)
+            if await self._redis.set(lock_key, b"1", nx=True, px=self._lock_ms):
+                break
+            # another send of this key is under way (a second dispatcher, or a dead one whose
+            # lock has not expired yet): wait for its answer, or for the lock to lapse
+            if asyncio.get_running_loop().time() > deadline:
+                return IN_PROGRESS
+            await asyncio.sleep(0.1)
         try:
             await self._redis.hincrby(f"{self._prefix}:attempts", key, 1)
             response = await send()
@@ -176,8 +184,8 @@ class RedisSends:
         await self._redis.aclose()
 
 
-def sends_for(config: Any, channel: str) -> MemorySends | RedisSends:
+def sends_for(config: Any, channel: str, lock_ms: int = 30_000) -> MemorySends | RedisSends:
     """Durable in daemon deployments (config with a real database), in memory otherwise."""
     if getattr(config, "database", "memory://").startswith("memory:"):
         return MemorySends()
-    return RedisSends(config.redis, channel, getattr(config, "namespace", "dee"))
+    return RedisSends(config.redis, channel, getattr(config, "namespace", "dee"), lock_ms)
