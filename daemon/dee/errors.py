@@ -74,6 +74,15 @@ class RunNotFoundError(DeeError):
         super().__init__(f"run {run_id} not found")
 
 
+class RunIdInUseError(DeeError):
+    """An `execute` chose a run id that another run already has (a publisher's bug, or a
+    forgery): nothing was enrolled."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"runId {run_id} is already in use by another run")
+
+
 class AlreadyEnrolledError(DeeError):
     """The contact already has a non-terminal run of this plan."""
 

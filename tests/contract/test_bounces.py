@@ -57,3 +57,14 @@ async def test_a_complaint_suppresses_the_contact(engine: Engine, outreach: Plan
         raise AssertionError("a complained contact was enrolled again")
     report = await engine.compliance.report(0, engine.current_tick)
     assert [(s.contact_id, s.level, s.source) for s in report.suppressions] == [("b3", "global", "email.complained")]
+
+
+async def test_an_unsubscribe_stops_paused_and_failed_runs_too(engine: Engine, outreach: Plan, welcome: Plan) -> None:
+    paused = await engine.execute(outreach, contact("u1"), VARS)
+    failed = await engine.execute(welcome, contact("u1", email="u1@fail.test"), VARS)
+    await engine.run_until_idle()
+    await engine.pause_run(paused.id)
+    assert [(await engine.get_run(r)).status for r in (paused.id, failed.id)] == ["paused", "failed"]
+    await engine.ingest_event("email.unsubscribed", "u1", {}, run_id=paused.id, step_id="initial-email")
+    await engine.run_until_idle()
+    assert [(await engine.get_run(r)).status for r in (paused.id, failed.id)] == ["cancelled", "cancelled"]

@@ -59,14 +59,16 @@ class Partition:
         finally:
             await conn.close()
         b = self.backend
-        worker = PartitionWorker(self.partition, epoch, self.instance, self.config, b.pool, b.redis, b.plans, b.clock)
+        worker = PartitionWorker(self.partition, epoch, self.instance, self.config, b.pool, b.redis, b.plans, b.clock,
+            result_key=b.result_key,
+        )
         if dies_before_answering:
             deliver = worker._deliver
 
-            async def die_before_answering(replies: Any, outbox: Any, acks: Any) -> None:
+            async def die_before_answering(replies: Any, outbox: Any, acks: Any, refused: Any = ()) -> None:
                 if replies:
                     raise Killed
-                await deliver(replies, outbox, acks)
+                await deliver(replies, outbox, acks, refused)
 
             worker._deliver = die_before_answering  # type: ignore[method-assign]
         self.workers.append(worker)

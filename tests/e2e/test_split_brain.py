@@ -107,7 +107,9 @@ async def test_a_stale_partition_worker_cannot_commit_and_the_new_owner_processe
         try:
             # the stale writer holds partition p with epoch e, and works: it commits a new run
             epoch = await take_lease(db, partition, "stale", 3600)
-            stale = PartitionWorker(partition, epoch, "stale", config, pool, redis, backend.plans, backend.clock)
+            stale = PartitionWorker(partition, epoch, "stale", config, pool, redis, backend.plans, backend.clock,
+                result_key=backend.result_key,
+            )
             stale_task = asyncio.create_task(stale.run())
             run_a = await client.execute(plan, contact(first), {"product": "DEE"})
 
@@ -159,7 +161,9 @@ async def test_a_stale_partition_worker_cannot_commit_and_the_new_owner_processe
             assert (row["owner"], row["epoch"]) == ("other", new_epoch)
 
             # the new owner claims the stale consumer's entries and processes them exactly once
-            other = PartitionWorker(partition, new_epoch, "other", config, pool, redis, backend.plans, backend.clock)
+            other = PartitionWorker(partition, new_epoch, "other", config, pool, redis, backend.plans, backend.clock,
+                result_key=backend.result_key,
+            )
             other_task = asyncio.create_task(other.run())
             try:
                 replies = {r.command_id: r for r in await read_replies(redis, reply_to, 2, 10)}
@@ -209,7 +213,8 @@ async def test_a_runtime_whose_lease_was_taken_stops_writing_and_retakes_the_par
     plan = load_plan(OUTREACH)
     async with engine_client(config) as client:
         backend = client._backend
-        runtime = Runtime(config, backend.pool, backend.redis, backend.plans, backend.clock, backend.adapters, instance="r1")
+        runtime = Runtime(config, backend.pool, backend.redis, backend.plans, backend.clock, backend.adapters, instance="r1",
+                          result_key=backend.result_key)
         await runtime.start()
         db = await asyncpg.connect(config.database)
         try:

@@ -117,8 +117,8 @@ async def test_malformed_entries_are_dead_lettered_while_valid_traffic_goes_on(
             "planVersion": "one", "contact": {"id": "x"}}), "`$.planVersion`"),
         (m({"type": "cancel", "commandId": "bad-extra", "runId": "r1", "reason": "x", "evil": True}), "unknown field `evil`"),
         ({b"x": b"no m field here", b"y": b"2"}, "no 'm' field"),
-        (m({"type": "consent", "commandId": huge_id, "contactId": "c-huge", "channel": "email",
-            "status": "granted", "source": "form"}), "refused at commit"),
+        (m({"type": "consent", "commandId": huge_id, "contactId": contacts_in(6 % PARTITIONS, 1, "c-huge")[0],
+            "channel": "email", "status": "granted", "source": "form"}), "refused at commit"),  # the 7th: partition 6 % 4
         (m({"type": "suppress", "commandId": "bad-wrong-literal", "contactId": "c", "level": "galactic",
             "reason": "r", "source": "s"}), "`$.level`"),
         ({b"m": b"[1, 2, 3]"}, "ValidationError"),
@@ -174,7 +174,7 @@ async def test_malformed_entries_are_dead_lettered_while_valid_traffic_goes_on(
         assert sorted(g["runId"] for g in good) == sorted(r.id for r in runs.runs if r.id != seed.id)
 
 
-async def test_an_execute_for_an_unregistered_plan_gets_an_error_reply_not_a_dead_letter(
+async def test_an_execute_for_an_unregistered_plan_gets_an_error_reply_and_leaves_a_trace(
     deployment: EngineConfig, redis: aioredis.Redis, quick: Plan
 ) -> None:
     keys = Keys(deployment.namespace)
@@ -195,7 +195,13 @@ async def test_an_execute_for_an_unregistered_plan_gets_an_error_reply_not_a_dea
         }
         assert answers[ok["commandId"]]["runId"] == ok["runId"]
         await settle(engine)
-        assert await dead_letters(redis, keys) == {p: [] for p in range(PARTITIONS)}
+        traces = {p: [(f[b"reason"].decode(), json.loads(f[b"orig:m"])["commandId"]) for f in letters]
+                  for p, letters in (await dead_letters(redis, keys)).items() if letters}  # fmt: skip
+        assert traces == {  # every refusal leaves a dead letter with its reason; the applied one none
+            p: [("UnknownPlanError: plan no-such-plan v1 is not registered", unknown_plan["commandId"])],
+            partition_for("ghost2", PARTITIONS): [("UnknownPlanError: plan dead-letter-quick v99 is not registered",
+                                                   unknown_version["commandId"])],
+        }  # fmt: skip
         assert await pending(redis, keys) == dict.fromkeys(range(PARTITIONS), 0)
         assert (await engine.list_runs(contact_id="ghost")).total == 0
         assert (await engine.get_run(ok["runId"])).status == "completed"

@@ -46,7 +46,7 @@ async def test_sends_are_concurrent_bounded_and_a_slow_one_holds_none_of_the_oth
     redis = aioredis.from_url(REDIS_URL)
     adapter = SlowServer()
     metrics = Metrics()
-    dispatcher = Dispatcher("d1", redis, {"email": adapter}, 10_000, keys, metrics)
+    dispatcher = Dispatcher("d1", redis, {"email": adapter}, 10_000, keys, metrics, result_key=b"k" * 32)
     addresses = ["slow@x.test", *(f"p{i}@x.test" for i in range(20))]
     for i, to in enumerate(addresses):
         request = DispatchRequest(f"run-{i}", "hello", "email", f"{i:064d}", f"<{i}@x>", 1, {"to": to}, 0)

@@ -43,7 +43,9 @@ async def worker(deployment: EngineConfig) -> AsyncIterator[tuple[PartitionWorke
         db = await asyncpg.connect(deployment.database)
         try:
             epoch = await db.fetchval("UPDATE partitions SET owner = 'w', epoch = epoch + 1 WHERE partition = 0 RETURNING epoch")
-            worker = PartitionWorker(0, epoch, "w", deployment, backend.pool, backend.redis, backend.plans, backend.clock)
+            worker = PartitionWorker(0, epoch, "w", deployment, backend.pool, backend.redis, backend.plans, backend.clock,
+                result_key=backend.result_key,
+            )
             items = [wire.BatchItem(ulid(), workload.contact(i)) for i in range(RUNS)]
             await worker.iterate([entry(wire.ExecuteBatch(command_id=ulid(), plan_id=plan.id, plan_version=version,
                                                           variables={"product": "DEE"}, items=items))])  # fmt: skip

@@ -46,7 +46,7 @@ async def test_a_dispatcher_round_that_fails_is_retried_and_the_action_goes_out(
     keys = Keys(f"dee_test_{uuid.uuid4().hex[:12]}")
     redis = aioredis.from_url(REDIS_URL)
     adapter = CountingAdapter()
-    dispatcher = Dispatcher("d1", redis, {"email": adapter}, 1000, keys)
+    dispatcher = Dispatcher("d1", redis, {"email": adapter}, 1000, keys, result_key=b"k" * 32)
     failures = {"left": 2}
     read = GroupReader.read
 
@@ -115,7 +115,7 @@ async def test_a_running_dispatcher_takes_over_the_actions_a_dead_one_held() -> 
     await redis.xadd(stream, {FIELD: msgspec.json.encode(OutboxItem(5, "c1", request))})
     assert len(await GroupReader(redis, stream, DISPATCH_GROUP, "b").read(count=10, block_ms=None)) == 1
     adapter = CountingAdapter()
-    survivor = Dispatcher("a", redis, {"email": adapter}, 300, keys)
+    survivor = Dispatcher("a", redis, {"email": adapter}, 300, keys, result_key=b"k" * 32)
     task = asyncio.create_task(survivor.run())
     try:
 

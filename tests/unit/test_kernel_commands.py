@@ -299,13 +299,20 @@ def test_an_event_while_paused_is_visible_after_resume() -> None:
     d = Driver(outreach_plan())
     d.run(until=0)
     d.feed(Pause(100))
-    d.feed(Event(200, "u", "email.unsubscribed", step_id="initial-email"))
+    d.feed(Event(200, "r", "email.replied", step_id="initial-email"))
     assert d.state.status == "paused"  # a paused run goes nowhere, not even to its end
-    assert d.state.contact.unsubscribed is True
     d.feed(Resume(300))
-    assert d.state.status == "completed"
-    assert d.state.outcome == "unsubscribed"
-    assert d.state.completed_tick == 300
+    assert (d.state.status, d.state.outcome, d.state.completed_tick) == ("completed", "replied", 300)
+
+
+def test_an_unsubscribe_stops_a_paused_run_at_once() -> None:
+    # a paused run would otherwise resume into a send
+    d = Driver(outreach_plan())
+    d.run(until=0)
+    d.feed(Pause(100))
+    d.feed(Event(200, "u", "email.unsubscribed", step_id="initial-email"))
+    assert (d.state.status, d.state.completed_tick, d.state.contact.unsubscribed) == ("cancelled", 200, True)
+    assert d.actions()[-1] == (200, "run.cancelled", "wait-1")
 
 
 # ---- retry_run ----------------------------------------------------------------------------------

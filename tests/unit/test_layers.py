@@ -31,8 +31,9 @@ ALLOWED: dict[str, set[str]] = {
     "backends": BASE | {"config", "kernel", "plan", "plugin", "bus", "stores", "scheduler", "metrics", "records", "project",
                         "shell"},
     "engine": BASE | {"config", "kernel", "plan", "plugin", "backends", "records", "reports", "project", "shell"},
+    "ingress": BASE | {"config", "kernel", "plan", "plugin", "bus", "metrics", "records", "engine", "shell"},
     "ops": BASE | {"config", "kernel", "plan", "plugin", "bus", "stores", "scheduler", "metrics", "records", "reports",
-                   "project", "backends", "engine", "shell"},
+                   "project", "backends", "engine", "shell", "ingress"},
     "__init__": BASE | {"config", "engine", "kernel", "plan", "project", "records"},
     "__main__": {"ops"},
 }  # fmt: skip

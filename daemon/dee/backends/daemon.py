@@ -108,15 +108,16 @@ class DaemonBackend(Publisher):
             missing = await pending_migrations(conn)
             if missing:
                 raise ConfigError(f"the database needs `dee migrate` first (pending: {', '.join(missing)})")
-            meta = await conn.fetchrow("SELECT epoch_ms, tick_interval_ms, partitions FROM dee_meta")
+            meta = await conn.fetchrow("SELECT epoch_ms, tick_interval_ms, partitions, result_key FROM dee_meta")
         check_constants(meta["tick_interval_ms"], meta["partitions"], self.config)
+        self.result_key = bytes(meta["result_key"])
         self.clock = DeploymentClock(self.config, meta["epoch_ms"])
         self._tasks.append(asyncio.create_task(self._read_replies(), name="dee-replies"))
         if self.scheduler:
             from dee.scheduler.runtime import Runtime
 
             self.runtime = Runtime(self.config, self.pool, self.redis, self.plans, self.clock, self.adapters,
-                                   metrics=self.metrics, outages=self.outages)  # fmt: skip
+                                   metrics=self.metrics, outages=self.outages, result_key=self.result_key)  # fmt: skip
             await self.runtime.start()
 
     async def stop(self) -> None:

@@ -11,6 +11,7 @@ messages, as from a dispatcher.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -57,6 +58,7 @@ class MemoryBackend(Publisher):
         self.current_tick = 0
         self._new_id = MonotonicUlid()  # audit entry ids
         self._clock_task: asyncio.Task[None] | None = None
+        self._result_key = os.urandom(32)  # what the in-process dispatch signs its results with
 
     @property
     def adapters(self) -> Mapping[str, ChannelAdapter]:
@@ -106,7 +108,7 @@ class MemoryBackend(Publisher):
 
     async def _take_in(self, partition: int, messages: Sequence[wire.Inbound]) -> dict[str, wire.Reply]:
         store = self.store.partition(partition)
-        intake = await accept(store, self.current_tick, messages, now_iso(), self._new_id)
+        intake = await accept(store, self.current_tick, messages, now_iso(), self._new_id, self.partitions, self._result_key)
         await store.add_runs(intake.runs, intake.audit)
         await store.store_replies([reply for _, reply in intake.replies])
         await store.queue(intake.inputs)
@@ -135,7 +137,7 @@ class MemoryBackend(Publisher):
         while self.store.outbox:
             _, item = self.store.outbox.popleft()
             response = await dispatch.send(self._adapters[item.request.channel], item)
-            await self._take_in(item.partition, [dispatch.result_message(item, response)])
+            await self._take_in(item.partition, [dispatch.result_message(item, response, self._result_key)])
 
     async def advance_clock(self, ticks: int) -> None:
         """Move logical time forward, stopping at every tick where a timer is due."""

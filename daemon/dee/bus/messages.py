@@ -9,6 +9,8 @@ The JSON Schema of these messages is `config/schema/wire.schema.json` (`dee sche
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from typing import Any, Literal
 
 import msgspec
@@ -106,6 +108,7 @@ class Result(Message, tag="result", frozen=True):
     error: str | None = None
     outcome: str | None = None
     data: dict[str, Any] = {}
+    signature: str = ""  # HMAC-SHA256 of the result without it, with the deployment's result key
 
 
 class ReplayVerdict(Message, tag="replayVerdict", frozen=True):
@@ -148,6 +151,23 @@ def decode(raw: bytes) -> Inbound:
 
 def encode(message: Inbound | Reply) -> bytes:
     return _encoder.encode(message)
+
+
+def digest(message: Inbound) -> bytes:
+    """A message's content fingerprint (what a reused commandId is compared by)."""
+    return hashlib.sha256(_encoder.encode(message)).digest()
+
+
+def sign_result(result: Result, key: bytes) -> Result:
+    """The result signed with the deployment's key: only a dispatcher of the deployment (which
+    holds the key) can make a channel result a partition accepts."""
+    unsigned = msgspec.structs.replace(result, signature="")
+    return msgspec.structs.replace(unsigned, signature=hmac.new(key, _encoder.encode(unsigned), hashlib.sha256).hexdigest())
+
+
+def result_signed(result: Result, key: bytes) -> bool:
+    expected = sign_result(result, key).signature
+    return bool(result.signature) and hmac.compare_digest(result.signature, expected)
 
 
 def encode_json(value: Any) -> str:

@@ -123,6 +123,12 @@ async def dead_letter(redis: aioredis.Redis, dead_stream: str, source: str, entr
     await redis.xadd(dead_stream, record, maxlen=100_000, approximate=True)
 
 
+def refusal_record(source: str, message: bytes, reason: str) -> dict[FieldT, EncodableT]:
+    """A dead letter for a message refused after it was read (the message as it was decoded):
+    kept like an unreadable entry, so every refusal leaves a trace even without a replyTo."""
+    return {"reason": reason, "source": source, "orig:m": message}
+
+
 async def trim_acknowledged(redis: aioredis.Redis, stream: str, group: str) -> None:
     """Drop entries every consumer of the group is done with (older than the oldest pending)."""
     summary = await redis.xpending(stream, group)

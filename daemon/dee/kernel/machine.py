@@ -262,8 +262,13 @@ class _Run:
             contact = msgspec.structs.replace(contact, **changes)
             self.entry("event.received", None, at, input=_b(inp), output={"contactChanged": sorted(changes)})
         self.set(contact=contact)
-        if self.s.status in ("active", "waiting") and not self.touch(at) and isinstance(inp, Event):
-            self.step_event(inp, at)
+        if self.s.status in ("active", "waiting"):
+            if not self.touch(at) and isinstance(inp, Event):
+                self.step_event(inp, at)
+        elif contact.unsubscribed and self.s.status in ("pending", "paused", "failed"):
+            # an unsubscribe stops the run whatever it is doing: a paused or failed run would
+            # otherwise resume (or be retried) into a send
+            self.cancel(at, "contact unsubscribed", None)
 
     def step_event(self, event: Event, at: int) -> None:
         """An event for the step the run waits in (a call's status): the step decides."""

@@ -101,7 +101,7 @@ class ChannelDispatch:
         if self.d.metrics is not None:
             result = "delivered" if response.status == "delivered" else (response.error_kind or "permanent")
             self.d.metrics.observe_dispatch(self.channel, self.adapter.name, result, time.perf_counter() - started)
-        self.answered[entry_id] = (item.partition, dispatch.result_message(item, response))
+        self.answered[entry_id] = (item.partition, dispatch.result_message(item, response, self.d.result_key))
         del self.in_flight[entry_id]
         self._wake.set()
 
@@ -140,6 +140,7 @@ class Dispatcher:
     def __init__(
         self, instance: str, redis: aioredis.Redis, adapters: Mapping[str, ChannelAdapter],
         claim_after_ms: int, keys: Keys, metrics: Metrics | None = None, outages: Outages | None = None,
+        *, result_key: bytes,
     ) -> None:  # fmt: skip
         self.instance = instance
         self.keys = keys
@@ -148,6 +149,7 @@ class Dispatcher:
         self.claim_after_ms = claim_after_ms
         self.metrics = metrics
         self.outages = outages or Outages()
+        self.result_key = result_key  # results are signed with it: partitions accept no other
         self.stopping = asyncio.Event()
 
     def stop(self) -> None:

@@ -43,7 +43,7 @@ class Runtime:
     def __init__(
         self, config: EngineConfig, pool: asyncpg.Pool, redis: aioredis.Redis, plans: PlanCache,
         clock: DeploymentClock, adapters: Mapping[str, ChannelAdapter], instance: str | None = None,
-        metrics: Metrics | None = None, outages: Outages | None = None,
+        metrics: Metrics | None = None, outages: Outages | None = None, *, result_key: bytes,
     ) -> None:  # fmt: skip
         self.config = config
         self.pool = pool
@@ -56,7 +56,9 @@ class Runtime:
         self.workers: dict[int, tuple[PartitionWorker, asyncio.Task[None]]] = {}
         self.coordinator = Coordinator(self.instance, config, pool, self._start_worker, self._stop_worker, self.outages)
         self.keys = Keys(config.namespace)
-        self.dispatcher = Dispatcher(self.instance, redis, adapters, config.scheduler.lease_ttl_ms, self.keys, metrics, self.outages)
+        self.result_key = result_key
+        self.dispatcher = Dispatcher(self.instance, redis, adapters, config.scheduler.lease_ttl_ms, self.keys, metrics, self.outages,
+                                     result_key=result_key)  # fmt: skip
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -92,7 +94,7 @@ class Runtime:
     async def _start_worker(self, partition: int, epoch: int) -> None:
         worker = PartitionWorker(
             partition, epoch, self.instance, self.config, self.pool, self.redis, self.plans, self.clock, self.metrics,
-            self.outages,
+            self.outages, result_key=self.result_key,
         )
         self.workers[partition] = (worker, self._task(self._run_worker(worker), f"dee-p{partition}", partition))
         self._gauge()

@@ -31,9 +31,10 @@ from typing import Any, TypeVar
 import asyncpg
 import msgspec
 import redis.asyncio as aioredis
+from redis.typing import EncodableT, FieldT
 
 from dee.bus import messages as wire
-from dee.bus.streams import FIELD, GROUP, Entry, GroupReader, Keys, dead_letter, trim_acknowledged
+from dee.bus.streams import FIELD, GROUP, Entry, GroupReader, Keys, dead_letter, refusal_record, trim_acknowledged
 from dee.config import EngineConfig
 from dee.errors import LeaseLostError
 from dee.ids import MonotonicUlid, now_iso
@@ -52,11 +53,13 @@ from dee.stores.postgres.plans import PlanCache
 log = logging.getLogger("dee.worker")
 
 # a JSON escape of NUL (an odd number of backslashes before u0000; an even one is a literal backslash)
+DEAD_LETTERS_KEPT = 100_000  # a partition's dead-letter stream keeps about this many entries
 _ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 # never a batch's fault: a lost lease, or a service away (raised past the batch handling)
 _NOT_THE_BATCH: tuple[type[BaseException], ...] = (LeaseLostError, *TRANSIENT_ERRORS)
 
 Replies = list[tuple[str, wire.Reply]]
+Record = dict[FieldT, EncodableT]
 T = TypeVar("T")
 
 
@@ -71,6 +74,7 @@ class TickWrites:
     replies: Replies = field(default_factory=list)
     outbox: list[tuple[int, OutboxItem]] = field(default_factory=list)
     dropped: int = 0  # how many published outbox rows the transaction deleted
+    refused: list[Record] = field(default_factory=list)  # dead letters of what was refused
 
 
 @dataclass
@@ -110,7 +114,7 @@ class PartitionWorker:
     def __init__(
         self, partition: int, epoch: int, instance: str, config: EngineConfig, pool: asyncpg.Pool,
         redis: aioredis.Redis, plans: PlanCache, clock: DeploymentClock, metrics: Metrics | None = None,
-        outages: Outages | None = None,
+        outages: Outages | None = None, *, result_key: bytes,
     ) -> None:  # fmt: skip
         self.partition = partition
         self.epoch = epoch
@@ -122,6 +126,7 @@ class PartitionWorker:
         self.clock = clock
         self.metrics = metrics
         self.outages = outages or Outages()
+        self.result_key = result_key
         self.keys = Keys(config.namespace)
         self.reader = GroupReader(redis, self.keys.inbound(partition), GROUP, instance)
         self.envs = KernelEnvs(config, plans.templates)
@@ -229,7 +234,7 @@ class PartitionWorker:
             raise LeaseLostError(self.partition, self._fenced_out)
         if self._republish:
             await self._publish_leftovers()
-        batch = self._decode(entries)
+        batch = self._decode(entries, self.keys.reply(""))
         if not batch.carries_input:
             await self._bury(batch)
             await self._deliver([], [], batch.acks)
@@ -267,6 +272,7 @@ class PartitionWorker:
                         "taking the batch in two", self.partition, exc_info=True)  # fmt: skip
             return None
         writes.replies[:0] = [*intake.replies, *intake.duplicates]
+        writes.refused[:0] = self._refusals(intake)
         self._committed(tick)
         await self._bury(batch)
         await self._after_commit(writes, report, started, batch.acks)
@@ -282,7 +288,7 @@ class PartitionWorker:
                 intake = await self._intake(store, tick, batch, report)
                 await store.queue(intake.inputs)
         await self._bury(batch)
-        await self._deliver([*intake.replies, *intake.duplicates], [], batch.acks)
+        await self._deliver([*intake.replies, *intake.duplicates], [], batch.acks, self._refusals(intake))
         self._observe(report, started)
         return report
 
@@ -324,7 +330,8 @@ class PartitionWorker:
         return PostgresPartitionStore(conn, self.partition, self.plans)
 
     async def _intake(self, store: PostgresPartitionStore, tick: int, batch: Batch, report: TickReport) -> Intake:
-        intake = await accept(store, tick, batch.messages, now_iso(), self._new_id)
+        intake = await accept(store, tick, batch.messages, now_iso(), self._new_id, self.config.scheduler.partitions,
+                              self.result_key)  # fmt: skip
         inserted = await store.add_runs(intake.runs, intake.audit)
         report.entries += sum(1 for row in intake.audit if row.run_id in inserted)
         await store.store_replies([reply for _, reply in intake.replies])
@@ -346,7 +353,8 @@ class PartitionWorker:
         if tick > self.committed_tick:
             await conn.execute("UPDATE partitions SET tick = greatest(tick, $2) WHERE partition = $1", self.partition, tick)
         await store.store_replies([reply for _, reply in done.replies])
-        return TickWrites(done.replies, list(zip(seqs, done.outbox, strict=True)), dropped)
+        refused = [refusal_record(self.reader.stream, wire.encode(r), f"{r.error_type}: {r.error}") for _, r in done.replies if not r.ok]
+        return TickWrites(done.replies, list(zip(seqs, done.outbox, strict=True)), dropped, refused)
 
     # ---- after a commit ----------------------------------------------------------------------
     async def _bury(self, batch: Batch) -> None:
@@ -355,27 +363,35 @@ class PartitionWorker:
         for entry, reason in batch.dead:
             await dead_letter(self.redis, self.keys.dead(self.partition), self.reader.stream, entry, reason)
 
+    def _refusals(self, intake: Intake) -> list[Record]:
+        return [refusal_record(self.reader.stream, wire.encode(m), why) for m, why in intake.refused]
+
     def _committed(self, tick: int) -> None:
         self.committed_tick = max(self.committed_tick, tick)
 
     async def _after_commit(self, writes: TickWrites, report: TickReport, started: float, acks: list[bytes]) -> None:
         del self._published[: writes.dropped]
-        await self._deliver(writes.replies, writes.outbox, acks)
+        await self._deliver(writes.replies, writes.outbox, acks, writes.refused)
         self._observe(report, started)
 
     def _observe(self, report: TickReport, started: float) -> None:
         if self.metrics is not None:
             self.metrics.observe_tick(self.partition, report, time.perf_counter() - started)
 
-    async def _deliver(self, replies: Replies, outbox: list[tuple[int, OutboxItem]], acks: list[bytes]) -> None:
-        """After a commit, in one round trip and in this order: the answers, the channel actions
-        (XADD to their dispatch streams), the acknowledgement of the stream entries. A crash
-        part-way re-reads what was not acknowledged and answers or publishes again; duplicates
-        are dropped downstream (by command id, by idempotency key)."""
-        if not (replies or outbox or acks):
+    async def _deliver(
+        self, replies: Replies, outbox: list[tuple[int, OutboxItem]], acks: list[bytes], refused: Sequence[Record] = ()
+    ) -> None:
+        """After a commit, in one round trip and in this order: the dead letters of what was
+        refused, the answers, the channel actions (XADD to their dispatch streams), the
+        acknowledgement of the stream entries. A crash part-way re-reads what was not
+        acknowledged and answers or publishes again; duplicates are dropped downstream (by
+        command id, by idempotency key)."""
+        if not (replies or outbox or acks or refused):
             return
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
+                for record in refused:
+                    pipe.xadd(self.keys.dead(self.partition), record, maxlen=DEAD_LETTERS_KEPT, approximate=True)
                 for stream, reply in replies:
                     pipe.xadd(stream, {FIELD: wire.encode(reply)}, maxlen=tuning.REPLY_STREAM_MAXLEN, approximate=True)
                 for _, item in outbox:
@@ -414,8 +430,10 @@ class PartitionWorker:
         self._published.clear()
 
     @staticmethod
-    def _decode(entries: Sequence[Entry]) -> Batch:
-        """Strictly decoded messages, and the entries that are not valid messages (with why)."""
+    def _decode(entries: Sequence[Entry], reply_prefix: str) -> Batch:
+        """Strictly decoded messages, and the entries that are not valid messages (with why). A
+        replyTo outside the deployment's reply streams is refused: the daemon writes (and trims)
+        no key but its own."""
         messages: list[wire.Inbound] = []
         dead: list[tuple[Entry, str]] = []
         for entry in entries:
@@ -425,7 +443,11 @@ class PartitionWorker:
                     raise ValueError("entry has no 'm' field")
                 if b"\\u0000" in raw and _ESCAPED_NUL.search(raw):
                     raise ValueError("strings may not contain NUL (\\u0000): PostgreSQL text cannot store it")
-                messages.append(wire.decode(raw))
+                message = wire.decode(raw)
+                if message.reply_to is not None and not (message.reply_to.startswith(reply_prefix) and
+                                                         len(message.reply_to) > len(reply_prefix)):  # fmt: skip
+                    raise ValueError(f"replyTo must be a stream under {reply_prefix}")
+                messages.append(message)
             except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
                 dead.append((entry, f"{type(exc).__name__}: {exc}"))
         return Batch(entries, messages, dead)

@@ -27,13 +27,14 @@ async def send(adapter: ChannelAdapter, item: OutboxItem) -> DispatchResponse:
         return DispatchResponse("failed", "transient", f"{type(exc).__name__}: {exc}")
 
 
-def result_message(item: OutboxItem, response: DispatchResponse) -> wire.Result:
+def result_message(item: OutboxItem, response: DispatchResponse, key: bytes) -> wire.Result:
+    """The adapter's answer as a `result` message, signed with the deployment's result key."""
     request = item.request
     failed = response.status != "delivered"
-    return wire.Result(
+    return wire.sign_result(wire.Result(
         command_id=f"result:{request.idempotency_key}:{request.dispatch_no}",
         run_id=request.run_id, idempotency_key=request.idempotency_key, attempt=request.attempt,
         status="failed" if failed else "delivered",
         error_kind=(response.error_kind or "permanent") if failed else None,  # type: ignore[arg-type]
         error=response.error, outcome=response.outcome, data=response.data,
-    )  # fmt: skip
+    ), key)  # fmt: skip

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from dee.bus import messages as wire
-from dee.errors import DeeError, RunNotFoundError, StartInPastError, UnknownPlanError, error_fields
+from dee.errors import DeeError, RunIdInUseError, RunNotFoundError, StartInPastError, UnknownPlanError, error_fields
 from dee.kernel.audit import AuditRow
 from dee.kernel.inputs import AnyInput, Cancel, ChannelResult, ContactChanged, Event, Pause, ReplayRecorded, Resume, Retry, Suppressed
 from dee.kernel.machine import contact_flag
 from dee.records import ConsentRecord, Suppression
+from dee.routing import partition_for
 from dee.shell.enrol import enrol
 from dee.shell.store import NewRun, PartitionStore, Queued
 
@@ -38,6 +39,9 @@ class Intake:
     runs: list[NewRun] = field(default_factory=list)
     audit: list[AuditRow] = field(default_factory=list)
     duplicates: list[tuple[str, wire.Reply]] = field(default_factory=list)  # retried commands' first replies
+    # every message refused, with why (the worker dead-letters each: a refusal always leaves a
+    # trace, with or without a replyTo); a refused message never uses up its commandId
+    refused: list[tuple[wire.Inbound, str]] = field(default_factory=list)
     enrolled: dict[tuple[str, str], str] = field(default_factory=dict)
     known: dict[str, int] = field(default_factory=dict)  # run id -> partition, looked up once per batch
     # contact id -> its active runs here as (run id, plan id) by run id, looked up once per batch
@@ -51,9 +55,10 @@ class Intake:
         if message.reply_to:
             self.replies.append((message.reply_to, reply))
 
-    def refuse(self, message: wire.Message, error: DeeError, run_id: str | None = None) -> None:
+    def refuse(self, message: wire.Inbound, error: DeeError, run_id: str | None = None) -> None:
         reply = wire.Reply(message.command_id, False, type(error).__name__, str(error), run_id, details=error_fields(error))
         self.reply(message, reply)
+        self.refused.append((message, f"{type(error).__name__}: {error}"))
 
     def give(self, run_id: str, value: AnyInput, message: wire.Message | None = None) -> None:
         """Queue an input for a run; with `message`, the run's kernel pass answers it."""
@@ -64,21 +69,48 @@ class Intake:
 
 
 async def accept(
-    store: PartitionStore, tick: int, messages: Sequence[wire.Inbound], stamp: str, new_id: Callable[[], str]
-) -> Intake:
+    store: PartitionStore, tick: int, messages: Sequence[wire.Inbound], stamp: str, new_id: Callable[[], str],
+    partitions: int, result_key: bytes,
+) -> Intake:  # fmt: skip
     """Dedupe a batch by commandId and apply the intake rules to the new messages, in stream
     order. The caller writes `intake.runs` and `intake.audit` (`store.add_runs`) and either
-    queues `intake.inputs` or hands them to the tick of the same transaction."""
+    queues `intake.inputs` or hands them to the tick of the same transaction.
+
+    Before anything is claimed, a message for a contact of another partition and a channel
+    result not signed by a dispatcher are refused: neither may use up a commandId or reach a
+    run. A commandId seen before with other content is refused (the first accepted wins, like
+    an HTTP idempotency key); seen before with the same content, it gets the first reply."""
     intake = Intake(tick, store.partition)
-    keyed = [m for m in messages if not isinstance(m, wire.Wake)]
+    keyed: list[wire.Inbound] = []
+    for m in messages:
+        if isinstance(m, wire.Wake):
+            continue
+        why = _misrouted(m, store.partition, partitions) or (
+            _unsigned(m, result_key) if isinstance(m, wire.Result) else None)
+        if why is None:
+            keyed.append(m)
+        else:
+            intake.refused.append((m, why))
+            intake.reply(m, wire.Reply(m.command_id, False, "MessageRefused", why))
     if not keyed:
         return intake
-    fresh = await store.claim(list(dict.fromkeys(m.command_id for m in keyed)), tick)
+    digests: dict[str, bytes] = {}
+    for m in keyed:  # the first of several messages with one commandId is the one claimed
+        digests.setdefault(m.command_id, wire.digest(m))
+    fresh, known = await store.claim(list(digests.items()), tick)
     new: list[wire.Inbound] = []
     seen: set[str] = set()
     retried: list[wire.Inbound] = []
     for m in keyed:
-        (new if m.command_id in fresh and m.command_id not in seen else retried).append(m)
+        if m.command_id in seen or m.command_id not in fresh:
+            # the content the id was first accepted with: in this batch, or before it
+            first = digests[m.command_id] if m.command_id in fresh else known.get(m.command_id, wire.digest(m))
+            if first != wire.digest(m):
+                intake.refuse(m, DeeError(f"commandId {m.command_id} reused with different content"))
+            else:
+                retried.append(m)
+        else:
+            new.append(m)
         seen.add(m.command_id)
     await _look_up(store, intake, new)
     for message in new:
@@ -87,11 +119,34 @@ async def accept(
     return intake
 
 
+def _misrouted(m: wire.Inbound, partition: int, partitions: int) -> str | None:
+    """Why a message is on the wrong partition's stream, or None (a command naming only a run
+    is checked against the run's partition when the run is looked up)."""
+    if isinstance(m, wire.Execute):
+        contacts = [m.contact.id]
+    elif isinstance(m, wire.ExecuteBatch):
+        contacts = [item.contact.id for item in m.items]
+    elif isinstance(m, wire.Event | wire.Suppress | wire.Consent):
+        contacts = [m.contact_id]
+    else:
+        return None
+    for contact_id in contacts:
+        owner = partition_for(contact_id, partitions)
+        if owner != partition:
+            return f"wrong partition: contact {contact_id!r} belongs to partition {owner}, not {partition}"
+    return None
+
+
+def _unsigned(m: wire.Result, key: bytes) -> str | None:
+    return None if wire.result_signed(m, key) else "a channel result not signed by a dispatcher of this deployment"
+
+
 async def _look_up(store: PartitionStore, intake: Intake, messages: Sequence[wire.Inbound]) -> None:
     """The runs the batch names and the active runs of the contacts it addresses, read once:
     intake writes no run before the batch ends, so one read up front sees what a read per
     message would."""
-    named: list[str] = [run_id for m in messages if not isinstance(m, wire.Execute) and (run_id := getattr(m, "run_id", None))]
+    named: list[str] = [run_id for m in messages if (run_id := getattr(m, "run_id", None))]
+    named += [item.run_id for m in messages if isinstance(m, wire.ExecuteBatch) for item in m.items]
     if named:
         intake.known.update(await store.partitions_of(named))
     contacts = sorted({m.contact_id for m in messages if isinstance(m, wire.Suppress) or (isinstance(m, wire.Event) and (
@@ -136,6 +191,11 @@ async def _execute(
         if existing is not None:
             intake.reply(m, wire.Reply(m.command_id, True, run_id=existing))
             return
+    ids = [item.run_id for item in items]
+    taken = next((r for r in ids if r in intake.known), None) or next((r for r in ids if ids.count(r) > 1), None)
+    if taken is not None:  # never an ok for an enrolment that did not happen
+        intake.refuse(m, RunIdInUseError(taken))
+        return
     try:
         compiled = await store.plan(m.plan_id, m.plan_version)
     except KeyError:

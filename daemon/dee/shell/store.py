@@ -66,8 +66,9 @@ class PartitionStore(Protocol):
         """A registered plan version; KeyError when it is not registered."""
 
     # ---- intake: dedupe and replies ----------------------------------------------------
-    async def claim(self, command_ids: Sequence[str], tick: int) -> set[str]:
-        """Record these command ids as accepted at `tick`; returns those seen for the first time."""
+    async def claim(self, commands: Sequence[tuple[str, bytes]], tick: int) -> tuple[set[str], dict[str, bytes]]:
+        """Record these (command id, content digest) pairs as accepted at `tick`; returns the
+        ids seen for the first time, and the stored digest of each id seen before."""
 
     async def replies_of(self, command_ids: Sequence[str]) -> dict[str, wire.Reply]:
         """The stored replies of commands accepted before (those that have one yet)."""

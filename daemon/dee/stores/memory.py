@@ -43,6 +43,7 @@ class MemoryStore:
         self.suppressions: list[Suppression] = []
         self.consents: list[ConsentRecord] = []
         self.received: dict[str, wire.Reply | None] = {}
+        self.digests: dict[str, bytes] = {}
         self.seq = count(1)
 
     def state(self, run_id: str) -> RunState:
@@ -86,11 +87,14 @@ class MemoryPartitionStore:
         return self.store.plans[(plan_id, version)]
 
     # ---- dedupe and replies --------------------------------------------------------------
-    async def claim(self, command_ids: Sequence[str], tick: int) -> set[str]:
-        fresh = {c for c in command_ids if c not in self.store.received}
-        for command_id in fresh:
-            self.store.received[command_id] = None
-        return fresh
+    async def claim(self, commands: Sequence[tuple[str, bytes]], tick: int) -> tuple[set[str], dict[str, bytes]]:
+        fresh = {c for c, _ in commands if c not in self.store.received}
+        known = {c: self.store.digests[c] for c, _ in commands if c not in fresh and c in self.store.digests}
+        for command_id, digest in commands:
+            if command_id in fresh:
+                self.store.received[command_id] = None
+                self.store.digests[command_id] = digest
+        return fresh, known
 
     async def replies_of(self, command_ids: Sequence[str]) -> dict[str, wire.Reply]:
         found = {c: self.store.received.get(c) for c in command_ids}

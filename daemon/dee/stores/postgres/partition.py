@@ -32,12 +32,21 @@ class PostgresPartitionStore:
         return await self.plans.get(self.conn, plan_id, version)
 
     # ---- dedupe and replies --------------------------------------------------------------
-    async def claim(self, command_ids: Sequence[str], tick: int) -> set[str]:
+    async def claim(self, commands: Sequence[tuple[str, bytes]], tick: int) -> tuple[set[str], dict[str, bytes]]:
+        ids = [c for c, _ in commands]
         found = await self.conn.fetch(
-            "INSERT INTO received (message_id, partition, tick) SELECT unnest($1::text[]), $2, $3 "
-            "ON CONFLICT DO NOTHING RETURNING message_id", list(command_ids), self.partition, tick,
+            "INSERT INTO received (message_id, partition, tick, digest) SELECT u.id, $3, $4, u.digest "
+            "FROM unnest($1::text[], $2::bytea[]) AS u(id, digest) ON CONFLICT DO NOTHING RETURNING message_id",
+            ids, [d for _, d in commands], self.partition, tick,
         )  # fmt: skip
-        return {r["message_id"] for r in found}
+        fresh = {r["message_id"] for r in found}
+        if len(fresh) == len(ids):
+            return fresh, {}
+        seen = await self.conn.fetch(
+            "SELECT message_id, digest FROM received WHERE message_id = ANY($1::text[]) AND digest IS NOT NULL",
+            [c for c in ids if c not in fresh],
+        )  # fmt: skip
+        return fresh, {r["message_id"]: bytes(r["digest"]) for r in seen}
 
     async def replies_of(self, command_ids: Sequence[str]) -> dict[str, wire.Reply]:
         found = await self.conn.fetch(
