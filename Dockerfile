@@ -18,10 +18,11 @@ FROM ${PYTHON_IMAGE}
 RUN groupadd --system --gid 10001 dee && useradd --system --uid 10001 --gid 10001 --no-create-home dee
 COPY --from=build /opt/dee /opt/dee
 COPY --from=build /opt/dee-project /app
-ENV PATH=/opt/dee/bin:$PATH PYTHONUNBUFFERED=1 DEE_CONFIG=/app/dee.toml
+ENV PATH=/opt/dee/bin:$PATH PYTHONUNBUFFERED=1 DEE_CONFIG=/app/dee.toml \
+    DEE_METRICS_HOST=0.0.0.0 DEE_INGRESS_HOST=0.0.0.0
 WORKDIR /app
 USER 10001:10001
-EXPOSE 9464
+EXPOSE 9464 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9464/healthz', timeout=2)"]
 ENTRYPOINT ["dee"]

@@ -25,7 +25,10 @@ import msgspec
 
 from dee.errors import ConfigError
 
-SECRET_FIELDS = ("smtp_password", "auth_token", "signing_key")  # never shown: repr prints *** for them
+SECRET_FIELDS = (
+    "smtp_password", "auth_token", "signing_key", "previous_keys", "mailgun_signing_key", "postmark_password",
+    "standard_webhooks_secret", "inbound_mail_secret",
+)  # fmt: skip  # never shown: repr prints *** for them
 
 
 class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -59,7 +62,7 @@ class EmailChannelConfig(_Section, frozen=True):
     adapter: str = "simulated"
     sender: SenderConfig = SenderConfig()
     tracking_domain: str = "t.dee.local"
-    unsubscribe_base: str = "https://u.dee.local/unsubscribe"
+    unsubscribe_base: str = "https://t.dee.local/u"  # the ingress's /u/{token}
     # the `smtp` adapter: a server (a local sink such as Mailpit by default), its credentials,
     # how the connection is secured ("none", "starttls" or implicit "tls"), a bound on every
     # exchange, and how many connections it keeps open at once
@@ -113,6 +116,38 @@ class AuditConfig(_Section, frozen=True):
     archive_to: str | None = None
 
 
+class IngressConfig(_Section, frozen=True):
+    """The HTTP ingress (`dee ingress`, or inside `dee run` when `enabled`): where it listens,
+    the public URL its links and callbacks use, the key link tokens are signed with (and older
+    keys still accepted, newest first), how long a link works, and what it accepts at most."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = "http://127.0.0.1:8080"
+    signing_key: str | None = None
+    previous_keys: tuple[str, ...] = ()
+    token_ttl_days: int = 365
+    max_body_bytes: int = 1_048_576
+    max_mail_bytes: int = 10_485_760
+    max_connections: int = 1024
+    request_timeout_ms: int = 10_000
+    keepalive_timeout_ms: int = 15_000
+    # providers' webhooks: each is served only when its secret is configured
+    sendgrid_public_key: str | None = None
+    mailgun_signing_key: str | None = None
+    ses_certificates: tuple[str, ...] = ()  # PEM files of SNS signing certificates to trust
+    ses_topic_arns: tuple[str, ...] = ()
+    postmark_username: str | None = None
+    postmark_password: str | None = None
+    standard_webhooks_secret: str | None = None
+    inbound_mail_secret: str | None = None  # basic-auth password of POST /inbound/email
+
+    def link_keys(self) -> tuple[bytes, ...]:
+        """The keys a link token may be signed with, the current one first."""
+        return tuple(k.encode() for k in (self.signing_key, *self.previous_keys) if k)
+
+
 class ClientConfig(_Section, frozen=True):
     """How long an Engine waits: for a daemon's reply to a write, and in `run_until_idle`."""
 
@@ -122,7 +157,7 @@ class ClientConfig(_Section, frozen=True):
 
 class MetricsConfig(_Section, frozen=True):
     enabled: bool = True
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"  # the container image listens on every address (DEE_METRICS_HOST)
     port: int = 9464
 
 
@@ -152,6 +187,7 @@ class EngineConfig(_Section, frozen=True):
     metrics: MetricsConfig = MetricsConfig()
     client: ClientConfig = ClientConfig()
     log: LogConfig = LogConfig()
+    ingress: IngressConfig = IngressConfig()
     config_dir: str | None = None  # None: the project found from the working directory, if any
     namespace: str = "dee"
     message_domain: str = "dee.local"
@@ -197,6 +233,12 @@ class EngineConfig(_Section, frozen=True):
         except msgspec.ValidationError as exc:
             raise ConfigError(f"invalid configuration: {exc}") from exc
 
+    def with_link_key(self, key: str) -> EngineConfig:
+        """This configuration with the deployment's own link key, unless one is configured."""
+        if self.ingress.signing_key:
+            return self
+        return msgspec.structs.replace(self, ingress=msgspec.structs.replace(self.ingress, signing_key=key))
+
     def kernel_settings(self) -> dict[str, dict[str, Any]]:
         """The channel settings step types see (part of configuration, hence of replay)."""
         email = self.channels.email
@@ -205,6 +247,9 @@ class EngineConfig(_Section, frozen=True):
                 "sender": msgspec.to_builtins(email.sender),
                 "tracking_domain": email.tracking_domain,
                 "unsubscribe_base": email.unsubscribe_base,
+                # link tokens: signed with the deployment's key (an unsigned token is accepted nowhere)
+                "signing_key": self.ingress.signing_key or "",
+                "token_ttl_ticks": -(-self.ingress.token_ttl_days * 86_400_000 // self.scheduler.tick_interval_ms),
             },
             "voice": {
                 "caller_id": self.channels.voice.caller_id, "gather_url": self.channels.voice.gather_url,
@@ -214,7 +259,7 @@ class EngineConfig(_Section, frozen=True):
 
 
 CONFIG_FILE = "dee.toml"
-SECTIONS = ("scheduler", "channels", "audit", "plugins", "metrics", "client", "log")
+SECTIONS = ("scheduler", "channels", "audit", "plugins", "metrics", "client", "log", "ingress")
 ENV_ALIASES = {"DATABASE_URL": ("database",), "REDIS_URL": ("redis",), "DEE_SCHEDULER_TICK_MS": ("scheduler", "tick_interval_ms")}
 
 

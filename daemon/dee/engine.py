@@ -174,6 +174,15 @@ class Engine:
     def current_tick(self) -> int:
         return self._backend.current_tick
 
+    async def now_tick(self) -> int:
+        """The deployment's current tick, read afresh (a manual clock another process moves)."""
+        return await self._backend.now_tick()
+
+    @property
+    def link_keys(self) -> tuple[bytes, ...]:
+        """The keys link tokens are signed with (current first), once the engine is started."""
+        return self._backend.config.ingress.link_keys()
+
     # ---- runs ----------------------------------------------------------------------------
     async def execute(
         self,

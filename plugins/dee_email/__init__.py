@@ -12,13 +12,14 @@ from dee.kernel.inputs import ChannelResult
 from dee.kernel.outcomes import Done, Fail, Finish, Send, StepOutcome
 from dee.plan.model import Tracking
 from dee.plugin import hookimpl
-from dee.plugin.contracts import StepType, TemplateStore, check_template, render_template
+from dee.plugin.contracts import StepType, TemplateStore, check_template, link_token, render_template
 from dee.plugin.ledger import ledger_for
 from dee_email.render import add_tracking, content_hash, render_subject, template_variables
 from dee_email.simulated import SimulatedEmailAdapter
 from dee_email.smtp import SmtpAdapter
 
-DEFAULT_SETTINGS = {"tracking_domain": "t.dee.local", "unsubscribe_base": "https://u.dee.local/unsubscribe"}
+DEFAULT_SETTINGS = {"tracking_domain": "t.dee.local", "unsubscribe_base": "https://t.dee.local/u"}
+DEFAULT_TOKEN_TTL_TICKS = 365 * 86_400  # a year of one-second ticks, when the settings name none
 
 
 class SendEmailParams(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True, omit_defaults=True):
@@ -56,8 +57,13 @@ class SendEmailStep(StepType):
         if template is None:
             return Fail(f"unknown email template {params.template_id!r}")
         settings = {**DEFAULT_SETTINGS, **ctx.settings.get("email", {})}
-        token = ctx.idempotency_key[:32]
-        unsubscribe_url = f"{settings['unsubscribe_base']}/{token}"
+        key = str(settings.get("signing_key") or "").encode()
+        expires = ctx.step_tick + int(settings.get("token_ttl_ticks") or DEFAULT_TOKEN_TTL_TICKS)
+
+        def token(kind: str, url: str = "") -> str:
+            return link_token(key, kind, ctx.run_id, ctx.step_id, ctx.contact.id, expires, url)
+
+        unsubscribe_url = f"{settings['unsubscribe_base']}/{token('u')}"
         variables = template_variables(ctx, unsubscribe_url)
         where = f"template {params.template_id}"
         subject = render_subject(params.subject, variables, f"{where} subject")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+from collections.abc import Callable
 from html import unescape as html_unescape
 from typing import Any
 from urllib.parse import quote
@@ -17,7 +18,7 @@ from urllib.parse import quote
 import msgspec
 
 from dee.errors import TemplateError
-from dee.plugin.contracts import StepContext, render_template, template_namespace
+from dee.plugin.contracts import StepContext, render_template, strip_signatures, template_namespace
 
 _HREF = re.compile(r'href="(https?://[^"]+)"')
 MAX_SUBJECT = 998  # RFC 5322's limit of a header line
@@ -53,22 +54,27 @@ def _quoted(url: str) -> str:
     return _quoted_fixed(url)
 
 
-def add_tracking(html: str, token: str, domain: str, opens: bool, clicks: bool, unsubscribe_url: str = "") -> str:
-    """Wrap the links for click tracking (not the unsubscribe link: a click on it is not
-    interest) and add the open pixel. Links are unescaped first: `&amp;` in an href is `&`."""
+def add_tracking(
+    html: str, token: Callable[..., str], domain: str, opens: bool, clicks: bool, unsubscribe_url: str = ""
+) -> str:
+    """Wrap the links for click tracking, each with a token signed for its URL (so the ingress
+    redirects only where the email pointed), not the unsubscribe link (a click on it is not
+    interest), and add the open pixel. Links are unescaped first: `&amp;` in an href is `&`."""
     if clicks:
 
         def wrap(m: re.Match[str]) -> str:
             url = html_unescape(m.group(1))
             if unsubscribe_url and url == unsubscribe_url:
                 return m.group(0)
-            return f'href="https://{domain}/c/{token}?u={_quoted(url)}"'
+            return f'href="https://{domain}/c/{token("c", url)}?u={_quoted(url)}"'
 
         html = _HREF.sub(wrap, html)
     if opens:
-        html += f'<img src="https://{domain}/o/{token}.gif" width="1" height="1" alt="">'
+        html += f'<img src="https://{domain}/o/{token("o")}" width="1" height="1" alt="">'
     return html
 
 
 def content_hash(message: dict[str, Any]) -> str:
-    return hashlib.sha256(msgspec.json.encode(message, order="sorted")).hexdigest()
+    """SHA-256 of the message without its link tokens' signatures: what was written, whichever
+    key signed the links (a key rotation changes no content hash, and replay stays identical)."""
+    return hashlib.sha256(strip_signatures(msgspec.json.encode(message, order="sorted").decode()).encode()).hexdigest()

@@ -173,7 +173,8 @@ async def test_the_export_and_the_compliance_report_state_what_was_recorded(
     assert (report.sends_by_channel, report.consent_at_send) == (
         {"email": 10, "voice": 2}, {"expired": 1, "granted": 5, "none": 5, "revoked": 1})  # fmt: skip
     assert [(s.contact_id, s.level, s.reason, s.source, s.tick) for s in report.suppressions] == [
-        ("c-blocked", "global", "complaint", "support", 0)]  # fmt: skip
+        ("c-blocked", "global", "complaint", "support", 0),
+        ("c-gone", "global", "unsubscribe", "email.unsubscribed", END + 100)]  # fmt: skip
     assert [(who[c.run_id], c.contact_id, c.step_id, c.timezone) for c in report.calls] == [
         ("warm", "c-warm", "call-attempt", "UTC"), ("cold", "c-cold", "call-attempt", "UTC")]  # fmt: skip
     unsubscribes = [(who[u.run_id], u.contact_id, u.received_tick, u.stopped_tick, u.stopped_by, u.ticks)

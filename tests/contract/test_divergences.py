@@ -119,18 +119,14 @@ async def test_a_global_suppression_cancels_every_run_of_the_contact_and_refuses
 # ---- b. an unsubscribe before enrolment ----------------------------------------------------
 
 
-async def test_an_unsubscribe_before_enrolment_ends_the_later_run_without_a_send(engine: Engine, outreach: Plan) -> None:
+async def test_an_unsubscribe_before_enrolment_is_a_suppression_the_later_enrolment_meets(engine: Engine, outreach: Plan) -> None:
     assert await engine.ingest_event("email.unsubscribed", "c1", {}, event_id="unsub-c1") == []
     await engine.run_until_idle()
-    run = await engine.execute(outreach, contact("c1"), VARS)
-    await engine.run_until_idle()
-    assert await view(engine, run.id) == ("completed", "unsubscribed", None)
-    assert await channels_dispatched(engine, run.id) == []
-    assert await trace(engine, run.id) == [(0, None, "run.started", "pending"), (0, None, "run.completed", "unsubscribed")]
-    assert await outputs(engine, run.id, "run.completed") == [
-        (None, 0, {"outcome": "unsubscribed", "exitCondition": "contact.unsubscribed"})]  # fmt: skip
-    started = (await engine.audit.get_by_run(run.id))[0]
-    assert started.input is not None and started.input["contact"]["unsubscribed"] is True
+    with pytest.raises(ContactSuppressedError, match="unsubscribe"):
+        await engine.execute(outreach, contact("c1"), VARS)
+    report = await engine.compliance.report(0, engine.current_tick)
+    assert [(s.contact_id, s.level, s.reason, s.source) for s in report.suppressions] == [
+        ("c1", "global", "unsubscribe", "email.unsubscribed")]  # fmt: skip
     # another contact of the same deployment is not affected
     other = await engine.execute(outreach, contact("c2"), VARS)
     await engine.run_until_idle()

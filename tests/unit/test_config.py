@@ -39,7 +39,7 @@ def test_the_shipped_toml_loads_with_its_values() -> None:
                                                partition_key=None, clock="wall", lease_ttl_ms=10_000)  # fmt: skip
     assert config.channels.email.adapter == "simulated"
     assert config.channels.email.tracking_domain == "t.dee.local"
-    assert config.channels.email.unsubscribe_base == "https://u.dee.local/unsubscribe"
+    assert config.channels.email.unsubscribe_base == "https://t.dee.local/u"
     assert config.channels.email.sender == SenderConfig(email="outreach@example.com", name="DEE")
     assert config.channels.voice == VoiceChannelConfig(adapter="simulated", caller_id="+15550000000", api_url=None)
     assert config.audit == AuditConfig(retention_days=None, archive_to=None)

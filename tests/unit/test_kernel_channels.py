@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dee.errors import TemplateError
+from dee.kernel import tokens
 from dee.kernel.effects import ContactFlagged, DispatchRequest
 from dee.kernel.idempotency import idempotency_key, message_id
 from dee.kernel.inputs import ChannelResult, Pause, Resume
@@ -107,8 +108,8 @@ def test_idempotency_key_is_sha256_of_run_step_and_tick() -> None:
     assert request.idempotency_key == expected
     assert idempotency_key("run-abc", "mail", 1234) == expected
     assert spec_key("run-abc", "mail", 1234) == expected
-    assert request.message_id == f"<{expected[:32]}@dee.local>"
-    assert request.message_id == message_id(expected, "dee.local")
+    assert request.message_id == f"<{expected[:32]}.run-abc@dee.local>"
+    assert request.message_id == message_id(expected, "dee.local", request.run_id)
 
 
 def test_keys_differ_by_run_and_step_and_tick() -> None:
@@ -123,7 +124,7 @@ def test_keys_differ_by_run_and_step_and_tick() -> None:
 def test_message_domain_names_the_message_id() -> None:
     d = _sent(start_tick=0, message_domain="mail.example.com")
     request = d.outstanding[0]
-    assert request.message_id == f"<{request.idempotency_key[:32]}@mail.example.com>"
+    assert request.message_id == f"<{request.idempotency_key[:32]}.{request.run_id}@mail.example.com>"
     assert request.message["headers"]["Message-ID"] == request.message_id
 
 
@@ -438,20 +439,24 @@ def test_email_headers_and_tracking_when_tracking_is_on() -> None:
     d = Driver(_email_plan(tracking=Tracking(opens=True, clicks=True)))
     d.feed(now=0)
     request = d.outstanding[0]
-    key = request.idempotency_key
-    token = key[:32]
     message = request.message
+    ttl = 365 * 86_400  # the tokens' default lifetime in one-second ticks
+
+    def token(kind: str, url: str = "") -> str:
+        return tokens.make(b"", kind, request.run_id, "mail", "c1", ttl, url)
+
     assert message["to"] == "ada@example.com"
     assert message["subject"] == "DEE for Acme"
     assert message["headers"] == {
-        "Message-ID": f"<{token}@dee.local>",
-        "List-Unsubscribe": f"<https://u.dee.local/unsubscribe/{token}>",
+        "Message-ID": f"<{request.idempotency_key[:32]}.{request.run_id}@dee.local>",
+        "List-Unsubscribe": f"<https://t.dee.local/u/{token('u')}>",
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
     }
-    assert f"Unsubscribe: https://u.dee.local/unsubscribe/{token}" in message["text"]
+    assert f"Unsubscribe: https://t.dee.local/u/{token('u')}" in message["text"]
     html = message["html"]
-    assert html.endswith(f'<img src="https://t.dee.local/o/{token}.gif" width="1" height="1" alt="">')
-    assert f'href="https://t.dee.local/c/{token}?u=https%3A%2F%2Fexample.com%2Fproduct"' in html
+    assert html.endswith(f'<img src="https://t.dee.local/o/{token("o")}" width="1" height="1" alt="">')
+    link = token("c", "https://example.com/product")
+    assert f'href="https://t.dee.local/c/{link}?u=https%3A%2F%2Fexample.com%2Fproduct"' in html
     assert 'href="https://example.com/product"' not in html
 
 
@@ -493,11 +498,12 @@ def test_tracking_domain_and_sender_come_from_settings() -> None:
                           "sender": {"email": "sales@example.com", "name": "Sam"}}}
     d = Driver(_email_plan(tracking=Tracking(opens=True, clicks=True)), settings=settings)
     d.feed(now=0)
-    message = d.outstanding[0].message
-    token = d.outstanding[0].idempotency_key[:32]
+    request = d.outstanding[0]
+    message = request.message
     assert message["from"] == "sales@example.com"
-    assert message["headers"]["List-Unsubscribe"] == f"<https://ex.com/u/{token}>"
-    assert f'src="https://trk.example.com/o/{token}.gif"' in message["html"]
+    unsubscribe = tokens.make(b"", "u", request.run_id, "mail", "c1", 365 * 86_400)
+    assert message["headers"]["List-Unsubscribe"] == f"<https://ex.com/u/{unsubscribe}>"
+    assert f'src="https://trk.example.com/o/{tokens.make(b"", "o", request.run_id, "mail", "c1", 365 * 86_400)}"' in message["html"]
 
 
 def test_content_hash_changes_when_the_template_text_changes() -> None:

@@ -219,7 +219,7 @@ async def test_the_report_shows_suppressions_unsubscribe_processing_and_broken_c
     a = await engine.execute(plan, contact("c1"), {"product": "DEE"})
     b = await engine.execute(plan, contact("c2"), {"product": "DEE"})
     await engine.advance_clock(100)
-    await engine.ingest_event("email.unsubscribed", "c1", {})
+    await engine.ingest_event("email.unsubscribed", "c1", {}, occurred_at="2026-01-01T00:00:00+00:00")
     await engine.advance_clock(100)
     await engine.suppress("c2", "global", "complaint", "support")
     await engine.run_until_idle()
@@ -229,6 +229,12 @@ async def test_the_report_shows_suppressions_unsubscribe_processing_and_broken_c
     assert [(u.run_id, u.contact_id, u.received_tick, u.stopped_by, u.ticks) for u in report.unsubscribes] == [
         (a.id, "c1", 100, "run.completed", 0)]  # the plan's exit condition contact.unsubscribed  # fmt: skip
     assert report.unsubscribes[0].seconds is not None and report.unsubscribes[0].seconds >= 0
-    assert [(s.contact_id, s.level, s.reason, s.tick) for s in report.suppressions] == [("c2", "global", "complaint", 200)]
+    # from the recipient's request (the event's occurredAt) until the run stopped
+    unsubscribe = report.unsubscribes[0]
+    assert unsubscribe.requested_at == "2026-01-01T00:00:00+00:00"
+    assert unsubscribe.seconds_from_request is not None and unsubscribe.seconds_from_request > 86_400
+    # the unsubscribe is on record as a suppression too
+    assert [(s.contact_id, s.level, s.reason, s.source, s.tick) for s in report.suppressions] == [
+        ("c1", "global", "unsubscribe", "email.unsubscribed", 100), ("c2", "global", "complaint", "support", 200)]
     assert (report.chains.runs, report.chains.valid, report.chains.broken) == (2, 1, {b.id: 2})
-    assert (await engine.compliance.report(0, 150)).suppressions == []
+    assert [s.contact_id for s in (await engine.compliance.report(0, 150)).suppressions] == ["c1"]

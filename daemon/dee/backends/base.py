@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Protocol
 
+from dee.config import EngineConfig
 from dee.kernel.audit import AuditEntry
 from dee.kernel.contact import Contact
 from dee.kernel.replay import ReplayResult
@@ -19,9 +20,12 @@ from dee.records import BulkResult, ConsentRecord, ExecutionRun, RunPage, Suppre
 
 
 class Backend(Protocol):
+    config: EngineConfig  # the engine's, with the deployment's link key once started
+
     @property
     def current_tick(self) -> int: ...  # an attribute of MemoryBackend, a property of DaemonBackend
 
+    async def now_tick(self) -> int: ...
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     async def register(self, plan: Plan) -> int: ...

@@ -108,9 +108,10 @@ class DaemonBackend(Publisher):
             missing = await pending_migrations(conn)
             if missing:
                 raise ConfigError(f"the database needs `dee migrate` first (pending: {', '.join(missing)})")
-            meta = await conn.fetchrow("SELECT epoch_ms, tick_interval_ms, partitions, result_key FROM dee_meta")
+            meta = await conn.fetchrow("SELECT epoch_ms, tick_interval_ms, partitions, result_key, link_key FROM dee_meta")
         check_constants(meta["tick_interval_ms"], meta["partitions"], self.config)
         self.result_key = bytes(meta["result_key"])
+        self.config = self.config.with_link_key(bytes(meta["link_key"]).hex())
         self.clock = DeploymentClock(self.config, meta["epoch_ms"])
         self._tasks.append(asyncio.create_task(self._read_replies(), name="dee-replies"))
         if self.scheduler:
@@ -152,6 +153,15 @@ class DaemonBackend(Publisher):
     def current_tick(self) -> int:
         assert self.clock is not None
         return self.clock.wall_tick() if self.clock.mode == "wall" else self._manual_tick
+
+    async def now_tick(self) -> int:
+        """The deployment's tick now (a manual clock is read from the database: another process
+        may have moved it)."""
+        assert self.clock is not None
+        if self.clock.mode == "wall":
+            return self.clock.wall_tick()
+        self._manual_tick = max(self._manual_tick, int(await self.db.fetchval("SELECT manual_tick FROM dee_meta")))
+        return self._manual_tick
 
     async def ready(self) -> bool:
         """Storage answers and, for a scheduler, it has joined (owns partitions or is balanced)."""

@@ -45,7 +45,7 @@ class MemoryBackend(Publisher):
         adapters: Mapping[str, ChannelAdapter],
     ) -> None:  # fmt: skip
         super().__init__()
-        self.config = config
+        self.config = config = config.with_link_key(os.urandom(32).hex())  # links of this process only
         self.plugins = plugins
         self.templates = templates
         self._adapters = dict(adapters)
@@ -63,6 +63,9 @@ class MemoryBackend(Publisher):
     @property
     def adapters(self) -> Mapping[str, ChannelAdapter]:
         return self._adapters
+
+    async def now_tick(self) -> int:
+        return self.current_tick
 
     # ---- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -23,10 +23,14 @@ class Message(msgspec.Struct, frozen=True, tag_field="type", rename="camel", for
     reply_to: str | None = None
 
 
-class Execute(Message, tag="execute", frozen=True):
-    """Enrol a contact in a registered plan version; `run_id` is chosen by the publisher."""
+RunId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")]  # it goes into Message-IDs
 
-    run_id: str
+
+class Execute(Message, tag="execute", frozen=True):
+    """Enrol a contact in a registered plan version; `run_id` is chosen by the publisher (letters,
+    digits, `_`, `-` and `.`, at most 64: it is part of the run's Message-IDs and links)."""
+
+    run_id: RunId
     plan_id: str
     plan_version: int
     contact: Contact
@@ -36,7 +40,7 @@ class Execute(Message, tag="execute", frozen=True):
 
 
 class BatchItem(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True):
-    run_id: str
+    run_id: RunId
     contact: Contact
 
 

@@ -46,7 +46,7 @@ class StepContext(msgspec.Struct, frozen=True):
 
     @property
     def message_id(self) -> str:
-        return message_id(self.idempotency_key, self.message_domain)
+        return message_id(self.idempotency_key, self.message_domain, self.run_id)
 
     def snapshot(self) -> ConditionSnapshot:
         return condition_snapshot(self.contact, self.variables, self.results, self.events, self.tick)

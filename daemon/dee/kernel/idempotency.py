@@ -12,6 +12,10 @@ instead of sending), so that execution alone hashes `...|{tick}|{run_attempt}`.
 from __future__ import annotations
 
 import hashlib
+import re
+
+# what a run id may hold (the wire enforces it): it appears in Message-IDs and in URLs
+RUN_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
 
 
 def idempotency_key(run_id: str, step_id: str, tick: int, run_attempt: int = 1) -> str:
@@ -19,6 +23,14 @@ def idempotency_key(run_id: str, step_id: str, tick: int, run_attempt: int = 1) 
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def message_id(key: str, domain: str) -> str:
-    """The RFC 5322 Message-ID of a send, derived from its key so retries reuse it."""
-    return f"<{key[:32]}@{domain}>"
+def message_id(key: str, domain: str, run_id: str) -> str:
+    """The RFC 5322 Message-ID of a send, derived from its key so retries reuse it, and naming
+    its run so a reply or a bounce that quotes it finds the run without a lookup table."""
+    return f"<{key[:32]}.{run_id}@{domain}>"
+
+
+def run_of_message(msg_id: str) -> str | None:
+    """The run a Message-ID of ours names (None for anyone else's)."""
+    local = msg_id.strip().removeprefix("<").partition("@")[0]
+    key, dot, run = local.partition(".")
+    return run if dot and len(key) == 32 and RUN_ID.fullmatch(run) else None

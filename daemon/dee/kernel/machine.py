@@ -296,10 +296,10 @@ class _Run:
             return None
         domain = self.kernel_env.message_domain
         wait = self.s.channel_wait
-        if wait is not None and message_id(wait[0], domain) == msg_id:
+        if wait is not None and message_id(wait[0], domain, self.s.run_id) == msg_id:
             return self.s.current_step
         for r in reversed(self.s.results):
-            if r.idempotency_key and message_id(r.idempotency_key, domain) == msg_id:
+            if r.idempotency_key and message_id(r.idempotency_key, domain, self.s.run_id) == msg_id:
                 return r.step_id
         return None
 

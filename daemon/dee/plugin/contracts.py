@@ -26,12 +26,30 @@ from dee.kernel.render import globals_of as template_globals
 from dee.kernel.render import namespace_of as template_namespace
 from dee.kernel.render import render as render_template
 from dee.kernel.steps import StepType
+from dee.kernel.tokens import make as link_token
+from dee.kernel.tokens import strip_signatures
 from dee.plan.spec import TemplateStore
 
 __all__ = [
-    "ChannelAdapter", "ChannelResult", "DispatchRequest", "DispatchResponse", "Done", "Fail", "Finish", "Send",
-    "Sleep", "StepContext", "StepOutcome", "StepType", "TemplateStore", "check_template", "render_template",
-    "template_globals", "template_namespace",
+    "ChannelAdapter",
+    "ChannelResult",
+    "DispatchRequest",
+    "DispatchResponse",
+    "Done",
+    "Fail",
+    "Finish",
+    "Send",
+    "Sleep",
+    "StepContext",
+    "StepOutcome",
+    "StepType",
+    "TemplateStore",
+    "check_template",
+    "link_token",
+    "render_template",
+    "strip_signatures",
+    "template_globals",
+    "template_namespace",
 ]  # fmt: skip
 
 

@@ -52,7 +52,9 @@ class CallCheck(msgspec.Struct, frozen=True):
 
 
 class UnsubscribeRecord(msgspec.Struct, frozen=True):
-    """An unsubscribe reaching a run, and when the run stopped (None: it had already ended)."""
+    """An unsubscribe reaching a run, and when the run stopped (None: it had already ended).
+    `requested_at` is when the recipient asked (the ingress's time of the request, or the
+    event's `occurredAt`); `seconds_from_request` runs from then until the run stopped."""
 
     run_id: str
     contact_id: str
@@ -61,6 +63,8 @@ class UnsubscribeRecord(msgspec.Struct, frozen=True):
     stopped_by: str | None
     ticks: int | None
     seconds: float | None
+    requested_at: str | None = None
+    seconds_from_request: float | None = None
 
 
 class ChainSummary(msgspec.Struct, frozen=True):
@@ -111,7 +115,7 @@ def check_call(send: SendRecord, timezone: str, hours: tuple[time, time]) -> Cal
 def _seconds(start: str, end: str) -> float | None:
     try:
         return round((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds(), 3)
-    except ValueError:
+    except (TypeError, ValueError):  # unparsable, or one naive and one aware
         return None
 
 
@@ -126,10 +130,13 @@ def unsubscribes(entries: Sequence[AuditEntry], endings: Sequence[AuditEntry], c
             continue
         end = next((e for e in ends.get(entry.run_id, []) if e.seq > entry.seq), None)
         contact = contacts.get(entry.run_id)
+        requested = (entry.input or {}).get("occurredAt")
+        requested = requested if isinstance(requested, str) else None
         out.append(UnsubscribeRecord(
             entry.run_id, contact.id if contact else "?", entry.tick, end.tick if end else None,
             end.action if end else None, end.tick - entry.tick if end else None,
             _seconds(entry.timestamp, end.timestamp) if end else None,
+            requested, _seconds(requested, (end or entry).timestamp) if requested else None,
         ))  # fmt: skip
     return out
 

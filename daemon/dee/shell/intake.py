@@ -23,7 +23,9 @@ from dee.routing import partition_for
 from dee.shell.enrol import enrol
 from dee.shell.store import NewRun, PartitionStore, Queued
 
-COMPLAINT_EVENTS = ("email.complained",)  # a recipient marked the mail as spam: suppressed at once
+# a recipient who marked the mail as spam, or unsubscribed, is suppressed at once: every run of
+# the contact stops and the suppression is on record (and in the compliance report)
+SUPPRESSING_EVENTS = {"email.complained": "complaint", "email.unsubscribed": "unsubscribe"}
 SuppressionLevel = Literal["global", "channel", "plan", "regulatory"]
 
 
@@ -150,7 +152,7 @@ async def _look_up(store: PartitionStore, intake: Intake, messages: Sequence[wir
     if named:
         intake.known.update(await store.partitions_of(named))
     contacts = sorted({m.contact_id for m in messages if isinstance(m, wire.Suppress) or (isinstance(m, wire.Event) and (
-        m.run_id is None or contact_flag(m.event_type, m.data) or m.event_type in COMPLAINT_EVENTS))})  # fmt: skip
+        m.run_id is None or contact_flag(m.event_type, m.data) or m.event_type in SUPPRESSING_EVENTS))})  # fmt: skip
     if contacts:
         intake.active.update(await store.active_runs(contacts))
 
@@ -262,8 +264,9 @@ async def _event(store: PartitionStore, intake: Intake, m: wire.Event) -> None:
         for run_id in _targets(intake, m.contact_id):
             if run_id not in targets:
                 intake.give(run_id, change)
-    if m.event_type in COMPLAINT_EVENTS:  # a complaint suppresses the contact: every run stops
-        await _suppress_contact(store, intake, m.contact_id, "global", "complaint", m.event_type, None)
+    reason = SUPPRESSING_EVENTS.get(m.event_type)
+    if reason is not None:
+        await _suppress_contact(store, intake, m.contact_id, "global", reason, m.event_type, None)
     intake.reply(m, wire.Reply(m.command_id, True, runs=targets))
 
 
