@@ -83,6 +83,15 @@ class RunIdInUseError(DeeError):
         super().__init__(f"runId {run_id} is already in use by another run")
 
 
+class CommandIdReusedError(DeeError):
+    """A `commandId` that was accepted before with other content: the first one stands (like
+    an HTTP idempotency key), this one was not applied."""
+
+    def __init__(self, command_id: str) -> None:
+        self.command_id = command_id
+        super().__init__(f"commandId {command_id} reused with different content")
+
+
 class AlreadyEnrolledError(DeeError):
     """The contact already has a non-terminal run of this plan."""
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics (SPEC section 10), in one place (`dee.ops.http` serves them).
+"""Prometheus metrics, in one place (`dee.ops.http` serves them).
 
 Metrics live in a registry per `Metrics` object rather than the global default registry, so
 two engines in one process (tests do that) never collide.
@@ -34,6 +34,12 @@ class Metrics:
         self.lease_losses = Counter("dee_lease_losses_total", "Leases lost (fenced out)", registry=r)
         self.runs_by_status = Gauge("dee_runs", "Runs by status (sampled)", ["status"], registry=r)
         self.policy_denials = Counter("dee_policy_denials_total", "Steps refused by a policy gate", ["gate"], registry=r)
+        # the ingress: requests by route and status, and the events they became
+        self.ingress_requests = Counter("dee_ingress_requests_total", "HTTP ingress requests answered", ["route", "status"],
+                                        registry=r)  # fmt: skip
+        self.ingress_events = Counter("dee_ingress_events_total", "Events the ingress had accepted", ["type"], registry=r)
+        self.ingress_refused_connections = Counter("dee_ingress_refused_connections_total",
+                                                   "Connections closed at once: the cap was reached", registry=r)  # fmt: skip
 
     def observe_tick(self, partition: int, report: Any, seconds: float) -> None:
         p = str(partition)

@@ -23,7 +23,7 @@ import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from email.message import EmailMessage
-from email.policy import SMTP as SMTP_POLICY
+from email.policy import EmailPolicy
 from email.utils import formataddr, formatdate
 from typing import Any
 
@@ -32,6 +32,25 @@ import aiosmtplib
 from dee.plugin.contracts import DispatchRequest, DispatchResponse
 from dee.plugin.ledger import MemorySends, RedisSends, sends_for
 
+
+class _MailPolicy(EmailPolicy):
+    """SMTP's policy, except that the headers a machine reads are written verbatim on one line.
+
+    The standard policy folds a long `Message-ID` onto a continuation line and turns a
+    `List-Unsubscribe` URL longer than a line into RFC 2047 encoded words, which no mailbox
+    provider recognises as a one-click unsubscribe. These values are ASCII and far below the
+    998-character line limit (RFC 5322 section 2.1.1), so they need no folding.
+    """
+
+    VERBATIM = frozenset({"message-id", "in-reply-to", "references", "list-unsubscribe", "list-unsubscribe-post"})
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        if name.lower() in self.VERBATIM and str(value).isascii() and len(name) + len(str(value)) < 996:
+            return f"{name}: {value}{self.linesep}".encode("ascii")
+        return super().fold_binary(name, value)
+
+
+MAIL_POLICY = _MailPolicy(linesep="\r\n")
 _ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 
@@ -57,7 +76,7 @@ def failure(code: int, text: str) -> DispatchResponse:
 
 def build_message(message: dict[str, Any], sender_name: str) -> EmailMessage:
     """The MIME message of an action (headers the kernel decided, plus `Date`)."""
-    mail = EmailMessage(policy=SMTP_POLICY)
+    mail = EmailMessage(policy=MAIL_POLICY)
     mail["From"] = formataddr((sender_name, str(message["from"])))
     mail["To"] = str(message["to"])
     mail["Subject"] = str(message["subject"])
@@ -141,8 +160,8 @@ class SmtpAdapter:
             return DispatchResponse("failed", "permanent", f"the message cannot be built: {exc}")
         try:
             async with self._pool.connection() as smtp:
-                refused, reply = await smtp.send_message(mail, sender=str(request.message["from"]),
-                                                         recipients=[str(request.message["to"])])  # fmt: skip
+                refused, reply = await smtp.sendmail(str(request.message["from"]), [str(request.message["to"])],
+                                                     mail.as_bytes(policy=MAIL_POLICY))  # fmt: skip
         except aiosmtplib.SMTPRecipientsRefused as exc:
             first = exc.recipients[0]
             return failure(first.code, first.message)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 
 from dee import Engine, EngineConfig, load_plan
-from dee.ops.http import serve
+from dee.ops.http import PROBE_LIMITS, serve
 
 
 async def _get(port: int, path: str) -> tuple[str, str]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
     await writer.drain()
     data = (await reader.read()).decode()
     writer.close()
@@ -22,7 +22,7 @@ async def test_metrics_and_probes(deployment: EngineConfig) -> None:
     async with Engine(deployment, scheduler=True) as engine:
         backend = engine._backend
         server = await serve("127.0.0.1", 0, backend.metrics, backend.ready)  # type: ignore[attr-defined]
-        port = server.sockets[0].getsockname()[1]
+        port = server.port
         try:
             run = await engine.execute(load_plan("config/plans/sales-outreach-v2.yaml"),
                                        {"id": "m1", "email": "m1@acme.test", "attributes": {"company": "A"}},
@@ -39,5 +39,29 @@ async def test_metrics_and_probes(deployment: EngineConfig) -> None:
             assert await _get(port, "/healthz") == ("HTTP/1.1 200 OK", "ok\n")
             assert await _get(port, "/readyz") == ("HTTP/1.1 200 OK", "ready\n")
             assert (await _get(port, "/nope"))[0] == "HTTP/1.1 404 Not Found"
+            # a query string is part of no route's name
+            assert (await _get(port, "/metrics?x=1"))[0] == "HTTP/1.1 200 OK"
+            assert await _get(port, "/healthz?probe=kubelet") == ("HTTP/1.1 200 OK", "ok\n")
         finally:
-            server.close()
+            await server.close()
+
+
+async def test_a_flood_of_idle_connections_leaves_the_probes_answering(deployment: EngineConfig) -> None:
+    """1,050 connections that send nothing (more than the server's cap): the oldest idle ones
+    are closed to make room, and /healthz and /readyz still answer on a new connection."""
+    async with Engine(deployment, scheduler=True) as engine:
+        backend = engine._backend
+        server = await serve("127.0.0.1", 0, backend.metrics, backend.ready)  # type: ignore[attr-defined]
+        idle: list[asyncio.StreamWriter] = []
+        try:
+            for _ in range(1050):
+                _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+                idle.append(writer)
+            await asyncio.sleep(0.2)
+            assert len(server.runner.server.connections) <= PROBE_LIMITS.max_connections  # type: ignore[union-attr]
+            assert await _get(server.port, "/healthz") == ("HTTP/1.1 200 OK", "ok\n")
+            assert await _get(server.port, "/readyz") == ("HTTP/1.1 200 OK", "ready\n")
+        finally:
+            for writer in idle:
+                writer.close()
+            await server.close()

@@ -56,6 +56,23 @@ async def test_the_message_arrives_with_its_headers_and_both_parts() -> None:
     assert html.get_content_type() == "text/html" and "<b>Pat</b>" in html.get_payload(decode=True).decode()
 
 
+async def test_message_id_and_list_unsubscribe_are_sent_verbatim_on_one_line() -> None:
+    """A long Message-ID must not be folded and a long unsubscribe URL must not become RFC 2047
+    encoded words: mailbox providers read both as they are."""
+    message_id = f"<{'k' * 32}.01KDVDNA00000000000000004N@mail.a-long-sending-domain.example>"
+    unsubscribe = f"<https://links.acme.test/u/{'t' * 180}>"
+    dispatch = request()
+    dispatch.message["headers"].update({"Message-ID": message_id, "List-Unsubscribe": unsubscribe})
+    with smtp_server() as (server, port):
+        adapter = SmtpAdapter(config(port))
+        assert (await adapter.send(dispatch)).status == "delivered"
+        await adapter.close()
+    [received] = server.received
+    lines = received.raw.decode("ascii").splitlines()
+    assert f"Message-ID: {message_id}" in lines and f"List-Unsubscribe: {unsubscribe}" in lines
+    assert received.message["Message-ID"] == message_id
+
+
 async def test_a_repeated_key_is_answered_without_a_second_send() -> None:
     with smtp_server() as (server, port):
         adapter = SmtpAdapter(config(port))

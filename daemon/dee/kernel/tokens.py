@@ -61,9 +61,10 @@ def make(key: bytes, kind: str, run_id: str, step_id: str, contact_id: str, expi
     return f"{body}~{_mac(key, body) if key else ''}"
 
 
-def read(token: str, keys: tuple[bytes, ...], now_tick: int, url: str | None = None) -> LinkToken:
-    """The token's contents if one of `keys` signed it, it has not expired at `now_tick`, and
-    (a click) `url` is the URL it was made for; else TokenError."""
+def read(token: str, keys: tuple[bytes, ...], now_tick: int | None, url: str | None = None) -> LinkToken:
+    """The token's contents if one of `keys` signed it, it has not expired at `now_tick` (None:
+    whatever its age, as for an unsubscribe link), and (a click) `url` is the URL it was made
+    for; else TokenError."""
     body, tilde, signature = token.partition("~")
     if not (tilde and body and signature) or len(token) > 2048:
         raise TokenError("malformed token")
@@ -75,7 +76,7 @@ def read(token: str, keys: tuple[bytes, ...], now_tick: int, url: str | None = N
         raise TokenError("malformed token") from exc
     if version != 1 or kind not in KINDS:
         raise TokenError("unknown token kind")
-    if now_tick > expires:
+    if now_tick is not None and now_tick > expires:
         raise TokenError("expired")
     if url is not None and not hmac.compare_digest(digest, url_digest(url)):
         raise TokenError("not made for this URL")

@@ -1,7 +1,9 @@
-"""`dee run`: the daemon process. uvloop, signals, graceful drain, the metrics server.
+"""`dee run` and `dee ingress`: the long-running processes. uvloop, signals, graceful drain, the
+metrics and probe server, and the HTTP ingress (its own process, or inside `dee run`).
 
-SIGTERM or SIGINT drains: workers finish the iteration in progress, leases are handed back
-(so another instance takes over at once instead of after the TTL), and the process exits 0.
+SIGTERM or SIGINT drains: the ingress stops taking requests and finishes those in progress,
+workers finish the iteration in progress, leases are handed back (so another instance takes
+over at once instead of after the TTL), and the process exits 0.
 """
 
 from __future__ import annotations
@@ -15,34 +17,43 @@ import uvloop
 from dee.backends.daemon import DaemonBackend
 from dee.config import EngineConfig
 from dee.engine import Engine
+from dee.ingress.app import serve_ingress
+from dee.ingress.server import Served
 from dee.ops import gc_tuning
 from dee.ops.http import serve
 
 log = logging.getLogger("dee.ops.daemon")
 
 
-async def serve_until_signalled(config: EngineConfig) -> int:
+async def serve_until_signalled(config: EngineConfig, *, scheduler: bool = True, ingress: bool | None = None) -> int:
+    """`scheduler`: own partitions (`dee run`) or be a client (`dee ingress`); `ingress`: serve
+    the HTTP ingress too (default: `ingress.enabled`)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with Engine(config, scheduler=True) as engine:
+    async with Engine(config, scheduler=scheduler) as engine:
         backend = engine._backend
-        assert isinstance(backend, DaemonBackend), "dee run serves a PostgreSQL deployment (cmd_run refuses memory://)"
-        server = None
-        if config.metrics.enabled:
-            server = await serve(config.metrics.host, config.metrics.port, backend.metrics, backend.ready)
-        runtime = backend.runtime
-        log.info("dee daemon %s up; partitions %s", runtime.instance, runtime.owned)
-        await stop.wait()
-        log.info("draining")
-        if server is not None:
-            server.close()
+        assert isinstance(backend, DaemonBackend), "a daemon serves a PostgreSQL deployment (the commands refuse memory://)"
+        servers: list[Served] = []
+        try:
+            if config.metrics.enabled:
+                servers.append(await serve(config.metrics.host, config.metrics.port, backend.metrics, backend.ready))
+            if config.ingress.enabled if ingress is None else ingress:
+                servers.append(await serve_ingress(engine, backend.config, backend.metrics))
+                log.info("ingress listening on %s:%s (public %s)", config.ingress.host, servers[-1].port, config.ingress.public_url)
+            if backend.runtime is not None:
+                log.info("dee daemon %s up; partitions %s", backend.runtime.instance, backend.runtime.owned)
+            await stop.wait()
+            log.info("draining")
+        finally:
+            for server in reversed(servers):
+                await server.close()
     log.info("stopped")
     return 0
 
 
-def run(config: EngineConfig) -> int:
-    """Run the daemon until SIGTERM or SIGINT (logging is set up by the caller: `dee run`)."""
+def run(config: EngineConfig, *, scheduler: bool = True, ingress: bool | None = None) -> int:
+    """Run until SIGTERM or SIGINT (logging is set up by the caller: `dee run`, `dee ingress`)."""
     gc_tuning.tune()
-    return uvloop.run(serve_until_signalled(config))
+    return uvloop.run(serve_until_signalled(config, scheduler=scheduler, ingress=ingress))

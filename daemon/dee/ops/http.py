@@ -1,41 +1,41 @@
 """The daemon's HTTP endpoints: `/metrics`, `/healthz` (the process is alive) and `/readyz`
-(it owns partitions or is a pure client, and its storage answers)."""
+(it owns partitions or is a pure client, and its storage answers), on the ingress's bounded
+server: a flood of idle connections cannot take the probes down."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 
+from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from dee.ingress.server import Limits, Served
+from dee.ingress.server import serve as serve_app
 from dee.metrics import Metrics
 
+# probes and scrapes are small and few: a tight cap and short timeouts
+PROBE_LIMITS = Limits(max_connections=256, request_timeout_s=5.0, keepalive_timeout_s=10.0, max_body_bytes=4096)
 
-async def serve(
-    host: str, port: int, metrics: Metrics, ready: Callable[[], Awaitable[bool]]
-) -> asyncio.Server:
-    """Serve /metrics, /healthz and /readyz with plain asyncio (no web framework needed)."""
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request = await reader.readline()
-            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                pass
-            path = request.split()[1].decode() if len(request.split()) > 1 else "/"
-            if path == "/metrics":
-                status, body, kind = "200 OK", metrics.render(), CONTENT_TYPE_LATEST
-            elif path == "/healthz":
-                status, body, kind = "200 OK", b"ok\n", "text/plain"
-            elif path == "/readyz":
-                is_ready = await ready()
-                status = "200 OK" if is_ready else "503 Service Unavailable"
-                body, kind = (b"ready\n" if is_ready else b"not ready\n"), "text/plain"
-            else:
-                status, body, kind = "404 Not Found", b"not found\n", "text/plain"
-            head = f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            writer.write(head.encode() + body)
-            await writer.drain()
-        finally:
-            writer.close()
+def probe_app(metrics: Metrics, ready: Callable[[], Awaitable[bool]]) -> web.Application:
+    async def metrics_page(request: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    return await asyncio.start_server(handle, host, port)
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(request: web.Request) -> web.Response:
+        if await ready():
+            return web.Response(text="ready\n")
+        return web.Response(status=503, text="not ready\n")
+
+    app = web.Application(client_max_size=PROBE_LIMITS.max_body_bytes)
+    app.router.add_get("/metrics", metrics_page)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+async def serve(host: str, port: int, metrics: Metrics, ready: Callable[[], Awaitable[bool]]) -> Served:
+    """Serve /metrics, /healthz and /readyz (query strings are ignored, as by any server)."""
+    return await serve_app(probe_app(metrics, ready), host, port, PROBE_LIMITS)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from dee.bus import messages as wire
-from dee.errors import DeeError, RunIdInUseError, RunNotFoundError, StartInPastError, UnknownPlanError, error_fields
+from dee.errors import CommandIdReusedError, DeeError, RunIdInUseError, RunNotFoundError, StartInPastError, UnknownPlanError, error_fields
 from dee.kernel.audit import AuditRow
 from dee.kernel.inputs import AnyInput, Cancel, ChannelResult, ContactChanged, Event, Pause, ReplayRecorded, Resume, Retry, Suppressed
 from dee.kernel.machine import contact_flag
@@ -108,7 +108,7 @@ async def accept(
             # the content the id was first accepted with: in this batch, or before it
             first = digests[m.command_id] if m.command_id in fresh else known.get(m.command_id, wire.digest(m))
             if first != wire.digest(m):
-                intake.refuse(m, DeeError(f"commandId {m.command_id} reused with different content"))
+                intake.refuse(m, CommandIdReusedError(m.command_id))
             else:
                 retried.append(m)
         else:

@@ -40,10 +40,13 @@ def project_of(config: EngineConfig) -> Path:
 
 
 class DaemonProcess:
-    """One `dee run` with its own instance name, log file and metrics port."""
+    """One `dee run` (or another long-running command: `dee ingress`) with its own instance
+    name, log file and metrics port; `env` adds settings of its own."""
 
-    def __init__(self, config: EngineConfig, instance: str, log_dir: Path) -> None:
+    def __init__(self, config: EngineConfig, instance: str, log_dir: Path, command: str = "run",
+                 env: dict[str, str] | None = None) -> None:  # fmt: skip
         self.instance = instance
+        self.command = command
         self.metrics_port = free_port()
         self.log_path = log_dir / f"{instance}.log"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("DEE_") and k not in ("DATABASE_URL", "REDIS_URL")}
@@ -55,11 +58,12 @@ class DaemonProcess:
             "DEE_INSTANCE": instance, "DEE_METRICS_ENABLED": "true", "DEE_METRICS_HOST": "127.0.0.1",
             "DEE_METRICS_PORT": str(self.metrics_port), "PYTHONUNBUFFERED": "1",
         })  # fmt: skip
+        self.env.update(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "dee", "run"], env=self.env,
+            self.proc = subprocess.Popen([sys.executable, "-m", "dee", self.command], env=self.env,
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
 
     @property

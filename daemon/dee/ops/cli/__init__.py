@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = load_config(args)
-        configure(config.log, default_level="info" if args.command == "run" else "warning")
+        configure(config.log, default_level="info" if args.command in ("run", "ingress") else "warning")
         return int(args.func(args, config))
     except BrokenPipeError:
         # the reader closed the pipe: stop quietly (and keep Python from complaining at exit)

@@ -15,6 +15,8 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     sub.add_parser("migrate", parents=[common], help="create the database if needed and apply migrations"
                    ).set_defaults(func=cmd_migrate)  # fmt: skip
     sub.add_parser("run", parents=[common], help="run the daemon (SIGTERM drains and exits 0)").set_defaults(func=cmd_run)
+    sub.add_parser("ingress", parents=[common], help="serve the HTTP ingress: opens, clicks, unsubscribes, webhooks, "
+                   "call status callbacks, inbound mail").set_defaults(func=cmd_ingress)  # fmt: skip
     health = sub.add_parser("health", parents=[common], help="check PostgreSQL, Redis, migrations, partitions and plugins")
     health.add_argument("--json", action="store_true")
     health.set_defaults(func=cmd_health)
@@ -44,6 +46,14 @@ def cmd_run(args: argparse.Namespace, config: EngineConfig) -> int:
     if config.database.startswith("memory:"):
         raise ConfigError("the daemon needs a PostgreSQL database (database = postgresql://...)")
     return run(config)
+
+
+def cmd_ingress(args: argparse.Namespace, config: EngineConfig) -> int:
+    from dee.ops.daemon import run
+
+    if config.database.startswith("memory:"):
+        raise ConfigError("the ingress serves a PostgreSQL deployment (database = postgresql://...)")
+    return run(config, scheduler=False, ingress=True)
 
 
 def cmd_health(args: argparse.Namespace, config: EngineConfig) -> int:

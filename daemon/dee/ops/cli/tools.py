@@ -27,6 +27,9 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     simulate.set_defaults(func=cmd_simulate)
 
     bench = sub.add_parser("bench", parents=[common], help="measure throughput on the fixed outreach-v2 workload")
+    bench.add_argument("suite", nargs="?", choices=("workload", "ingress"), default="workload",
+                       help="workload: the daemons (default); ingress: requests per second through the HTTP ingress")
+    bench.add_argument("--concurrency", type=int, default=64, help="ingress: requests in flight (default 64)")
     bench.add_argument("--contacts", type=int, default=10_000)
     bench.add_argument("--daemons", default="1,2", help="daemon process counts to run the workload with (default 1,2)")
     bench.add_argument("--idle-runs", type=int, default=0, help="also enrol this many runs on long waits and measure idle cost")
@@ -56,6 +59,8 @@ def cmd_bench(args: argparse.Namespace, config: EngineConfig) -> int:
     gc_tuning.tune()
     if args.database or args.redis:
         config = msgspec.structs.replace(config, database=args.database or config.database, redis=args.redis or config.redis)
+    if args.suite == "ingress":
+        return _bench_ingress(args, config)
     daemons = tuple(int(n) for n in args.daemons.split(","))
 
     def say(line: str) -> None:  # phase lines, not redrawn: fine in a log
@@ -66,3 +71,25 @@ def cmd_bench(args: argparse.Namespace, config: EngineConfig) -> int:
         print(report.table())
     print(report.json_line())
     return 0 if not report.problems() else 1
+
+
+def _bench_ingress(args: argparse.Namespace, config: EngineConfig) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from dee.ops.bench.daemons import project_of
+    from dee.ops.bench.ingress import run_ingress_bench
+    from dee.ops.bench.run import bench_config
+
+    project_of(config)
+    logs = Path(tempfile.mkdtemp(prefix="dee-bench-ingress-"))
+    print(f"dee bench ingress: {args.contacts:,} contacts; logs in {logs}", file=sys.stderr, flush=True)
+    # the wall clock, as in production: a link's expiry is then checked without a database read
+    deployment = bench_config(config, "bench_ingress")
+    deployment = msgspec.structs.replace(deployment, scheduler=msgspec.structs.replace(deployment.scheduler, clock="wall"))
+    figures = asyncio.run(run_ingress_bench(deployment, args.contacts, args.concurrency, logs,
+                                            progress=lambda line: print(line, file=sys.stderr, flush=True)))  # fmt: skip
+    if not args.json:
+        print(figures.table())
+    print(figures.json_line())
+    return 0 if not figures.problems() else 1

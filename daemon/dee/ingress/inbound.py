@@ -1,0 +1,121 @@
+"""`POST /inbound/email`: mail that comes back. A reply to one of the engine's emails is matched
+to its step by `In-Reply-To` / `References` (the Message-IDs name their run) and becomes
+`email.replied`; a delivery status notification (RFC 3464, or a plain-text bounce) becomes
+`email.bounced` with `kind` hard or soft. Automatic answers (out of office) and mail about
+anything else are taken and ignored.
+
+The body is the raw message (`message/rfc822`, or any other type that is not JSON or a form), or
+a provider's inbound-parse payload: JSON (Postmark, a Mailgun route's JSON) or a form (SendGrid
+Inbound Parse, Mailgun's forward), multipart or URL-encoded. The sender authenticates with HTTP
+basic auth, user `dee` and `ingress.inbound_mail_secret` as the password.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from email import policy
+from email.parser import BytesParser
+from typing import Any
+from urllib.parse import parse_qsl
+
+import msgspec
+from aiohttp import web
+
+from dee.ingress.context import INGRESS, Ingress
+from dee.ingress.deliver import Delivery
+from dee.ingress.mail import InboundMail, MailError, MailLimits, parse_inbound, parse_inbound_json
+from dee.ingress.server import read_body
+
+USER = "dee"
+MAX_FORM_FIELDS = 200
+
+
+def _authorized(request: web.Request, secret: str) -> bool:
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        given = base64.b64decode(credentials.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    expected = f"{USER}:{secret}".encode()
+    return hmac.compare_digest(hashlib.sha256(given).digest(), hashlib.sha256(expected).digest())
+
+
+async def inbound_email(request: web.Request) -> web.Response:
+    ingress: Ingress = request.app[INGRESS]
+    secret = ingress.settings.inbound_mail_secret
+    if not secret:
+        raise web.HTTPNotFound(text="not found\n")
+    if not _authorized(request, secret):
+        raise web.HTTPUnauthorized(text="unauthorized\n", headers={"WWW-Authenticate": 'Basic realm="dee inbound mail"'})
+    body = await read_body(request, ingress.settings.max_mail_bytes)
+    limits = MailLimits(max_bytes=ingress.settings.max_mail_bytes)
+    domain = ingress.config.message_domain
+    try:
+        mail = _parse(request.content_type, request.headers.get("Content-Type", ""), body, domain, limits)
+    except MailError as exc:
+        raise web.HTTPBadRequest(text=f"{exc}\n") from None
+    if mail is None or mail.kind == "auto_reply":
+        return web.json_response({"accepted": 0, "ignored": 1})
+    outcome = await ingress.deliver([_delivery(mail)])
+    return web.json_response({"accepted": outcome.accepted, "ignored": outcome.ignored})
+
+
+def _parse(content_type: str, header: str, body: bytes, domain: str, limits: MailLimits) -> InboundMail | None:
+    if content_type == "application/json":
+        try:
+            payload = msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            raise MailError("body is not JSON") from None
+        if not isinstance(payload, dict):
+            raise MailError("an inbound-parse payload is a JSON object")
+        return parse_inbound_json(payload, domain, limits=limits)
+    if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        return parse_inbound_json(_form(content_type, header, body), domain, limits=limits)
+    return parse_inbound(body, domain, limits=limits)
+
+
+def _form(content_type: str, header: str, body: bytes) -> dict[str, Any]:
+    """A provider's form as field name -> text (the first of a repeated name)."""
+    fields: dict[str, Any] = {}
+    if content_type == "application/x-www-form-urlencoded":
+        try:
+            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise MailError(f"the form cannot be read ({type(exc).__name__})") from None
+        for name, value in pairs:
+            fields.setdefault(name, value)
+        return fields
+    try:
+        message = BytesParser(policy=policy.default).parsebytes(f"Content-Type: {header}\r\n\r\n".encode() + body)
+        if not message.is_multipart():
+            raise MailError("the form has no parts")
+        for count, part in enumerate(message.iter_parts()):
+            if count >= MAX_FORM_FIELDS:
+                raise MailError(f"the form has more than {MAX_FORM_FIELDS} fields")
+            field = part.get_param("name", header="content-disposition")
+            if isinstance(field, str) and field not in fields:
+                raw = part.get_payload(decode=True)
+                fields[field] = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(part.get_payload())
+    except MailError:
+        raise
+    except Exception as exc:  # the email package trips in many ways on hostile forms
+        raise MailError(f"the form cannot be read ({type(exc).__name__})") from None
+    return fields
+
+
+def _delivery(mail: InboundMail) -> Delivery:
+    if mail.kind == "bounce":
+        data = {"kind": mail.bounce_kind or "soft", "status": mail.status, "reason": mail.diagnostic, "recipient": mail.recipient}
+        kind = "email.bounced"
+    else:
+        data = {"from": mail.sender, "subject": mail.subject}
+        kind = "email.replied"
+    return Delivery(
+        type=kind, identity=("mail", mail.received_message_id), message_id=mail.message_id,
+        data={k: v for k, v in data.items() if v is not None}, occurred_at=mail.occurred_at,
+    )  # fmt: skip
