@@ -116,6 +116,18 @@ class AuditConfig(_Section, frozen=True):
     archive_to: str | None = None
 
 
+class PolicyConfig(_Section, frozen=True):
+    """The built-in gates of the `dee_policy` plugin (disable it in `[plugins] disabled` to run
+    without them). `consent_required`: channels a send on needs granted consent (`["voice"]`
+    for the TCPA's prior express consent); on any channel a revoked consent refuses the send.
+    `on_consent_missing` and `on_suppressed`: what a refused send does to its run (`skip` the
+    step and go on, `pause` the run, `fail` it)."""
+
+    consent_required: tuple[str, ...] = ()
+    on_consent_missing: Literal["skip", "pause", "fail"] = "skip"
+    on_suppressed: Literal["skip", "pause", "fail"] = "skip"
+
+
 class IngressConfig(_Section, frozen=True):
     """The HTTP ingress (`dee ingress`, or inside `dee run` when `enabled`): where it listens,
     the public URL its links and callbacks use, the key link tokens are signed with (and older
@@ -188,6 +200,7 @@ class EngineConfig(_Section, frozen=True):
     client: ClientConfig = ClientConfig()
     log: LogConfig = LogConfig()
     ingress: IngressConfig = IngressConfig()
+    policy: PolicyConfig = PolicyConfig()
     config_dir: str | None = None  # None: the project found from the working directory, if any
     namespace: str = "dee"
     message_domain: str = "dee.local"

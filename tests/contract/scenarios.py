@@ -118,7 +118,9 @@ def started(tick: int = 0) -> list[Line]:
 
 
 def sent(tick: int, step: str, outcome: str = "delivered") -> list[Line]:
-    return [(tick, step, "step.entered", None), (tick, step, "step.dispatched", None), (tick, step, "step.executed", outcome)]
+    """A channel step: entered, allowed by the policy gates, dispatched, answered."""
+    return [(tick, step, "step.entered", None), (tick, step, "policy.evaluated", "allow"), (tick, step, "step.dispatched", None),
+            (tick, step, "step.executed", outcome)]  # fmt: skip
 
 
 def waits(tick: int, step: str) -> list[Line]:

@@ -42,11 +42,11 @@ async def test_the_audit_log_is_a_verified_chain_read_by_run_action_and_tick(
         "run.started", "run.completed", {"outcome": "no_response", "endStep": "end-no-reply"})  # fmt: skip
     chains = await engine.verify_audit_chains(list(ids.values()))
     assert {name[r]: (c.valid, c.entries, c.first_tick, c.last_tick, c.broken_at) for r, c in chains.items()} == {
-        "replied": (True, 8, 0, 100, None),
-        "warm": (True, 30, 0, 7 * DAY, None),
-        "cold": (True, 27, 0, 9 * DAY, None),
-        "bounced-welcome": (True, 8, 0, 10, None),
-        "bounced": (True, 5, 10, 10, None),
+        "replied": (True, 9, 0, 100, None),
+        "warm": (True, 34, 0, 7 * DAY, None),
+        "cold": (True, 31, 0, 9 * DAY, None),
+        "bounced-welcome": (True, 9, 0, 10, None),
+        "bounced": (True, 6, 10, 10, None),
     }
     assert await engine.verify_audit_chain(warm) == chains[warm]
 
@@ -68,7 +68,7 @@ async def test_the_audit_log_is_a_verified_chain_read_by_run_action_and_tick(
     at_ten = await engine.audit.query(from_tick=10, to_tick=10)
     assert [(name[e.run_id], e.action) for e in at_ten] == [
         ("bounced-welcome", "event.received"), ("bounced-welcome", "run.completed"),
-        ("bounced", "run.started"), ("bounced", "step.entered"), ("bounced", "step.dispatched"),
+        ("bounced", "run.started"), ("bounced", "step.entered"), ("bounced", "policy.evaluated"), ("bounced", "step.dispatched"),
         ("bounced", "step.executed"), ("bounced", "run.completed"),
     ]  # fmt: skip
     assert await engine.audit.query(run_id=warm, actions=["run.failed"]) == []
@@ -104,7 +104,7 @@ async def test_every_run_replays_identically_and_a_recorded_replay_extends_its_c
     assert [(e.action, e.step_id, e.tick, e.output) for e in after[len(before["warm"]) :]] == [
         ("replay.recorded", None, END, {"identical": True, "diffs": 0, "fields": [], "reissued": 4})]  # fmt: skip
     chain = await engine.verify_audit_chain(ids["warm"])
-    assert (chain.valid, chain.entries, chain.last_tick) == (True, 31, END)
+    assert (chain.valid, chain.entries, chain.last_tick) == (True, 35, END)
     assert (await trace(engine, ids["warm"]))[-1] == (END, None, "replay.recorded", None)
     assert (await engine.replay(ids["warm"])).identical is True  # the verdict is not an input of the run
     assert await view(engine, ids["warm"]) == ("completed", "no_response", "end-no-reply")
@@ -152,6 +152,11 @@ async def test_the_export_and_the_compliance_report_state_what_was_recorded(
     await engine.ingest_event("email.unsubscribed", "c-gone", {}, event_id="unsub-1")
     await engine.run_until_idle()
     assert await view(engine, gone.id) == ("completed", "unsubscribed", "wait-1")
+    # the call of the contact whose voice consent was revoked was refused by the consent gate
+    [refused] = [o for _, _, o in await outputs(engine, ids["cold"], "policy.evaluated") if (o or {})["verdict"] != "allow"]
+    assert (refused["verdict"], refused["reason"]) == ("skip", "voice consent revoked at tick 0")
+    assert [(s, o["result"]["outcome"]) for s, _, o in await outputs(engine, ids["cold"], "step.skipped")] == [
+        ("call-attempt", "skipped")]  # fmt: skip
 
     report = await engine.compliance.report(0, END + 100)
     who = {r: n for n, r in ids.items()} | {gone.id: "gone"}
@@ -164,19 +169,18 @@ async def test_the_export_and_the_compliance_report_state_what_was_recorded(
         ("warm", "c-warm", "breakup-email", "email", 7 * DAY, 1, "expired"),
         ("cold", "c-cold", "initial-email", "email", 0, 1, "granted"),
         ("cold", "c-cold", "cold-follow-up", "email", 3 * DAY, 1, "granted"),
-        ("cold", "c-cold", "call-attempt", "voice", 7 * DAY, 1, "revoked"),
         ("cold", "c-cold", "breakup-email", "email", 9 * DAY, 1, "granted"),
         ("bounced-welcome", "c-bounced", "welcome-email", "email", 0, 1, "none"),
         ("bounced", "c-bounced", "initial-email", "email", 10, 1, "none"),
         ("gone", "c-gone", "initial-email", "email", END, 1, "none"),
     ]  # fmt: skip
     assert (report.sends_by_channel, report.consent_at_send) == (
-        {"email": 10, "voice": 2}, {"expired": 1, "granted": 5, "none": 5, "revoked": 1})  # fmt: skip
+        {"email": 10, "voice": 1}, {"expired": 1, "granted": 5, "none": 5})  # fmt: skip
     assert [(s.contact_id, s.level, s.reason, s.source, s.tick) for s in report.suppressions] == [
         ("c-blocked", "global", "complaint", "support", 0),
         ("c-gone", "global", "unsubscribe", "email.unsubscribed", END + 100)]  # fmt: skip
     assert [(who[c.run_id], c.contact_id, c.step_id, c.timezone) for c in report.calls] == [
-        ("warm", "c-warm", "call-attempt", "UTC"), ("cold", "c-cold", "call-attempt", "UTC")]  # fmt: skip
+        ("warm", "c-warm", "call-attempt", "UTC")]  # fmt: skip
     unsubscribes = [(who[u.run_id], u.contact_id, u.received_tick, u.stopped_tick, u.stopped_by, u.ticks)
                     for u in report.unsubscribes]  # fmt: skip
     assert unsubscribes == [("gone", "c-gone", END + 100, END + 100, "run.completed", 0)]
@@ -194,10 +198,10 @@ async def test_the_export_and_the_compliance_report_state_what_was_recorded(
     assert (document["run"]["id"], document["run"]["planId"], document["run"]["contactId"], document["run"]["status"]) == (
         warm, OUTREACH_ID, "c-warm", "completed")  # fmt: skip
     assert (document["plan"]["id"], document["plan"]["version"]) == (OUTREACH_ID, 1)
-    assert (document["chain"]["valid"], document["chain"]["entries"]) == (True, 30)
-    assert [e["seq"] for e in document["entries"]] == list(range(1, 31))
+    assert (document["chain"]["valid"], document["chain"]["entries"]) == (True, 34)
+    assert [e["seq"] for e in document["entries"]] == list(range(1, 35))
     assert [e["checksum"] for e in document["entries"]] == [e.checksum for e in await engine.audit.get_by_run(warm)]
-    assert b"chain: VALID - 30 entries" in await engine.audit.export(warm, "pdf")
+    assert b"chain: VALID - 34 entries" in await engine.audit.export(warm, "pdf")
 
 
 async def test_the_manual_clock_fires_every_timer_at_its_own_tick(engine: Engine, outreach: Plan) -> None:

@@ -24,6 +24,8 @@ BUILTINS = [
      "provides": ["step type sendEmail", "email adapter simulated", "email adapter smtp"]},
     {"name": "dee_flow", "source": f"entry point of dee {VERSION}", "module": "dee_flow",
      "provides": ["step type wait", "step type branch", "step type end"]},
+    {"name": "dee_policy", "source": f"entry point of dee {VERSION}", "module": "dee_policy",
+     "provides": ["policy gate consent", "policy gate suppression"]},
     {"name": "dee_voice", "source": f"entry point of dee {VERSION}", "module": "dee_voice",
      "provides": ["step type sendVoice", "voice adapter simulated", "voice adapter twilio"]},
 ]  # fmt: skip
@@ -93,7 +95,7 @@ class StorePlugin:
 
 def test_the_builtins_are_registered_as_entry_points_of_the_dee_distribution() -> None:
     found = sorted((ep.name, ep.value) for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
-    assert found == [("dee_email", "dee_email"), ("dee_flow", "dee_flow"), ("dee_voice", "dee_voice")]
+    assert found == [("dee_email", "dee_email"), ("dee_flow", "dee_flow"), ("dee_policy", "dee_policy"), ("dee_voice", "dee_voice")]
 
 
 def test_describe_lists_the_builtins_and_where_they_came_from() -> None:
@@ -111,7 +113,7 @@ def test_the_builtins_provide_the_core_step_types_and_adapters() -> None:
 
 def test_a_disabled_builtin_is_not_loaded() -> None:
     manager = PluginManager.load(disabled=["dee_voice"])
-    assert [p["name"] for p in manager.describe(EngineConfig())] == ["dee_email", "dee_flow"]
+    assert [p["name"] for p in manager.describe(EngineConfig())] == ["dee_email", "dee_flow", "dee_policy"]
     assert "sendVoice" not in manager.step_types()
 
 
@@ -123,7 +125,7 @@ def test_an_extra_plugin_is_described_as_registered_in_code() -> None:
     assert manager.describe(EngineConfig())[-1] == {
         "name": "dee_tag", "source": "registered in code", "module": __name__, "provides": ["step type tag"],
     }  # fmt: skip
-    assert manager.describe(EngineConfig())[:3] == BUILTINS
+    assert manager.describe(EngineConfig())[:4] == BUILTINS
     assert isinstance(manager.step_types()["tag"], TagStep)
 
 
@@ -298,7 +300,7 @@ async def test_an_engine_starts_when_config_disables_the_broken_plugin() -> None
     config = EngineConfig(database="memory://", scheduler=SchedulerConfig(clock="manual"),
                           plugins=PluginsConfig(disabled=("dee_broken",)))  # fmt: skip
     async with Engine(config) as engine:
-        assert [p["name"] for p in engine.plugins.describe(EngineConfig())] == ["dee_email", "dee_flow", "dee_voice"]
+        assert [p["name"] for p in engine.plugins.describe(EngineConfig())] == ["dee_email", "dee_flow", "dee_policy", "dee_voice"]
 
 
 # ---- the hooks as a contract: documented, called, their answers checked -----------------------
@@ -366,9 +368,9 @@ async def test_every_hook_is_called_and_providers_get_the_deployments_config() -
         pass
     assert manager.describe(config)[-1]["name"] == "recorder"
     called = {name for name, _ in plugin.calls}
-    # policy gates are collected (and listed) but not yet consulted: see the hook's docstring
     assert called == set(hook_names())
-    assert all(arg is config for name, arg in plugin.calls if name in ("dee_channel_adapters", "dee_template_stores"))
+    assert all(arg is config for name, arg in plugin.calls
+               if name in ("dee_channel_adapters", "dee_template_stores", "dee_policy_gates"))  # fmt: skip
     assert [arg for name, arg in plugin.calls if name in ("dee_startup", "dee_shutdown")] == [engine, engine]
 
 

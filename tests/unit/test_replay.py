@@ -77,6 +77,7 @@ def env_with(engine: Engine, plan: CompiledPlan, templates: Any = None) -> Calla
             tick_interval_ms=cfg.scheduler.tick_interval_ms,
             settings=cfg.kernel_settings(),
             message_domain=cfg.message_domain,
+            gates=tuple(engine.plugins.policy_gates(cfg).values()),
         )
 
     return env_for

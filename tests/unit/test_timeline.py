@@ -41,6 +41,7 @@ async def test_the_outreach_timeline_lists_every_entry_in_chain_order(engine: En
     assert [(t.tick, t.step, t.action, t.outcome) for t in lines] == [
         (0, None, "run.started", "pending"),
         (0, "initial-email", "step.entered", None),
+        (0, "initial-email", "policy.evaluated", "allow"),
         (0, "initial-email", "step.dispatched", None),
         (0, "initial-email", "step.executed", "delivered"),
         (0, "wait-1", "step.entered", None),
@@ -50,6 +51,7 @@ async def test_the_outreach_timeline_lists_every_entry_in_chain_order(engine: En
         (3 * DAY, "check-email-1", "step.entered", None),
         (3 * DAY, "check-email-1", "step.evaluated", "branch:warm-follow-up"),
         (3 * DAY, "warm-follow-up", "step.entered", None),
+        (3 * DAY, "warm-follow-up", "policy.evaluated", "allow"),
         (3 * DAY, "warm-follow-up", "step.dispatched", None),
         (3 * DAY, "warm-follow-up", "step.executed", "delivered"),
         (3 * DAY, "wait-2", "step.entered", None),
@@ -58,12 +60,14 @@ async def test_the_outreach_timeline_lists_every_entry_in_chain_order(engine: En
         (5 * DAY, "check-email-2", "step.entered", None),
         (5 * DAY, "check-email-2", "step.evaluated", "branch:call-attempt"),
         (5 * DAY, "call-attempt", "step.entered", None),
+        (5 * DAY, "call-attempt", "policy.evaluated", "allow"),
         (5 * DAY, "call-attempt", "step.dispatched", None),
         (5 * DAY, "call-attempt", "step.executed", call),
         (5 * DAY, "wait-4", "step.entered", None),
         (5 * DAY, "wait-4", "wait.started", None),
         (7 * DAY, "wait-4", "wait.completed", "completed"),
         (7 * DAY, "breakup-email", "step.entered", None),
+        (7 * DAY, "breakup-email", "policy.evaluated", "allow"),
         (7 * DAY, "breakup-email", "step.dispatched", None),
         (7 * DAY, "breakup-email", "step.executed", "delivered"),
         (7 * DAY, "end-no-reply", "step.entered", None),
@@ -76,7 +80,7 @@ async def test_the_timeline_follows_the_audit_chain_one_to_one(engine: Engine) -
     run_id = await outreach(engine)
     entries = await engine.audit.get_by_run(run_id)
     lines = await engine.get_timeline(run_id)
-    assert len(lines) == len(entries) == 30
+    assert len(lines) == len(entries) == 34
     assert [(t.tick, t.timestamp, t.step, t.action) for t in lines] == [
         (e.tick, e.timestamp, e.step_id, e.action) for e in entries
     ]
@@ -100,6 +104,11 @@ async def test_the_timeline_data_carries_the_rest_of_each_entry(engine: Engine) 
     assert executed.data["contentHash"] == dispatched.data["contentHash"]
     assert executed.data["type"] == "sendEmail" and executed.data["tick"] == 0
     assert "stepId" not in executed.data and "outcome" not in executed.data
+
+    policy = next(t for t in lines if t.action == "policy.evaluated" and t.step == "initial-email")
+    assert policy.outcome == "allow"
+    assert [g["gate"] for g in policy.data["gates"]] == ["consent", "suppression"]
+    assert all(g["verdict"] == "allow" for g in policy.data["gates"])
 
     wait = next(t for t in lines if t.action == "wait.started" and t.step == "wait-1")
     assert wait.data == {"targetTick": 3 * DAY}

@@ -45,6 +45,7 @@ class MemoryBackend(Publisher):
         adapters: Mapping[str, ChannelAdapter],
     ) -> None:  # fmt: skip
         super().__init__()
+        gates = plugins.policy_gates(config).values()
         self.config = config = config.with_link_key(os.urandom(32).hex())  # links of this process only
         self.plugins = plugins
         self.templates = templates
@@ -54,7 +55,7 @@ class MemoryBackend(Publisher):
         self.cap = config.scheduler.max_runs_per_tick
         self.store = MemoryStore(self.partitions)
         self.registry = PlanRegistry()
-        self.envs = KernelEnvs(config, templates)
+        self.envs = KernelEnvs(config, templates, gates)
         self.current_tick = 0
         self._new_id = MonotonicUlid()  # audit entry ids
         self._clock_task: asyncio.Task[None] | None = None

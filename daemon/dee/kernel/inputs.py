@@ -12,6 +12,7 @@ from typing import Any, Literal
 import msgspec
 
 from dee.kernel.contact import Contact
+from dee.kernel.policy import PolicyFacts
 
 ErrorKind = Literal["transient", "permanent", "rate_limited", "soft_bounce", "hard_bounce"]
 
@@ -30,6 +31,7 @@ class Start(Input, tag="start", frozen=True):
     contact: Contact
     variables: dict[str, Any]
     start_tick: int
+    facts: PolicyFacts = PolicyFacts()  # the contact's consents and channel suppressions at enrolment
 
 
 class Event(Input, tag="event", frozen=True):
@@ -88,6 +90,13 @@ class ContactChanged(Input, tag="contact", frozen=True):
     attributes: dict[str, Any] | None = None
 
 
+class PolicyChanged(Input, tag="policy", frozen=True):
+    """The contact's policy facts changed (a consent recorded, a channel suppressed): the facts
+    as they now are, replacing the run's."""
+
+    facts: PolicyFacts
+
+
 class ReplayRecorded(Input, tag="replay", frozen=True):
     """The verdict of a non-dry-run replay, journaled in the run's chain; changes nothing else."""
 
@@ -97,7 +106,8 @@ class ReplayRecorded(Input, tag="replay", frozen=True):
 
 
 AnyInput = (
-    Start | Event | ChannelResult | Pause | Resume | Cancel | Retry | Suppressed | ContactChanged | ReplayRecorded
+    Start | Event | ChannelResult | Pause | Resume | Cancel | Retry | Suppressed | ContactChanged | PolicyChanged
+    | ReplayRecorded
 )
 
 

@@ -27,6 +27,7 @@ from dee.kernel.inputs import (
     ContactChanged,
     Event,
     Pause,
+    PolicyChanged,
     ReplayRecorded,
     Resume,
     Retry,
@@ -34,6 +35,7 @@ from dee.kernel.inputs import (
     Suppressed,
 )  # fmt: skip
 from dee.kernel.outcomes import Done, Fail, Finish, Send, Sleep, StepOutcome
+from dee.kernel.policy import GateRequest, PolicyGate, decide
 from dee.kernel.retry import RetryPolicy, next_retry
 from dee.kernel.state import PendingDispatch, RunState, StepResult
 from dee.kernel.status import ALLOWED, check_transition
@@ -69,6 +71,7 @@ class KernelEnv:
     settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     message_domain: str = "dee.local"
+    gates: tuple[PolicyGate, ...] = ()  # asked before every send, in this order
 
 
 class _Sent(TypedDict):
@@ -76,6 +79,7 @@ class _Sent(TypedDict):
 
     idempotency_key: str
     content_hash: str
+    policy_verdict: str | None
 
 
 class Rejection(msgspec.Struct, frozen=True):
@@ -103,7 +107,7 @@ def start_run(start: Start) -> Advance:
     state = RunState(
         run_id=start.run_id, plan_id=start.plan_id, plan_version=start.plan_version,
         contact=start.contact, variables=dict(start.variables), status="pending",
-        start_tick=start.start_tick, current_tick=start.tick, wake_tick=start.start_tick, timer="start",
+        start_tick=start.start_tick, current_tick=start.tick, wake_tick=start.start_tick, timer="start", facts=start.facts,
     )  # fmt: skip
     run = _Run(state, None)
     run.entry("run.started", None, start.tick, input=msgspec.to_builtins(start),
@@ -207,7 +211,7 @@ class _Run:
             assert step_id is not None
             self.set(channel_wait=None)
             self.outcome(step_id, self.call(step_id, at, "on_timer"), at, timer=True)
-        elif kind == "retry":
+        elif kind in ("retry", "policy"):  # a resend after a failure, or a send a gate held back
             self.move("active", at)
             if not self.touch(at):
                 self.redispatch(at)
@@ -241,6 +245,9 @@ class _Run:
             self.retry(inp, at)
         elif isinstance(inp, Event | ContactChanged):
             self.observe(inp, at)
+        elif isinstance(inp, PolicyChanged):  # the gates see it at the next send
+            self.set(facts=inp.facts)
+            self.entry("event.received", None, at, input=_b(inp), output={"policyChanged": True})
         elif isinstance(inp, ChannelResult):
             self.result(inp, at)
 
@@ -279,12 +286,12 @@ class _Run:
         if out is None:
             return
         self.move("active", at)
-        fingerprint = self.s.channel_wait
-        self.set(wake_tick=None, timer=None, channel_wait=None)
+        fingerprint, verdict = self.s.channel_wait, self.s.wait_verdict
+        self.set(wake_tick=None, timer=None, channel_wait=None, wait_verdict=None)
         if isinstance(out, Done) and fingerprint is not None:
             key, digest = fingerprint
             result = StepResult(step_id, self.plan.step(step_id).type, self.s.step_tick, out.outcome,
-                                idempotency_key=key, content_hash=digest)  # fmt: skip
+                                idempotency_key=key, content_hash=digest, policy_verdict=verdict)  # fmt: skip
             self.record(result, "step.executed", at, out.data)
             if not self.touch(at):
                 self.go_on(step_id, out.goto, at)
@@ -433,10 +440,51 @@ class _Run:
     # ---- channels ----------------------------------------------------------------------
     def dispatch(self, step_id: str, send: Send, at: int) -> None:
         ctx = self.context(step_id, at)
-        pending = PendingDispatch(send.channel, ctx.idempotency_key, ctx.message_id, send.content_hash, send.message)
-        self.set(dispatch=pending)
-        self.move("waiting", at)
-        self.send(step_id, pending, at)
+        self.gated_send(step_id, PendingDispatch(send.channel, ctx.idempotency_key, ctx.message_id, send.content_hash,
+                                                 send.message), at)  # fmt: skip
+
+    def gated_send(self, step_id: str, pending: PendingDispatch, at: int) -> None:
+        """Send, if the gates allow it now (the first attempt and every resend alike)."""
+        allowed = self.permitted(step_id, pending, at)
+        if allowed is not None:
+            self.set(dispatch=allowed)
+            self.move("waiting", at)
+            self.send(step_id, allowed, at)
+
+    def permitted(self, step_id: str, pending: PendingDispatch, at: int) -> PendingDispatch | None:
+        """Ask every gate about this send (`policy.evaluated`); the dispatch to send, or None
+        when a gate held it back: deferred (the run waits for the window and asks again),
+        skipped (`step.skipped`, the run goes on), paused, or failed."""
+        env = self.kernel_env
+        if not env.gates:
+            return pending
+        step_type = self.plan.step(step_id).type
+        request = GateRequest(self.s.run_id, self.s.plan_id, step_id, step_type, pending.channel, at, pending.attempt,
+                              self.s.contact, self.s.facts, env.tick_interval_ms)  # fmt: skip
+        decision = decide(env.gates, request)
+        self.entry("policy.evaluated", step_id, at, output=decision.record())
+        verdict = decision.final
+        held = msgspec.structs.replace(pending, policy_verdict=verdict.verdict)
+        if verdict.verdict == "allow":
+            return held
+        if verdict.verdict == "defer":
+            self.set(dispatch=held, wake_tick=verdict.until_tick, timer="policy")
+            self.move("waiting", at)
+        elif verdict.verdict == "pause":  # resumed, the send is asked about again
+            self.set(dispatch=held, wake_tick=at, timer="policy", paused_from="waiting")
+            self.move("paused", at)
+            self.entry("run.paused", step_id, at, output={"reason": f"policy: {verdict.reason}"})
+        elif verdict.verdict == "skip":
+            self.set(dispatch=None)
+            self.record(StepResult(step_id, step_type, self.s.step_tick, "skipped", policy_verdict="skip"), "step.skipped",
+                        at, {"reason": verdict.reason})  # fmt: skip
+            if not self.touch(at):
+                self.go_on(step_id, None, at)
+        else:
+            self.set(dispatch=None)
+            self.entry("error.occurred", step_id, at, output={"error": f"policy: {verdict.reason}"})
+            self.fail(at, f"policy: {verdict.reason}")
+        return None
 
     def send(self, step_id: str, pending: PendingDispatch, at: int) -> None:
         self.entry("step.dispatched", step_id, at, output={
@@ -451,8 +499,7 @@ class _Run:
     def redispatch(self, at: int) -> None:
         pending = self.s.dispatch
         assert pending is not None and self.s.current_step is not None
-        self.move("waiting", at)
-        self.send(self.s.current_step, pending, at)
+        self.gated_send(self.s.current_step, pending, at)
 
     def result(self, res: ChannelResult, at: int, journaled: bool = False) -> None:
         pending = self.s.dispatch
@@ -465,10 +512,11 @@ class _Run:
             self.set(held=(*self.s.held, res))
             self.entry("event.received", step_id, at, input=inp, output={"held": "run is paused"})
             return
-        if self.s.timer == "retry":
+        if self.s.timer in ("retry", "policy"):
             self.set(wake_tick=None, timer=None)  # an answer arrived during the backoff: no resend
         step_type = self.plan.step(step_id).type
-        sent: _Sent = {"idempotency_key": pending.idempotency_key, "content_hash": pending.content_hash}
+        sent: _Sent = {"idempotency_key": pending.idempotency_key, "content_hash": pending.content_hash,
+                       "policy_verdict": pending.policy_verdict}  # fmt: skip
         if res.status == "delivered":
             self.set(dispatch=None)
             self.move("active", at)
@@ -481,7 +529,7 @@ class _Run:
             else:
                 self.entry("step.executed", step_id, at, input=inp, output={"status": "delivered"})
                 if isinstance(out, Sleep):  # handed over; the outcome comes as an event (on_event)
-                    self.set(channel_wait=(pending.idempotency_key, pending.content_hash))
+                    self.set(channel_wait=(pending.idempotency_key, pending.content_hash), wait_verdict=pending.policy_verdict)
                 self.outcome(step_id, out, at)
             return
         kind = res.error_kind or "permanent"

@@ -13,10 +13,11 @@ import msgspec
 
 from dee.kernel.contact import Contact
 from dee.kernel.inputs import ChannelResult
+from dee.kernel.policy import PolicyFacts
 from dee.plan.conditions import VisibleEvent
 
 RunStatus = Literal["pending", "active", "waiting", "paused", "completed", "failed", "cancelled"]
-TimerKind = Literal["start", "wait", "retry"]
+TimerKind = Literal["start", "wait", "retry", "policy"]  # policy: a send a gate deferred (or paused)
 
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "cancelled"})
 ZERO_CHECKSUM = "0" * 64
@@ -45,6 +46,7 @@ class PendingDispatch(msgspec.Struct, frozen=True):
     message: dict[str, Any]
     attempt: int = 1
     rate_limited: int = 0
+    policy_verdict: str | None = None  # what the gates said of this send (None: no gate is installed)
 
 
 class RunState(msgspec.Struct, frozen=True):
@@ -65,6 +67,7 @@ class RunState(msgspec.Struct, frozen=True):
     # a channel step that was handed over and now waits for its outcome from outside (a call's
     # final status): the idempotency key and content hash its result will carry
     channel_wait: tuple[str, str] | None = None
+    wait_verdict: str | None = None  # the gates' verdict on the send `channel_wait` waits on
     paused_from: RunStatus | None = None
     held: tuple[ChannelResult, ...] = ()
     results: tuple[StepResult, ...] = ()
@@ -76,6 +79,7 @@ class RunState(msgspec.Struct, frozen=True):
     completed_tick: int | None = None
     seq: int = 0
     audit_head: str = ZERO_CHECKSUM
+    facts: PolicyFacts = PolicyFacts()  # the contact's consents and channel suppressions, as journaled
 
     @property
     def terminal(self) -> bool:

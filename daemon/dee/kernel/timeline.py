@@ -25,7 +25,7 @@ def timeline(entries: Sequence[AuditEntry]) -> list[TimelineEntry]:
     for e in entries:
         output = dict(e.output or {})
         result = output.pop("result", None)
-        outcome = (result or {}).get("outcome") or output.get("outcome") or output.get("status")
+        outcome = (result or {}).get("outcome") or output.get("outcome") or output.get("status") or output.get("verdict")
         data = {**output, **({k: v for k, v in result.items() if k not in ("outcome", "stepId")} if result else {})}
         if e.action == "event.received" and e.input:
             data["event"] = e.input.get("type") or e.input.get("kind")

@@ -1,7 +1,7 @@
 """The contracts a plugin implements. Built-in plugins use exactly these, nothing private.
 
-A plugin returns instances of these classes from the hooks in `dee.plugin.hookspecs`. Step types
-and template stores run inside the pure kernel, so they must be deterministic: read only their
+A plugin returns instances of these classes from the hooks in `dee.plugin.hookspecs`. Step types,
+policy gates and template stores run inside the pure kernel, so they must be deterministic: read only their
 arguments, no clock, no I/O at evaluation time, no randomness. Channel adapters live in the shell
 and may do I/O, but must honour the idempotency key.
 
@@ -21,6 +21,7 @@ from dee.kernel.context import StepContext
 from dee.kernel.effects import DispatchRequest
 from dee.kernel.inputs import ChannelResult
 from dee.kernel.outcomes import Done, Fail, Finish, Send, Sleep, StepOutcome
+from dee.kernel.policy import Consent, GateRequest, PolicyFacts, PolicyGate, Verdict
 from dee.kernel.render import check as check_template
 from dee.kernel.render import globals_of as template_globals
 from dee.kernel.render import namespace_of as template_namespace
@@ -33,17 +34,22 @@ from dee.plan.spec import TemplateStore
 __all__ = [
     "ChannelAdapter",
     "ChannelResult",
+    "Consent",
     "DispatchRequest",
     "DispatchResponse",
     "Done",
     "Fail",
     "Finish",
+    "GateRequest",
+    "PolicyFacts",
+    "PolicyGate",
     "Send",
     "Sleep",
     "StepContext",
     "StepOutcome",
     "StepType",
     "TemplateStore",
+    "Verdict",
     "check_template",
     "link_token",
     "render_template",

@@ -24,7 +24,7 @@ from typing import Any
 import pluggy
 
 from dee.config import EngineConfig
-from dee.plugin.contracts import ChannelAdapter, StepType, TemplateStore
+from dee.plugin.contracts import ChannelAdapter, PolicyGate, StepType, TemplateStore
 
 hookspec = pluggy.HookspecMarker("dee")
 
@@ -52,11 +52,28 @@ def dee_channel_adapters(config: EngineConfig) -> list[ChannelAdapter]:
 
 
 @hookspec
-def dee_policy_gates(config: EngineConfig) -> list[Any]:
-    """Reserved for policy gates (consent, suppression, calling hours, caps).
+def dee_policy_gates(config: EngineConfig) -> list[PolicyGate]:
+    """Return policy gates (subclasses of `dee.plugin.contracts.PolicyGate` with a `name` and
+    `check(request) -> Verdict`) built from `config`.
 
-    This release collects what plugins return here and lists it in `dee plugins`, but does not
-    ask any gate before a step: do not rely on a gate to stop a send yet.
+    The kernel asks every gate before every send and call, and before every resend after a
+    failure, with a `GateRequest`: the run, the step, its channel, the tick, the attempt, the
+    contact, and the contact's `PolicyFacts` (its latest consent per channel, its
+    channel-level suppressions) as of that tick. The answer is a `Verdict`:
+
+    - `Verdict.allow()`: send;
+    - `Verdict.defer(until_tick, reason)`: the run waits (status `waiting`) and the gates are
+      asked again at `until_tick` (a window that opens later: calling hours);
+    - `Verdict.skip(reason)`: the step is recorded as `step.skipped` and the run goes on;
+    - `Verdict.pause(reason)`: the run is paused; once resumed, the gates are asked again;
+    - `Verdict.fail(reason)`: the run fails.
+
+    The strictest verdict of all gates stands (fail, pause, skip, defer, allow). Each decision is
+    journaled as a `policy.evaluated` entry with every gate's verdict, reason and `facts`, and
+    the step's result carries the verdict, which replay compares. A gate runs inside the pure
+    kernel: decide from the request and the gate's configuration only (no clock, no I/O, no
+    randomness), or replay will not reach the same verdict. A gate that raises fails the step.
+    Gates are asked in registration order; names must be unique.
     """
 
 

@@ -16,7 +16,7 @@ import pluggy
 
 from dee.errors import ConfigError, PluginError
 from dee.plugin import hookspecs
-from dee.plugin.contracts import ChannelAdapter, StepType, TemplateStore
+from dee.plugin.contracts import ChannelAdapter, PolicyGate, StepType, TemplateStore
 
 ENTRY_POINT_GROUP = "dee"
 CHANNELS = ("email", "voice")  # the channels a deployment configures (`[channels.email]`, ...)
@@ -146,8 +146,9 @@ class PluginManager:
     def template_stores(self, config: Any) -> dict[str, TemplateStore]:
         return self._collect("dee_template_stores", "template store", _store_problem, config=config)
 
-    def policy_gates(self, config: Any) -> dict[str, Any]:
-        return self._collect("dee_policy_gates", "policy gate", _named_problem, config=config)
+    def policy_gates(self, config: Any) -> dict[str, PolicyGate]:
+        """The gates by name, in registration order (the order the kernel asks them in)."""
+        return self._collect("dee_policy_gates", "policy gate", _gate_problem, config=config)
 
     def startup(self, engine: Any) -> None:
         self._call_each("dee_startup", engine=engine)
@@ -184,6 +185,12 @@ def _named_problem(item: Any) -> str | None:
 def _step_type_problem(item: Any) -> str | None:
     if not isinstance(item, StepType):
         return "step types must subclass dee.plugin.contracts.StepType (an instance)"
+    return _named_problem(item)
+
+
+def _gate_problem(item: Any) -> str | None:
+    if not isinstance(item, PolicyGate):
+        return "policy gates must subclass dee.plugin.contracts.PolicyGate (an instance)"
     return _named_problem(item)
 
 

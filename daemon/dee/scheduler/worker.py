@@ -129,7 +129,7 @@ class PartitionWorker:
         self.result_key = result_key
         self.keys = Keys(config.namespace)
         self.reader = GroupReader(redis, self.keys.inbound(partition), GROUP, instance)
-        self.envs = KernelEnvs(config, plans.templates)
+        self.envs = KernelEnvs(config, plans.templates, plans.plugins.policy_gates(config).values())
         self.cap = config.scheduler.max_runs_per_tick
         self._stop = asyncio.Event()
         self.committed_tick = -1

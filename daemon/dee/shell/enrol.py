@@ -19,8 +19,11 @@ from dee.kernel.audit import AuditRow, seal_rows
 from dee.kernel.contact import Contact
 from dee.kernel.inputs import Start
 from dee.kernel.machine import start_run
+from dee.kernel.policy import PolicyFacts
 from dee.plan.compiled import CompiledPlan
 from dee.shell.store import NewRun, PartitionStore
+
+NO_FACTS = PolicyFacts()
 
 
 @dataclass
@@ -56,7 +59,8 @@ async def enrol(
         unsubscribed, bounced = facts.flags.get(contact.id, (False, False))
         if unsubscribed or bounced:
             contact = replace(contact, unsubscribed=contact.unsubscribed or unsubscribed, bounced=contact.bounced or bounced)
-        start = Start(tick, run_id, plan.id, version, plan.checksum, contact, dict(variables), start_tick)
+        start = Start(tick, run_id, plan.id, version, plan.checksum, contact, dict(variables), start_tick,
+                      facts.policy.get(contact.id, NO_FACTS))  # fmt: skip
         first = start_run(start)
         entries = seal_rows(first.entries, first.state.audit_head, stamp, new_id)
         out.runs.append(NewRun(replace(first.state, audit_head=entries[-1].checksum), idempotency_key))

@@ -7,18 +7,19 @@ memory engine, replay and `dee bench` all build it here and get the same one for
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from dee.config import EngineConfig
 from dee.kernel.machine import KernelEnv
+from dee.kernel.policy import PolicyGate
 from dee.plan.compiled import CompiledPlan
 from dee.plan.spec import TemplateStore
 
 
-def kernel_env(config: EngineConfig, plan: CompiledPlan, templates: TemplateStore) -> KernelEnv:
+def kernel_env(config: EngineConfig, plan: CompiledPlan, templates: TemplateStore, gates: Iterable[PolicyGate] = ()) -> KernelEnv:
     return KernelEnv(
         plan=plan, templates=templates, tick_interval_ms=config.scheduler.tick_interval_ms,
-        settings=config.kernel_settings(), message_domain=config.message_domain,
+        settings=config.kernel_settings(), message_domain=config.message_domain, gates=tuple(gates),
     )  # fmt: skip
 
 
@@ -27,18 +28,20 @@ PlanLookup = Callable[[str, int], Awaitable[CompiledPlan]]
 
 class KernelEnvs:
     """The envs of one process, one per plan version, built on first use; `plans` looks a
-    registered version up (in Postgres, in memory, in an export file)."""
+    registered version up (in Postgres, in memory, in an export file); `gates` are the policy
+    gates the plugins provide (`PluginManager.policy_gates`), asked in this order."""
 
-    def __init__(self, config: EngineConfig, templates: TemplateStore) -> None:
+    def __init__(self, config: EngineConfig, templates: TemplateStore, gates: Iterable[PolicyGate] = ()) -> None:
         self.config = config
         self.templates = templates
+        self.gates = tuple(gates)
         self._envs: dict[tuple[str, int], KernelEnv] = {}
 
     async def get(self, plan_id: str, version: int, plans: PlanLookup) -> KernelEnv:
         key = (plan_id, version)
         env = self._envs.get(key)
         if env is None:
-            env = self._envs[key] = kernel_env(self.config, await plans(plan_id, version), self.templates)
+            env = self._envs[key] = kernel_env(self.config, await plans(plan_id, version), self.templates, self.gates)
         return env
 
     def cached(self, plan_id: str, version: int) -> KernelEnv | None:

@@ -13,11 +13,26 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import msgspec
+
 from dee.bus import messages as wire
 from dee.errors import CommandIdReusedError, DeeError, RunIdInUseError, RunNotFoundError, StartInPastError, UnknownPlanError, error_fields
 from dee.kernel.audit import AuditRow
-from dee.kernel.inputs import AnyInput, Cancel, ChannelResult, ContactChanged, Event, Pause, ReplayRecorded, Resume, Retry, Suppressed
+from dee.kernel.inputs import (
+    AnyInput,
+    Cancel,
+    ChannelResult,
+    ContactChanged,
+    Event,
+    Pause,
+    PolicyChanged,
+    ReplayRecorded,
+    Resume,
+    Retry,
+    Suppressed,
+)  # fmt: skip
 from dee.kernel.machine import contact_flag
+from dee.kernel.policy import Consent, PolicyFacts
 from dee.records import ConsentRecord, Suppression
 from dee.routing import partition_for
 from dee.shell.enrol import enrol
@@ -47,7 +62,11 @@ class Intake:
     enrolled: dict[tuple[str, str], str] = field(default_factory=dict)
     known: dict[str, int] = field(default_factory=dict)  # run id -> partition, looked up once per batch
     # contact id -> its active runs here as (run id, plan id) by run id, looked up once per batch
+    # (and runs enrolled earlier in the batch): what a later message of the batch reaches
     active: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    # contact id -> its policy facts, looked up once per batch for consents and channel
+    # suppressions, and kept current as the batch records more
+    facts: dict[str, PolicyFacts] = field(default_factory=dict)
 
     def owns(self, run_id: str) -> bool:
         """Whether the run exists in this partition (enrolled before or earlier in this batch)."""
@@ -151,10 +170,14 @@ async def _look_up(store: PartitionStore, intake: Intake, messages: Sequence[wir
     named += [item.run_id for m in messages if isinstance(m, wire.ExecuteBatch) for item in m.items]
     if named:
         intake.known.update(await store.partitions_of(named))
-    contacts = sorted({m.contact_id for m in messages if isinstance(m, wire.Suppress) or (isinstance(m, wire.Event) and (
+    contacts = sorted({m.contact_id for m in messages if isinstance(m, wire.Suppress | wire.Consent) or (isinstance(m, wire.Event) and (
         m.run_id is None or contact_flag(m.event_type, m.data) or m.event_type in SUPPRESSING_EVENTS))})  # fmt: skip
     if contacts:
         intake.active.update(await store.active_runs(contacts))
+    policy = sorted({m.contact_id for m in messages
+                     if isinstance(m, wire.Consent) or (isinstance(m, wire.Suppress) and m.level == "channel")})  # fmt: skip
+    if policy:
+        intake.facts.update(await store.policy_facts(policy))
 
 
 async def _accept_one(store: PartitionStore, intake: Intake, message: wire.Inbound, stamp: str, new_id: Callable[[], str]) -> None:
@@ -171,6 +194,9 @@ async def _accept_one(store: PartitionStore, intake: Intake, message: wire.Inbou
             contact_id=message.contact_id, channel=message.channel, status=message.status, source=message.source,
             tick=intake.tick, expires_tick=message.expires_tick, evidence=dict(message.evidence),
         ))  # fmt: skip
+        consent = Consent(message.status, intake.tick, message.expires_tick, message.source)
+        _policy_changed(intake, message.contact_id, lambda f: msgspec.structs.replace(
+            f, consents=dict(sorted({**f.consents, message.channel: consent}.items()))))  # fmt: skip
         intake.reply(message, wire.Reply(message.command_id, True))
     elif isinstance(message, wire.Result) and intake.owns(message.run_id):
         intake.give(message.run_id, ChannelResult(
@@ -216,6 +242,8 @@ async def _execute(
     intake.runs.extend(done.runs)
     intake.audit.extend(done.audit)
     intake.known.update((run_id, intake.partition) for run_id in done.created)
+    for new in done.runs:  # a later message of the batch (a suppression, a consent) reaches these too
+        intake.active.setdefault(new.state.contact.id, []).append((new.state.run_id, new.state.plan_id))
     created, skipped = done.created, [contact_id for contact_id, _ in done.refused]
     run_id = created[0] if isinstance(m, wire.Execute) else None
     intake.reply(m, wire.Reply(m.command_id, True, run_id=run_id, runs=created, skipped=skipped))
@@ -238,6 +266,14 @@ def _command(intake: Intake, m: wire.Pause | wire.Resume | wire.Cancel | wire.Re
     else:
         made = ReplayRecorded(tick, m.identical, list(m.fields), m.reissued)
     intake.give(m.run_id, made, m)
+
+
+def _policy_changed(intake: Intake, contact_id: str, change: Callable[[PolicyFacts], PolicyFacts]) -> None:
+    """Apply a change to the contact's facts and hand the result to each of its active runs."""
+    facts = intake.facts[contact_id] = change(intake.facts.get(contact_id, PolicyFacts()))
+    changed = PolicyChanged(intake.tick, facts)
+    for run_id in _targets(intake, contact_id):
+        intake.give(run_id, changed)
 
 
 def _targets(intake: Intake, contact_id: str, plan_id: str | None = None) -> list[str]:
@@ -293,7 +329,10 @@ async def _suppress_contact(
         contact_id=contact_id, level=level, reason=reason, source=source, channel=channel, plan_id=plan_id, tick=intake.tick,
     ))  # fmt: skip
     targets: list[str] = []
-    if level != "channel":
+    if level == "channel" and channel:  # its sends are refused by the gates, the runs go on
+        _policy_changed(intake, contact_id, lambda f: msgspec.structs.replace(
+            f, suppressed_channels=tuple(sorted({*f.suppressed_channels, channel}))))  # fmt: skip
+    elif level != "channel":
         targets = _targets(intake, contact_id, plan_id if level == "plan" else None)
     cancel = Suppressed(intake.tick, level, reason, source)
     for run_id in targets:

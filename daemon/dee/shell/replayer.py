@@ -37,7 +37,7 @@ class Replayer:
         self.config = config
         self.plugins = plugins
         self.plans = plans
-        self.envs = KernelEnvs(config, templates)
+        self.envs = KernelEnvs(config, templates, plugins.policy_gates(config).values())
 
     async def env_for(self, start: Start) -> KernelEnv:
         return await self.envs.get(start.plan_id, start.plan_version, self.plans)

@@ -9,7 +9,7 @@ side at a few statements per tick.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple, Protocol
 
 import msgspec
@@ -18,6 +18,7 @@ from dee.bus import messages as wire
 from dee.kernel.audit import AuditRow
 from dee.kernel.effects import DispatchRequest
 from dee.kernel.inputs import AnyInput
+from dee.kernel.policy import Consent, PolicyFacts
 from dee.kernel.state import RunState
 from dee.plan.compiled import CompiledPlan
 from dee.records import ConsentRecord, Suppression
@@ -56,6 +57,14 @@ class EnrolmentFacts(NamedTuple):
     enrolled: dict[str, str]  # contact id -> its non-terminal run of the plan
     suppressed: dict[str, tuple[str, str]]  # contact id -> (level, reason) of a suppression covering the plan
     flags: dict[str, tuple[bool, bool]]  # contact id -> (unsubscribed, bounced), contact-level
+    policy: dict[str, PolicyFacts]  # contact id -> its consents and channel suppressions (none: absent)
+
+
+def policy_facts(consents: Iterable[ConsentRecord], suppressed_channels: Iterable[str]) -> PolicyFacts:
+    """A contact's facts from its consent records in the order they were recorded (the last
+    of a channel stands) and the channels it is suppressed on; both stores build them here."""
+    latest = {c.channel: Consent(c.status, c.tick or 0, c.expires_tick, c.source) for c in consents}
+    return PolicyFacts(dict(sorted(latest.items())), tuple(sorted(set(suppressed_channels))))
 
 
 class PartitionStore(Protocol):
@@ -97,6 +106,10 @@ class PartitionStore(Protocol):
     async def add_suppression(self, suppression: Suppression) -> None: ...
 
     async def add_consent(self, consent: ConsentRecord) -> None: ...
+
+    async def policy_facts(self, contact_ids: Sequence[str]) -> dict[str, PolicyFacts]:
+        """The policy facts of these contacts (a contact with no consent and no channel
+        suppression is left out)."""
 
     # ---- runs and their inputs ----------------------------------------------------------
     async def add_runs(self, runs: Sequence[NewRun], audit: Sequence[AuditRow]) -> set[str]:

@@ -16,10 +16,11 @@ from itertools import count
 from dee.bus import messages as wire
 from dee.errors import RunNotFoundError
 from dee.kernel.audit import AuditEntry, AuditRow, entry_of
+from dee.kernel.policy import PolicyFacts
 from dee.kernel.state import RunState
 from dee.plan.compiled import CompiledPlan
 from dee.records import ConsentRecord, Suppression
-from dee.shell.store import EnrolmentFacts, NewRun, OutboxItem, Queued
+from dee.shell.store import EnrolmentFacts, NewRun, OutboxItem, Queued, policy_facts
 
 FLAGS = ("unsubscribed", "bounced")
 
@@ -141,7 +142,7 @@ class MemoryPartitionStore:
                 s.level in ("global", "regulatory") or (s.level == "plan" and s.plan_id == plan_id)
             ):
                 suppressed[s.contact_id] = (s.level, s.reason)
-        return EnrolmentFacts(enrolled, suppressed, flags)
+        return EnrolmentFacts(enrolled, suppressed, flags, await self.policy_facts(sorted(wanted)))
 
     async def flag_contact(self, contact_id: str, flag: str, tick: int) -> None:
         if flag not in FLAGS:
@@ -153,6 +154,18 @@ class MemoryPartitionStore:
 
     async def add_consent(self, consent: ConsentRecord) -> None:
         self.store.consents.append(consent)
+
+    async def policy_facts(self, contact_ids: Sequence[str]) -> dict[str, PolicyFacts]:
+        wanted = set(contact_ids)
+        consents: dict[str, list[ConsentRecord]] = {}
+        channels: dict[str, list[str]] = {}
+        for c in self.store.consents:
+            if c.contact_id in wanted:
+                consents.setdefault(c.contact_id, []).append(c)
+        for s in self.store.suppressions:
+            if s.contact_id in wanted and s.level == "channel" and s.channel:
+                channels.setdefault(s.contact_id, []).append(s.channel)
+        return {cid: policy_facts(consents.get(cid, ()), channels.get(cid, ())) for cid in sorted(consents.keys() | channels.keys())}
 
     # ---- runs and their inputs ----------------------------------------------------------
     async def add_runs(self, runs: Sequence[NewRun], audit: Sequence[AuditRow]) -> set[str]:

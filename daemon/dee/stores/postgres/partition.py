@@ -11,10 +11,11 @@ import msgspec
 from dee.bus import messages as wire
 from dee.kernel.audit import AuditRow
 from dee.kernel.inputs import AnyInput
+from dee.kernel.policy import PolicyFacts
 from dee.kernel.state import RunState
 from dee.plan.compiled import CompiledPlan
 from dee.records import ConsentRecord, Suppression
-from dee.shell.store import EnrolmentFacts, NewRun, OutboxItem, Queued
+from dee.shell.store import EnrolmentFacts, NewRun, OutboxItem, Queued, policy_facts
 from dee.stores.postgres import rows
 from dee.stores.postgres.plans import PlanCache
 
@@ -103,7 +104,7 @@ class PostgresPartitionStore:
                 "DO UPDATE SET contact_id = EXCLUDED.contact_id RETURNING contact_id, unsubscribed, bounced",
                 sorted(set(ids)), self.partition)
         }  # fmt: skip
-        return EnrolmentFacts(enrolled, suppressed, flags)
+        return EnrolmentFacts(enrolled, suppressed, flags, await self.policy_facts(ids))
 
     async def flag_contact(self, contact_id: str, flag: str, tick: int) -> None:
         if flag not in FLAGS:
@@ -120,6 +121,24 @@ class PostgresPartitionStore:
             "INSERT INTO suppressions (contact_id, level, reason, source, channel, plan_id, tick) "
             "VALUES ($1, $2, $3, $4, $5, $6, $7)", s.contact_id, s.level, s.reason, s.source, s.channel, s.plan_id, s.tick,
         )  # fmt: skip
+
+    async def policy_facts(self, contact_ids: Sequence[str]) -> dict[str, PolicyFacts]:
+        rows = await self.conn.fetch(
+            "SELECT id, contact_id, channel, status, source, tick, expires_tick FROM consents WHERE contact_id = ANY($1::text[]) "
+            "UNION ALL SELECT id, contact_id, channel, NULL, '', tick, NULL FROM suppressions "
+            "WHERE level = 'channel' AND channel IS NOT NULL AND contact_id = ANY($1::text[]) ORDER BY contact_id, tick, id",
+            list(contact_ids),
+        )  # fmt: skip
+        consents: dict[str, list[ConsentRecord]] = {}
+        channels: dict[str, list[str]] = {}
+        for r in rows:
+            if r["status"] is None:
+                channels.setdefault(r["contact_id"], []).append(r["channel"])
+            else:
+                consents.setdefault(r["contact_id"], []).append(ConsentRecord(
+                    contact_id=r["contact_id"], channel=r["channel"], status=r["status"], source=r["source"], tick=r["tick"],
+                    expires_tick=r["expires_tick"]))  # fmt: skip
+        return {cid: policy_facts(consents.get(cid, ()), channels.get(cid, ())) for cid in sorted(consents.keys() | channels.keys())}
 
     async def add_consent(self, consent: ConsentRecord) -> None:
         c = consent

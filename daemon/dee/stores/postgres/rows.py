@@ -50,8 +50,9 @@ def decode_input(raw: bytes) -> AnyInput:
 
 
 def awaiting(state: RunState) -> bool:
-    """True while a dispatched channel action has not answered (and no retry timer is set)."""
-    return state.dispatch is not None and state.timer != "retry"
+    """True while a dispatched channel action has not answered (and no timer is set to send it
+    again: a retry's backoff, or a send a policy gate deferred or paused)."""
+    return state.dispatch is not None and state.timer not in ("retry", "policy")
 
 
 def run_record(state: RunState, partition: int, idempotency_key: str | None = None) -> tuple[Any, ...]:
