@@ -8,7 +8,8 @@ from urllib.parse import urlsplit, urlunsplit
 # scheme://user:password@host and scheme://:password@host (Redis URLs often have no user)
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/?#@\s]*):(?P<password>[^@/?#\s]*)@")
 # key=value forms: libpq keyword strings (password=...) and query parameters (?password=...)
-_KEYWORD = re.compile(r"(?i)\b(password|passwd|pwd|auth_token|token|secret)=([^\s&;]+)")
+# (also as the end of a longer name: `ssl_password=` in a rediss:// URL, `client_secret=`)
+_KEYWORD = re.compile(r"(?i)\b((?:[a-z0-9]+_)*(?:password|passwd|pwd|auth_token|token|secret))=([^\s&;]+)")
 
 MASK = "***"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
@@ -32,8 +33,11 @@ def client(url: str, max_connections: int = 16, wait_s: float = 30) -> aioredis.
 
 def unavailable(url: str, exc: BaseException) -> ServiceUnavailableError:
     errno = re.match(r"Error (\d+) connecting", str(exc))
+    tls = tls_failure(exc)
     if isinstance(exc, ConnectionRefusedError) or "refused" in str(exc).lower():
         reason = "connection refused"
+    elif tls:  # before the errno: in "Error 1 connecting" the 1 is then OpenSSL's code, not an errno (EPERM)
+        reason = f"TLS handshake failed ({tls})"
     elif errno:  # redis-py's "Error 111 connecting to host:port. <the OS's words>."
         reason = os.strerror(int(errno.group(1))).lower()
     elif isinstance(exc, redis_errors.AuthenticationError | redis_errors.AuthorizationError):
@@ -48,3 +52,22 @@ async def ping(redis: aioredis.Redis, url: str) -> None:
         await redis.ping()
     except (redis_errors.RedisError, OSError) as exc:
         raise unavailable(url, exc) from exc
+
+
+def tls_failure(exc: BaseException) -> str | None:
+    """What a failed TLS handshake said (an untrusted or expired certificate, a host name it does
+    not cover, a server that does not speak TLS), or None when the failure was not TLS's.
+
+    redis-py wraps the `ssl` error in its ConnectionError ("Error 1 connecting to ..."), whose
+    text alone would read as EPERM; an operator setting up `rediss://` needs to be told that the
+    certificate was refused, and why, to fix the CA or the server's certificate."""
+    seen: BaseException | None = exc
+    for _ in range(4):  # the ssl error is the cause (or the context) of redis-py's ConnectionError
+        if seen is None:
+            break
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return f"certificate verify failed: {seen.verify_message}"
+        if isinstance(seen, ssl.SSLError):
+            return str(seen.reason or seen).lower().replace("_", " ")
+        seen = seen.__cause__ or seen.__context__
+    return None

@@ -57,6 +57,10 @@ DEAD_LETTERS_KEPT = 100_000  # a partition's dead-letter stream keeps about this
 _ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 # never a batch's fault: a lost lease, or a service away (raised past the batch handling)
 _NOT_THE_BATCH: tuple[type[BaseException], ...] = (LeaseLostError, *TRANSIENT_ERRORS)
+# what a hostile value makes PostgreSQL or the driver refuse: the entry is dead-lettered, no traceback
+_UNSTORABLE: tuple[type[BaseException], ...] = (
+    asyncpg.DataError, asyncpg.exceptions._base.DataError, asyncpg.ProgramLimitExceededError, OverflowError,
+)  # fmt: skip
 
 Replies = list[tuple[str, wire.Reply]]
 Record = dict[FieldT, EncodableT]
@@ -267,6 +271,10 @@ class PartitionWorker:
                     writes = await self._advance(conn, store, tick, report, intake.inputs)
         except _NOT_THE_BATCH:
             raise
+        except _UNSTORABLE as exc:  # a value PostgreSQL cannot hold (too large a number, too long a key): no bug of ours
+            log.warning("partition %s: a value of the batch cannot be stored (%s: %s); taking it entry by entry",
+                        self.partition, type(exc).__name__, exc)  # fmt: skip
+            return None
         except Exception:
             log.warning("partition %s: accepting and advancing in one transaction failed; "
                         "taking the batch in two", self.partition, exc_info=True)  # fmt: skip
@@ -333,6 +341,7 @@ class PartitionWorker:
         intake = await accept(store, tick, batch.messages, now_iso(), self._new_id, self.config.scheduler.partitions,
                               self.result_key)  # fmt: skip
         inserted = await store.add_runs(intake.runs, intake.audit)
+        intake.settle(inserted)
         report.entries += sum(1 for row in intake.audit if row.run_id in inserted)
         await store.store_replies([reply for _, reply in intake.replies])
         return intake
@@ -353,7 +362,7 @@ class PartitionWorker:
         if tick > self.committed_tick:
             await conn.execute("UPDATE partitions SET tick = greatest(tick, $2) WHERE partition = $1", self.partition, tick)
         await store.store_replies([reply for _, reply in done.replies])
-        refused = [refusal_record(self.reader.stream, wire.encode(r), f"{r.error_type}: {r.error}") for _, r in done.replies if not r.ok]
+        refused = [refusal_record(self.reader.stream, wire.encode(r), f"{r.error_type}: {r.error}") for r in done.refused]
         return TickWrites(done.replies, list(zip(seqs, done.outbox, strict=True)), dropped, refused)
 
     # ---- after a commit ----------------------------------------------------------------------
@@ -448,6 +457,6 @@ class PartitionWorker:
                                                          len(message.reply_to) > len(reply_prefix)):  # fmt: skip
                     raise ValueError(f"replyTo must be a stream under {reply_prefix}")
                 messages.append(message)
-            except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
-                dead.append((entry, f"{type(exc).__name__}: {exc}"))
+            except (msgspec.ValidationError, msgspec.DecodeError, ValueError, RecursionError) as exc:
+                dead.append((entry, f"{type(exc).__name__}: {exc}"))  # RecursionError: JSON nested too deep
         return Batch(entries, messages, dead)

@@ -67,6 +67,25 @@ class Intake:
     # contact id -> its policy facts, looked up once per batch for consents and channel
     # suppressions, and kept current as the batch records more
     facts: dict[str, PolicyFacts] = field(default_factory=dict)
+    enrolments: list[tuple[wire.Execute | wire.ExecuteBatch, list[str]]] = field(default_factory=list)  # and the runs made
+
+    def settle(self, inserted: set[str]) -> None:
+        """Once `store.add_runs` returned the runs it inserted: an enrolment whose run lost a
+        race at insert (its run id taken in another partition meanwhile, its contact and plan or
+        its idempotency key enrolled by a concurrent writer) is refused, never answered ok."""
+        for message, made in self.enrolments:
+            lost = [run_id for run_id in made if run_id not in inserted]
+            if not lost:
+                continue
+            answered = [(i, r) for i, (_, r) in enumerate(self.replies) if r.command_id == message.command_id and r.ok]
+            for i, _ in reversed(answered):
+                del self.replies[i]
+            if isinstance(message, wire.Execute):
+                self.refuse(message, RunIdInUseError(lost[0]), lost[0])
+                continue
+            skipped = [*(answered[0][1].skipped if answered else []), *(i.contact.id for i in message.items if i.run_id in lost)]
+            self.refused.append((message, f"RunIdInUseError: {len(lost)} of its runs were enrolled meanwhile by another writer"))
+            self.reply(message, wire.Reply(message.command_id, True, runs=[r for r in made if r not in lost], skipped=skipped))
 
     def owns(self, run_id: str) -> bool:
         """Whether the run exists in this partition (enrolled before or earlier in this batch)."""
@@ -246,6 +265,7 @@ async def _execute(
         intake.active.setdefault(new.state.contact.id, []).append((new.state.run_id, new.state.plan_id))
     created, skipped = done.created, [contact_id for contact_id, _ in done.refused]
     run_id = created[0] if isinstance(m, wire.Execute) else None
+    intake.enrolments.append((m, list(created)))
     intake.reply(m, wire.Reply(m.command_id, True, run_id=run_id, runs=created, skipped=skipped))
 
 

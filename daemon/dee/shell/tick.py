@@ -39,6 +39,7 @@ class Advanced:
     audit: list[AuditRow] = field(default_factory=list)
     outbox: list[OutboxItem] = field(default_factory=list)
     replies: list[tuple[str, wire.Reply]] = field(default_factory=list)
+    refused: list[wire.Reply] = field(default_factory=list)  # every command a run refused, replyTo or not
     transitions: int = 0
 
 
@@ -84,17 +85,20 @@ def _collect(
     done.states.append(msgspec.structs.replace(result.state, audit_head=sealed[-1].checksum) if sealed else result.state)
     done.audit.extend(sealed)
     done.transitions += sum(1 for e in result.entries if e.action == "step.entered")
-    if any(item.reply_to for item in items):
+    if result.rejected or any(item.reply_to for item in items):
         rejected = {getattr(r.input, "command_id", None): r for r in result.rejected}
         for item in items:
-            if item.reply_to and item.command_id:
-                refusal = rejected.get(item.command_id)
-                if refusal is None:
-                    reply = wire.Reply(item.command_id, True, run_id=state.run_id)
-                else:
-                    error = refusal.error(state.run_id)
-                    reply = wire.Reply(item.command_id, False, type(error).__name__, str(error), state.run_id,
-                                       details=error_fields(error))  # fmt: skip
+            if not item.command_id:
+                continue
+            refusal = rejected.get(item.command_id)
+            if refusal is None:
+                reply = wire.Reply(item.command_id, True, run_id=state.run_id)
+            else:
+                error = refusal.error(state.run_id)
+                reply = wire.Reply(item.command_id, False, type(error).__name__, str(error), state.run_id,
+                                   details=error_fields(error))  # fmt: skip
+                done.refused.append(reply)  # a trace even without a replyTo: the worker dead-letters it
+            if item.reply_to:
                 done.replies.append((item.reply_to, reply))
     for effect in result.effects:
         if isinstance(effect, DispatchRequest):
