@@ -8,16 +8,23 @@ The body is the raw message (`message/rfc822`, or any other type that is not JSO
 a provider's inbound-parse payload: JSON (Postmark, a Mailgun route's JSON) or a form (SendGrid
 Inbound Parse, Mailgun's forward), multipart or URL-encoded. The sender authenticates with HTTP
 basic auth, user `dee` and `ingress.inbound_mail_secret` as the password.
+
+What arrives is whatever anyone mailed to the reply address. It is parsed off the event loop, two
+messages at a time, with the work bounded (`dee.ingress.mail.read_mime`): a message built to be
+slow costs a worker thread a moment, never the ingress its other requests. The request's
+Content-Type is read here, not by aiohttp's parser, which recurses once per "(" and takes seconds
+over a header of quotes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import hmac
-from email import policy
-from email.parser import BytesParser
+from concurrent.futures import ThreadPoolExecutor
+from email.message import Message
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -26,11 +33,13 @@ from aiohttp import web
 
 from dee.ingress.context import INGRESS, Ingress
 from dee.ingress.deliver import Delivery
-from dee.ingress.mail import InboundMail, MailError, MailLimits, parse_inbound, parse_inbound_json
+from dee.ingress.mail import DEFAULT_LIMITS, InboundMail, MailError, MailLimits, parse_inbound, parse_inbound_json, read_mime
 from dee.ingress.server import read_body
 
 USER = "dee"
 MAX_FORM_FIELDS = 200
+BYTES_PER_LINE = 40  # lines a message may have, per byte of `max_mail_bytes` (base64 has 78 to a line)
+_PARSERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dee-inbound-mail")
 
 
 def _authorized(request: web.Request, secret: str) -> bool:
@@ -52,11 +61,15 @@ async def inbound_email(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text="not found\n")
     if not _authorized(request, secret):
         raise web.HTTPUnauthorized(text="unauthorized\n", headers={"WWW-Authenticate": 'Basic realm="dee inbound mail"'})
-    body = await read_body(request, ingress.settings.max_mail_bytes)
-    limits = MailLimits(max_bytes=ingress.settings.max_mail_bytes)
-    domain = ingress.config.message_domain
+    most = ingress.settings.max_mail_bytes
+    body = await read_body(request, most)
+    limits = MailLimits(max_bytes=most, max_lines=max(DEFAULT_LIMITS.max_lines, most // BYTES_PER_LINE))
+    header = request.headers.get("Content-Type", "")
+    media_type = header.partition(";")[0].strip().lower()
+    parsing = asyncio.get_running_loop().run_in_executor(_PARSERS, _parse, media_type, header, body, ingress.config.message_domain,
+                                                         limits)  # fmt: skip
     try:
-        mail = _parse(request.content_type, request.headers.get("Content-Type", ""), body, domain, limits)
+        mail = await parsing
     except MailError as exc:
         raise web.HTTPBadRequest(text=f"{exc}\n") from None
     if mail is None or mail.kind == "auto_reply":
@@ -75,11 +88,11 @@ def _parse(content_type: str, header: str, body: bytes, domain: str, limits: Mai
             raise MailError("an inbound-parse payload is a JSON object")
         return parse_inbound_json(payload, domain, limits=limits)
     if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        return parse_inbound_json(_form(content_type, header, body), domain, limits=limits)
+        return parse_inbound_json(_form(content_type, header, body, limits), domain, limits=limits)
     return parse_inbound(body, domain, limits=limits)
 
 
-def _form(content_type: str, header: str, body: bytes) -> dict[str, Any]:
+def _form(content_type: str, header: str, body: bytes, limits: MailLimits) -> dict[str, Any]:
     """A provider's form as field name -> text (the first of a repeated name)."""
     fields: dict[str, Any] = {}
     if content_type == "application/x-www-form-urlencoded":
@@ -90,13 +103,17 @@ def _form(content_type: str, header: str, body: bytes) -> dict[str, Any]:
         for name, value in pairs:
             fields.setdefault(name, value)
         return fields
+    bounded = msgspec.structs.replace(limits, max_parts=MAX_FORM_FIELDS)
+    message = read_mime(f"Content-Type: {header}\r\n\r\n".encode("utf-8", "surrogateescape") + body, bounded)
     try:
-        message = BytesParser(policy=policy.default).parsebytes(f"Content-Type: {header}\r\n\r\n".encode() + body)
-        if not message.is_multipart():
+        parts = message.get_payload() if message.is_multipart() else None
+        if not parts:
             raise MailError("the form has no parts")
-        for count, part in enumerate(message.iter_parts()):
-            if count >= MAX_FORM_FIELDS:
-                raise MailError(f"the form has more than {MAX_FORM_FIELDS} fields")
+        if len(parts) > MAX_FORM_FIELDS:
+            raise MailError(f"the form has more than {MAX_FORM_FIELDS} fields")
+        for part in parts:
+            if not isinstance(part, Message):
+                continue
             field = part.get_param("name", header="content-disposition")
             if isinstance(field, str) and field not in fields:
                 raw = part.get_payload(decode=True)

@@ -10,7 +10,8 @@ answer, which is what lets the ingress derive a deterministic event id from `rec
 Inbound mail is hostile input. Everything is bounded before or while it is parsed (size, MIME
 parts, nesting, header fields), every string handed back is a single line of bounded length, and
 malformed input is either read as far as it makes sense or refused with `MailError`; no other
-exception escapes.
+exception escapes. The work is bounded too, not only the size (`read_mime`): anyone can mail the
+reply address, and a message that takes minutes to parse would stall the ingress.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from datetime import UTC
 from email import policy
 from email.message import Message
 from email.parser import BytesParser
+from email.policy import Policy, compat32
 from email.utils import parsedate_to_datetime
 from typing import Any, Final, Literal
 
 import msgspec
 
-__all__ = ["DEFAULT_LIMITS", "BounceKind", "InboundMail", "Kind", "MailError", "MailLimits", "parse_inbound", "parse_inbound_json"]
+__all__ = ["DEFAULT_LIMITS", "BounceKind", "InboundMail", "Kind", "MailError", "MailLimits", "parse_inbound", "parse_inbound_json",
+           "read_mime"]  # fmt: skip
 
 Kind = Literal["reply", "bounce", "auto_reply"]
 BounceKind = Literal["hard", "soft"]
@@ -42,12 +45,15 @@ class MailLimits(msgspec.Struct, frozen=True, kw_only=True):
     """Bounds on the work one inbound message may cost.
 
     `max_bytes` is checked before anything is parsed; `max_parts` also bounds the MIME containers a
-    message may declare, which is what bounds the standard library parser's recursion."""
+    message may declare, which is what bounds the standard library parser's recursion. `max_lines`
+    too is checked first: the parser's time goes by lines (10 MB of empty lines take 4 s), and a
+    10 MB message of base64 attachments has 135 000 of them."""
 
     max_bytes: int = 10 * 1024 * 1024
     max_depth: int = 16
     max_parts: int = 200
     max_headers: int = 1000
+    max_lines: int = 250_000
 
 
 DEFAULT_LIMITS: Final = MailLimits()
@@ -81,12 +87,20 @@ _MAX_DIAGNOSTIC: Final = 1000
 _MAX_ADDRESS: Final = 320  # RFC 5321 section 4.5.3.1: 64 for the local part, 255 for the domain
 _MAX_MESSAGE_ID: Final = 995  # a msg-id on one 998-character line
 _MAX_STRUCTURED: Final = 8192  # longer header values are not given to the structured header parsers
+_MAX_FROM: Final = 2048  # the address parser takes seconds over quoted strings of 8 KB (its time is quadratic)
+_MAX_COMMENTS: Final = 32  # "(" in one structured field: the structured parsers recurse once per nested comment
+# the email package's parameter parser takes time quadratic in a field's length (21 ms for 8 KB of
+# ";"): the squares of the lengths of a message's Content-Type and Content-Disposition fields add up
+# to at most this (about 0.1 s of it), which a few thousand ordinary fields do not come near
+_MIME_FIELD_WORK: Final = 2**28
 _MAX_FIELD: Final = 4096  # characters of one DSN field kept (RFC 3464 fields are a line or two)
 _MAX_TEXT: Final = 1024 * 1024  # bytes of one text part scanned for a plain-text bounce
 
 _DOMAIN: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 _HEADER_NAME: Final = re.compile(r"[!-9;-~]{1,76}")  # RFC 5322 section 3.6.8: printable ASCII except the colon
-_CONTENT_TYPE: Final = re.compile(rb"(?:\A|(?<=[\r\n]))content-type[ \t]*:[^\r\n]*(?:(?:\r\n|\r|\n)[ \t][^\r\n]*)*", re.I)
+_MIME_FIELD: Final = re.compile(
+    rb"(?:\A|(?<=[\r\n]))content-(type|disposition)[ \t]*:[^\r\n]*(?:(?:\r\n|\r|\n)[ \t][^\r\n]*)*", re.I
+)
 _CONTAINER: Final = re.compile(rb"multipart|message", re.I)
 _UNSAFE: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
@@ -148,17 +162,8 @@ def parse_inbound(raw: bytes, domain: str, *, limits: MailLimits = DEFAULT_LIMIT
     """
     ids = _EngineIds(domain)
     data = bytes(raw)
-    if len(data) > limits.max_bytes:
-        raise MailError(f"message is {len(data)} bytes, over the {limits.max_bytes}-byte limit")
-    if not data.strip():
-        raise MailError("empty message")
-    # The standard library parser recurses once per nested multipart or message/*; counting what a
-    # message declares before parsing bounds that recursion (`max_parts` containers at most).
-    containers = sum(1 for m in _CONTENT_TYPE.finditer(data) if _CONTAINER.search(m.group()))
-    if containers > limits.max_parts:
-        raise MailError(f"message declares {containers} MIME containers, over the limit of {limits.max_parts}")
+    message = read_mime(data, limits)
     try:
-        message = BytesParser(policy=policy.default).parsebytes(data)
         return _classify(message, data, ids, limits)
     except MailError:
         raise
@@ -168,6 +173,64 @@ def parse_inbound(raw: bytes, domain: str, *, limits: MailLimits = DEFAULT_LIMIT
         # the email package's header parsers have raised IndexError, HeaderParseError and the like on
         # hostile input; whatever the cause, the contract is that bad mail gives MailError only
         raise MailError(f"message could not be parsed ({type(exc).__name__})") from exc
+
+
+def read_mime(raw: bytes, limits: MailLimits = DEFAULT_LIMITS) -> Message:
+    """Parse MIME bytes (a message, or a multipart form behind its Content-Type) with the work
+    bounded, not only the size; `MailError` for anything over `limits` or unparseable.
+
+    The standard library parser recurses once per nested multipart or message/*: counting what the
+    bytes declare before parsing bounds that recursion (`max_parts` containers at most). Its
+    structured header parsers (`policy.default`) take time quadratic in a header's length, and the
+    parser calls them several times per part (8 KB of quotes in a Content-Type: 2 s; 1 MB: hours), so
+    the parse uses `compat32`, whose MIME reading is the plain splitting of parameters, on
+    Content-Type and Content-Disposition fields of bounded length. And it makes at most
+    2 x `max_parts` + 2 messages (parts, and the field blocks of delivery reports): a body of a
+    hundred thousand tiny parts is refused after the first few hundred, not parsed for half a minute.
+    """
+    data = bytes(raw)
+    if len(data) > limits.max_bytes:
+        raise MailError(f"message is {len(data)} bytes, over the {limits.max_bytes}-byte limit")
+    if not data.strip():
+        raise MailError("empty message")
+    lines = data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
+    if lines > limits.max_lines:
+        raise MailError(f"message has {lines} lines, over the limit of {limits.max_lines}")
+    containers = work = 0
+    for found in _MIME_FIELD.finditer(data):
+        field = found.group()
+        if len(field) > _MAX_STRUCTURED:
+            raise MailError(f"a Content-{found.group(1).decode().title()} field of {len(field)} bytes, over {_MAX_STRUCTURED}")
+        if field.count(b"(") > _MAX_COMMENTS:  # no mail needs it, and whoever reads the field structured would recurse
+            raise MailError(f"a Content-{found.group(1).decode().title()} field nested in comments too deeply")
+        work += len(field) ** 2
+        containers += found.group(1).lower() == b"type" and _CONTAINER.search(field) is not None
+    if containers > limits.max_parts:
+        raise MailError(f"message declares {containers} MIME containers, over the limit of {limits.max_parts}")
+    if work > _MIME_FIELD_WORK:
+        raise MailError("the message's Content-Type and Content-Disposition fields are too long to read")
+    try:
+        return BytesParser(_PartBudget(2 * limits.max_parts + 2), policy=compat32).parsebytes(data)
+    except MailError:
+        raise
+    except RecursionError as exc:
+        raise MailError("message is nested too deeply to parse") from exc
+    except Exception as exc:  # the contract: bad mail gives MailError only
+        raise MailError(f"message could not be parsed ({type(exc).__name__})") from exc
+
+
+class _PartBudget:
+    """The message factory of one parse: past `limit` messages made, the parse stops. The parser's
+    work per part is its headers' work, and how many parts there are is known only at the end."""
+
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+
+    def __call__(self, policy: Policy = compat32) -> Message:
+        self.left -= 1
+        if self.left < 0:
+            raise MailError("message has too many MIME parts to parse")
+        return Message(policy)
 
 
 def parse_inbound_json(payload: Mapping[str, Any], domain: str, *, limits: MailLimits = DEFAULT_LIMITS) -> InboundMail | None:
@@ -599,7 +662,7 @@ def _sender(value: str | None) -> str | None:
     if not value:
         return None
     address = None
-    if len(value) <= _MAX_STRUCTURED and value.count("(") <= 32:  # deeply nested comments make the parser recurse
+    if len(value) <= _MAX_FROM and value.count("(") <= _MAX_COMMENTS:
         try:
             addresses = policy.default.header_factory("from", value).addresses
             address = str(addresses[0].addr_spec) if addresses else None

@@ -15,6 +15,10 @@ in angle brackets when the payload has it, the recipient, and `occurred_at` as a
 time. `data` is what the kernel reads: `kind` ("hard" | "soft") and `reason` of a bounce (a hard
 bounce flags the contact), `url` of a click, and `outcome`, `callSid` and `duration` of a call,
 plus `provider_message_id` (the provider's own id of the email) where there is one.
+
+SendGrid's engagement and complaint events and every Postmark event carry no Message-ID at all:
+what names the email there is the sender's own tag, echoed on every event (SendGrid's custom
+arguments, Postmark's metadata). DEE's is `dee_message_id` (`MESSAGE_ID_TAG`), the Message-ID.
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ EventType = Literal[
 ]  # fmt: skip
 EVENT_TYPES: frozenset[str] = frozenset(get_args(EventType))
 CALL_OUTCOMES = ("answered", "voicemail", "no_answer", "busy", "failed", "declined")  # as `dee_voice` knows them
+# the sender's tag holding the email's Message-ID, where a provider echoes tags but no Message-ID
+# (a SendGrid custom argument, `X-SMTPAPI` unique_args over SMTP; Postmark metadata, `X-PM-Metadata-*`)
+MESSAGE_ID_TAG = "dee_message_id"
 
 
 class InboundEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -140,7 +147,10 @@ _SENDGRID_PERMANENT_DROPS = ("bounced address", "invalid", "spam reporting addre
 def events_from_sendgrid(payload: object) -> list[InboundEvent]:
     """SendGrid's Event Webhook body: a JSON array of events (Twilio SendGrid docs, "Event Webhook
     Reference"), each with `event`, `email`, `timestamp`, `sg_event_id`, `sg_message_id` and, for
-    delivery events, `smtp-id` (the Message-ID). `bounce` of `type` "bounce" is a hard bounce and
+    delivery events, `smtp-id` (the Message-ID as SendGrid saw it, which it may have replaced with
+    its own). Engagement events (open, click) and spam reports have no `smtp-id`: the Message-ID is
+    the custom argument `dee_message_id`, which every event echoes and which is preferred when it is
+    there. `bounce` of `type` "bounce" is a hard bounce and
     of `type` "blocked" a soft one; `dropped` (never sent) is hard when SendGrid dropped for a
     suppression (a bounced, invalid, spam-reporting or unsubscribed address), else soft.
     `processed`, `deferred` and `group_resubscribe` are skipped."""
@@ -168,7 +178,8 @@ def events_from_sendgrid(payload: object) -> list[InboundEvent]:
             data = {"machine_open": bool(event["sg_machine_open"])}
         out.append(InboundEvent(
             type=kind, provider_event_id=_required_str(event, "sg_event_id", "a SendGrid event"),
-            message_id=_angle(event.get("smtp-id")), recipient=_required_str(event, "email", "a SendGrid event"),
+            message_id=_angle(event.get(MESSAGE_ID_TAG)) or _angle(event.get("smtp-id")),
+            recipient=_required_str(event, "email", "a SendGrid event"),
             data=_with(data, provider_message_id=_optional_str(event, "sg_message_id")),
             occurred_at=_from_unix(event.get("timestamp")),
         ))  # fmt: skip
@@ -317,8 +328,10 @@ def events_from_postmark(payload: object) -> list[InboundEvent]:
     suppresses sending is an unsubscribe; one that lifts it is skipped.
 
     Postmark's payloads carry no Message-ID header (its `MessageID` is its own id, kept as
-    `provider_message_id`), and only bounces have an event id (`ID`): the other ids are the
-    message id, the record type and the recipient or the time, which Postmark repeats on a retry."""
+    `provider_message_id`): the Message-ID is the `dee_message_id` of the record's `Metadata`, which
+    Postmark echoes on every event of the email. Only bounces have an event id (`ID`): the other ids
+    are the message id, the record type and the recipient or the time, which Postmark repeats on a
+    retry."""
     record = _object(_json(payload), "a Postmark body")
     record_type = record.get("RecordType")
     message = _optional_str(record, "MessageID")
@@ -366,7 +379,8 @@ def events_from_postmark(payload: object) -> list[InboundEvent]:
         data = _with(data, reason=_optional_str(record, "SuppressionReason"))
     else:
         return []
-    return [InboundEvent(type=event_type, provider_event_id=event_id, recipient=recipient,
+    tagged = _angle(_optional_object(record, "Metadata").get(MESSAGE_ID_TAG))
+    return [InboundEvent(type=event_type, provider_event_id=event_id, message_id=tagged, recipient=recipient,
                          data=_with(data, provider_message_id=message), occurred_at=_from_iso(occurred))]  # fmt: skip
 
 

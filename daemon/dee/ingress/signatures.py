@@ -46,6 +46,12 @@ class SignatureError(ValueError):
         self.reason = reason
 
 
+class UnreadableBody(SignatureError):
+    """A body that is not JSON at all, where the signature is inside it (Mailgun, SNS): nothing in
+    it can be authentic, and the ingress answers it as the malformed request it is (400), not as
+    a forgery."""
+
+
 class Verifier(Protocol):
     """What the ingress calls: None for an authentic request, `SignatureError` for any other."""
 
@@ -166,7 +172,7 @@ class MailgunVerifier:
         try:
             document = msgspec.json.decode(body)
         except msgspec.DecodeError:
-            raise SignatureError("body is not JSON") from None
+            raise UnreadableBody("body is not JSON") from None
         signed = document.get("signature") if isinstance(document, dict) else None
         if not isinstance(signed, dict):
             raise SignatureError("missing signature object")
@@ -270,7 +276,7 @@ class SnsVerifier:
         try:
             document = msgspec.json.decode(body)
         except msgspec.DecodeError:
-            raise SignatureError("body is not JSON") from None
+            raise UnreadableBody("body is not JSON") from None
         if not isinstance(document, dict):
             raise SignatureError("body is not an SNS message")
         kind, version, topic = (_text(document, name) for name in ("Type", "SignatureVersion", "TopicArn"))

@@ -4,8 +4,8 @@ callbacks (`POST /voice/twilio/status`).
 A body is read whole (bounded, within the request timeout), its signature checked with the
 provider's own algorithm (`dee.ingress.signatures`) before a byte of it is interpreted, and
 only then mapped to events (`dee.ingress.providers`). A request that is not authentic is a 401
-or 403 and records nothing; a payload that is not what the provider documents (a body that is not
-JSON, whether the signature covers it or sits in it) is a 400. An event
+or 403 and records nothing; a payload that is not what the provider documents is a 400, and so is
+a body that is not JSON at all, whether the signature covers it or would be inside it. An event
 about mail the engine did not send (a Message-ID that is not the deployment's) is ignored with a
 2xx, so the provider does not retry it for days.
 """
@@ -34,6 +34,14 @@ READERS: dict[str, Reader] = {
 }
 
 
+def _signed_url(ingress: Ingress, request: web.Request) -> str:
+    """The URL the provider requested and signed (Twilio): the public base, then the path and query
+    byte for byte as they arrived. Not `request.rel_url`, which decodes the query (`%3C` becomes
+    `<`, `%40` becomes `@`): the voice adapter's callback URL carries a percent-encoded Message-ID,
+    and a URL that differs by one escape is another URL to the signature."""
+    return ingress.settings.public_url.rstrip("/") + request.raw_path
+
+
 async def _verified(request: web.Request, provider: str) -> bytes:
     ingress: Ingress = request.app[INGRESS]
     verifier = ingress.verifiers.get(provider)
@@ -41,7 +49,7 @@ async def _verified(request: web.Request, provider: str) -> bytes:
         raise web.HTTPNotFound(text="not found\n")
     body = await read_body(request)
     try:
-        verifier.verify(request.headers, body, ingress.public_url(request), ingress.clock())
+        verifier.verify(request.headers, body, _signed_url(ingress, request), ingress.clock())
     except UnreadableBody as exc:  # not JSON, where the signature would be inside: malformed, not forged
         raise web.HTTPBadRequest(text=f"{exc.reason}\n") from None
     except SignatureError as exc:
