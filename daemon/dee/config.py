@@ -262,6 +262,9 @@ class EngineConfig(_Section, frozen=True):
                 "unsubscribe_base": email.unsubscribe_base,
                 # link tokens: signed with the deployment's key (an unsigned token is accepted nowhere)
                 "signing_key": self.ingress.signing_key or "",
+                # providers whose webhooks the ingress takes: each message is tagged for them
+                "provider_tags": [name for name, on in (("sendgrid", self.ingress.sendgrid_public_key),
+                                                        ("postmark", self.ingress.postmark_username)) if on],
                 "token_ttl_ticks": -(-self.ingress.token_ttl_days * 86_400_000 // self.scheduler.tick_interval_ms),
             },
             "voice": {

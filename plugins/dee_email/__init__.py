@@ -85,12 +85,25 @@ class SendEmailStep(StepType):
                 "Message-ID": ctx.message_id,
                 "List-Unsubscribe": f"<{unsubscribe_url}>",
                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+                **provider_tags(settings.get("provider_tags") or (), ctx.message_id),
             },
         }
         return Send("email", message, content_hash(message))
 
     def on_result(self, ctx: StepContext, params: SendEmailParams, result: ChannelResult) -> StepOutcome:
         return Done("delivered")
+
+
+def provider_tags(providers: Any, message_id: str) -> dict[str, str]:
+    """Headers that make a provider echo the Message-ID in every webhook event: SendGrid's and
+    Postmark's opens, clicks and spam reports carry no Message-ID of their own, so without the
+    tag the ingress could not tell which run they are about."""
+    tags: dict[str, str] = {}
+    if "sendgrid" in providers:
+        tags["X-SMTPAPI"] = msgspec.json.encode({"unique_args": {"dee_message_id": message_id}}).decode()
+    if "postmark" in providers:
+        tags["X-PM-Metadata-dee_message_id"] = message_id
+    return tags
 
 
 @hookimpl

@@ -42,7 +42,8 @@ class _MailPolicy(EmailPolicy):
     998-character line limit (RFC 5322 section 2.1.1), so they need no folding.
     """
 
-    VERBATIM = frozenset({"message-id", "in-reply-to", "references", "list-unsubscribe", "list-unsubscribe-post"})
+    VERBATIM = frozenset({"message-id", "in-reply-to", "references", "list-unsubscribe", "list-unsubscribe-post",
+                          "x-smtpapi", "x-pm-metadata-dee_message_id"})  # fmt: skip
 
     def fold_binary(self, name: str, value: str) -> bytes:
         if name.lower() in self.VERBATIM and str(value).isascii() and len(name) + len(str(value)) < 996:

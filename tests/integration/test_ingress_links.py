@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 
-from dee import EngineConfig
+import aiohttp
+
+from dee import EngineConfig, load_plan
 from dee.kernel import tokens
 from tests.integration.ingress_helpers import running
 
@@ -15,6 +17,9 @@ async def test_an_open_a_click_and_a_one_click_unsubscribe_reach_the_run(deploym
     async with running(deployment) as d:
         run_id = await d.enrol("c1")
         other = await d.enrol("c2")
+        welcome = (await d.engine.execute(load_plan("config/plans/welcome-sequence.yaml"), {"id": "c1", "email": "c1@acme.test"},
+                                          {"product": "DEE"})).id  # fmt: skip
+        await d.engine.run_until_idle()
         links = d.links(run_id)
         assert sorted(links) == ["c", "o", "u"]
         async with d.http.get(d.local(links["o"])) as response:
@@ -35,13 +40,14 @@ async def test_an_open_a_click_and_a_one_click_unsubscribe_reach_the_run(deploym
         async with d.http.post(d.local(links["u"]), data={"List-Unsubscribe": "One-Click"}) as response:
             assert response.status == 200 and "unsubscribed" in await response.text()
         await d.engine.run_until_idle()
-        run = await d.engine.get_run(run_id)
-        assert run.status in ("cancelled", "completed") and run.status != "waiting"
+        for stopped in (run_id, welcome):  # every run of the contact, whichever email the click came from
+            run = await d.engine.get_run(stopped)
+            assert (run.status, run.outcome) in (("completed", "unsubscribed"), ("cancelled", None)), (run.status, run.outcome)
         assert (await d.engine.get_run(other)).status == "waiting"  # another contact goes on
         report = await d.engine.compliance.report(0, await d.engine.now_tick())
         assert [(s.contact_id, s.reason) for s in report.suppressions] == [("c1", "unsubscribe")]
-        [unsubscribe] = report.unsubscribes
-        assert unsubscribe.requested_at is not None and unsubscribe.seconds_from_request is not None
+        assert sorted(u.run_id for u in report.unsubscribes) == sorted([run_id, welcome])
+        assert all(u.requested_at is not None and u.seconds_from_request is not None for u in report.unsubscribes)
 
 
 async def test_forged_altered_and_misused_tokens_get_a_4xx_and_record_nothing(deployment: EngineConfig) -> None:
@@ -124,3 +130,22 @@ async def test_oversized_and_slow_bodies_are_refused_and_the_ingress_stays_up(de
             assert response.status == 200
         await d.engine.run_until_idle()
         assert await d.events(run_id) == []
+
+
+async def test_a_multipart_one_click_counts_and_a_hostile_content_type_is_a_400(deployment: EngineConfig) -> None:
+    async with running(deployment) as d:
+        run_id = await d.enrol("c1")
+        unsubscribe = d.local(d.links(run_id)["u"])
+        for content_type in ("multipart/form-data; boundary=" + "(" * 4000, 'multipart/form-data; boundary="' + '\\"' * 3000,
+                             "(" * 4000, "text/plain"):  # fmt: skip
+            async with d.http.post(unsubscribe, data=b"List-Unsubscribe=One-Click", headers={"Content-Type": content_type}) as response:
+                assert response.status == 400, content_type[:40]
+        await d.engine.run_until_idle()
+        assert await d.events(run_id) == []
+        form = aiohttp.FormData()
+        form.add_field("List-Unsubscribe", "One-Click")  # as some mail clients send it: multipart/form-data
+        form.add_field("x", "y", filename="f.txt")  # a file field makes aiohttp write multipart
+        async with d.http.post(unsubscribe, data=form) as response:
+            assert response.status == 200
+        await d.engine.run_until_idle()
+        assert await d.events(run_id) == ["email.unsubscribed"]

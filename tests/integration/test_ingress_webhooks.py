@@ -278,7 +278,17 @@ async def timeline(d: Deployment, run_id: str) -> list[tuple[str, str | None, di
 
 
 def message_id(d: Deployment, run_id: str) -> str:
-    return str(d.email_of(run_id)["Message-ID"])
+    """The email's Message-ID, which the payloads carry where the provider echoes the tag the
+    adapter put on the message (SendGrid's unique_args, Postmark's metadata): checked here."""
+    mail = d.email_of(run_id)
+    found = str(mail["Message-ID"])
+    ingress = d.engine.config.ingress  # only the providers configured get their tag
+    if ingress.sendgrid_public_key:
+        assert json.loads(str(mail["X-SMTPAPI"])) == {"unique_args": {"dee_message_id": found}}
+    else:
+        assert "X-SMTPAPI" not in mail
+    assert mail["X-PM-Metadata-dee_message_id"] == (found if ingress.postmark_username else None)
+    return found
 
 
 def recipient(d: Deployment, run_id: str) -> str:

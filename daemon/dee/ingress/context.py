@@ -45,8 +45,10 @@ class Ingress:
             raise web.HTTPServiceUnavailable(text="try again later\n", headers={"Retry-After": RETRY_AFTER_S}) from None
 
     def public_url(self, request: web.Request) -> str:
-        """The URL as the caller addressed it: the public base and the path with its query."""
-        return self.settings.public_url.rstrip("/") + request.rel_url.path_qs
+        """The URL the caller requested (and a provider signed): the public base, then the path
+        and query byte for byte as they arrived. Not `request.rel_url`, which decodes the query
+        (`%3C` becomes `<`): a URL that differs by one escape is another URL to a signature."""
+        return self.settings.public_url.rstrip("/") + request.raw_path
 
 
 INGRESS = web.AppKey("ingress", Ingress)

@@ -88,12 +88,13 @@ def _parse(content_type: str, header: str, body: bytes, domain: str, limits: Mai
             raise MailError("an inbound-parse payload is a JSON object")
         return parse_inbound_json(payload, domain, limits=limits)
     if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        return parse_inbound_json(_form(content_type, header, body, limits), domain, limits=limits)
+        return parse_inbound_json(read_form(content_type, header, body, limits), domain, limits=limits)
     return parse_inbound(body, domain, limits=limits)
 
 
-def _form(content_type: str, header: str, body: bytes, limits: MailLimits) -> dict[str, Any]:
-    """A provider's form as field name -> text (the first of a repeated name)."""
+def read_form(content_type: str, header: str, body: bytes, limits: MailLimits) -> dict[str, Any]:
+    """A form (url-encoded, or multipart behind `header`, read with bounded work) as field name
+    -> text, the first of a repeated name; `MailError` when it cannot be read."""
     fields: dict[str, Any] = {}
     if content_type == "application/x-www-form-urlencoded":
         try:

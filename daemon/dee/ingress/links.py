@@ -13,21 +13,22 @@ from __future__ import annotations
 
 import base64
 import html
-from email import policy
-from email.parser import BytesParser
-from urllib.parse import parse_qsl
 
 from aiohttp import web
 
 from dee.ids import now_iso
 from dee.ingress.context import INGRESS, Ingress, page
 from dee.ingress.deliver import Delivery
+from dee.ingress.inbound import read_form
+from dee.ingress.mail import MailError, MailLimits
 from dee.ingress.server import read_body
 from dee.kernel.tokens import LinkToken, TokenError, read
 
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")  # a transparent 1x1 GIF
 NO_STORE = {"Cache-Control": "no-store, private", "Referrer-Policy": "no-referrer", "X-Robots-Tag": "noindex, nofollow"}
 ONE_CLICK = ("List-Unsubscribe", "One-Click")
+MAX_FORM_BYTES = 4096  # a one-click POST is one short field
+FORM_LIMITS = MailLimits(max_bytes=MAX_FORM_BYTES + 8192, max_parts=8, max_lines=200)  # the form and its Content-Type
 
 
 async def _token(request: web.Request, kind: str, url: str | None = None, expires: bool = True) -> LinkToken:
@@ -81,8 +82,13 @@ async def unsubscribe_page(request: web.Request) -> web.Response:
 async def unsubscribe(request: web.Request) -> web.Response:
     """RFC 8058: a POST whose body is `List-Unsubscribe=One-Click` (form-encoded or multipart)."""
     token = await _token(request, "u", expires=False)
-    body = await read_body(request, 4096)
-    if ONE_CLICK not in _form_fields(request.content_type, request.headers.get("Content-Type", ""), body):
+    body = await read_body(request, MAX_FORM_BYTES)
+    header = request.headers.get("Content-Type", "")  # not `request.content_type`: it recurses on a hostile header
+    try:
+        fields = read_form(header.partition(";")[0].strip().lower(), header, body, FORM_LIMITS)
+    except MailError:
+        fields = {}
+    if str(fields.get(ONE_CLICK[0], "")).strip() != ONE_CLICK[1]:
         raise web.HTTPBadRequest(text="an unsubscribe is a POST of List-Unsubscribe=One-Click (RFC 8058)\n", headers=NO_STORE)
     ingress: Ingress = request.app[INGRESS]
     # contact-level: every run of the contact stops, and the suppression is recorded; the data
@@ -93,23 +99,3 @@ async def unsubscribe(request: web.Request) -> web.Response:
     )])  # fmt: skip
     return web.Response(text=page("Unsubscribed", "<p>You have been unsubscribed.</p>"), content_type="text/html",
                         headers=NO_STORE)  # fmt: skip
-
-
-def _form_fields(content_type: str, header: str, body: bytes) -> set[tuple[str, str]]:
-    if content_type == "application/x-www-form-urlencoded":
-        try:
-            return set(parse_qsl(body.decode("ascii"), keep_blank_values=True, strict_parsing=False))
-        except (UnicodeDecodeError, ValueError):
-            return set()
-    if content_type == "multipart/form-data":
-        try:
-            message = BytesParser(policy=policy.default).parsebytes(f"Content-Type: {header}\r\n\r\n".encode() + body)
-            found = set()
-            for part in message.iter_parts():
-                name = part.get_param("name", header="content-disposition")
-                if isinstance(name, str):
-                    found.add((name, str(part.get_content()).strip()))
-            return found
-        except Exception:  # a malformed form is no unsubscribe, whatever the parser tripped on
-            return set()
-    return set()

@@ -34,14 +34,6 @@ READERS: dict[str, Reader] = {
 }
 
 
-def _signed_url(ingress: Ingress, request: web.Request) -> str:
-    """The URL the provider requested and signed (Twilio): the public base, then the path and query
-    byte for byte as they arrived. Not `request.rel_url`, which decodes the query (`%3C` becomes
-    `<`, `%40` becomes `@`): the voice adapter's callback URL carries a percent-encoded Message-ID,
-    and a URL that differs by one escape is another URL to the signature."""
-    return ingress.settings.public_url.rstrip("/") + request.raw_path
-
-
 async def _verified(request: web.Request, provider: str) -> bytes:
     ingress: Ingress = request.app[INGRESS]
     verifier = ingress.verifiers.get(provider)
@@ -49,7 +41,7 @@ async def _verified(request: web.Request, provider: str) -> bytes:
         raise web.HTTPNotFound(text="not found\n")
     body = await read_body(request)
     try:
-        verifier.verify(request.headers, body, _signed_url(ingress, request), ingress.clock())
+        verifier.verify(request.headers, body, ingress.public_url(request), ingress.clock())
     except UnreadableBody as exc:  # not JSON, where the signature would be inside: malformed, not forged
         raise web.HTTPBadRequest(text=f"{exc.reason}\n") from None
     except SignatureError as exc:
