@@ -120,6 +120,19 @@ async def _ready(http: aiohttp.ClientSession, base: str, process: DaemonProcess,
         await asyncio.sleep(0.1)
 
 
+async def _settled(config: EngineConfig, action: str, count: int, timeout: float = 300.0) -> None:
+    """Wait until `count` runs have an entry of `action` (the wall clock has no run_until_idle)."""
+    conn = await asyncpg.connect(config.database)
+    try:
+        deadline = time.monotonic() + timeout
+        while await conn.fetchval("SELECT count(DISTINCT run_id) FROM audit_log WHERE action = $1", action) < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"fewer than {count} runs have {action} after {timeout} s")
+            await asyncio.sleep(0.2)
+    finally:
+        await conn.close()
+
+
 async def _runs(config: EngineConfig) -> list[tuple[str, str]]:
     conn = await asyncpg.connect(config.database)
     try:
@@ -164,7 +177,7 @@ async def run_ingress_bench(config: EngineConfig, contacts: int, concurrency: in
                 result = await engine.bulk_execute(plan, people, workload.VARIABLES)
                 if result.created != contacts:
                     raise RuntimeError(f"bulk_execute created {result.created} of {contacts} runs: {result.errors[:3]}")
-                await while_alive(daemons, engine.run_until_idle())
+                await while_alive(daemons, _settled(config, "step.dispatched", contacts))  # every first email sent
                 expires = await engine.now_tick() + 1_000_000
                 key = engine.link_keys[0]
                 urls = [f"{base}/o/{tokens.make(key, 'o', run_id, EMAIL_STEP, contact_id, expires)}"
@@ -176,7 +189,7 @@ async def run_ingress_bench(config: EngineConfig, contacts: int, concurrency: in
                     phases.append(PhaseFigures(name, len(urls), seconds, failed, _percentile(latencies, 0.5),
                                                _percentile(latencies, 0.99), cpu.process_seconds(ingress.pid) - before))  # fmt: skip
                     progress(f"  {name}: {phases[-1].per_s:,.0f} requests/s")
-                await while_alive(daemons, engine.run_until_idle())
+                await while_alive(daemons, _settled(config, "event.received", contacts))
         finally:
             await ingress.stop()
             for daemon in daemons:
