@@ -67,6 +67,11 @@ def ingress_app(ingress: Ingress) -> web.Application:
     app.router.add_post("/voice/twilio/status", webhooks.twilio_status)
     app.router.add_post("/inbound/email", inbound.inbound_email)
     app.router.add_get("/healthz", _healthz)
+
+    async def _closed(app: web.Application) -> None:
+        ingress.close()
+
+    app.on_cleanup.append(_closed)
     return app
 
 

@@ -7,6 +7,7 @@ import html
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
@@ -35,6 +36,11 @@ class Ingress:
         self.clock = clock
         self.deliverer = Deliverer(engine, metrics)
         self.verifiers = verifiers(config)
+        # inbound mail is parsed here, off the event loop (its work is bounded, not negligible)
+        self.parsers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dee-inbound-mail")
+
+    def close(self) -> None:
+        self.parsers.shutdown(wait=False, cancel_futures=True)
 
     async def deliver(self, items: Sequence[Delivery]) -> Outcome:
         """Deliver, or answer 503 (with Retry-After) when the engine cannot accept now."""

@@ -23,7 +23,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-from concurrent.futures import ThreadPoolExecutor
 from email.message import Message
 from typing import Any
 from urllib.parse import parse_qsl
@@ -39,7 +38,6 @@ from dee.ingress.server import read_body
 USER = "dee"
 MAX_FORM_FIELDS = 200
 BYTES_PER_LINE = 40  # lines a message may have, per byte of `max_mail_bytes` (base64 has 78 to a line)
-_PARSERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dee-inbound-mail")
 
 
 def _authorized(request: web.Request, secret: str) -> bool:
@@ -66,7 +64,7 @@ async def inbound_email(request: web.Request) -> web.Response:
     limits = MailLimits(max_bytes=most, max_lines=max(DEFAULT_LIMITS.max_lines, most // BYTES_PER_LINE))
     header = request.headers.get("Content-Type", "")
     media_type = header.partition(";")[0].strip().lower()
-    parsing = asyncio.get_running_loop().run_in_executor(_PARSERS, _parse, media_type, header, body, ingress.config.message_domain,
+    parsing = asyncio.get_running_loop().run_in_executor(ingress.parsers, _parse, media_type, header, body, ingress.config.message_domain,
                                                          limits)  # fmt: skip
     try:
         mail = await parsing
