@@ -118,12 +118,12 @@ class AuditConfig(_Section, frozen=True):
 
 class PolicyConfig(_Section, frozen=True):
     """The built-in gates of the `dee_policy` plugin (disable it in `[plugins] disabled` to run
-    without them). `consent_required`: channels a send on needs granted consent (`["voice"]`
-    for the TCPA's prior express consent); on any channel a revoked consent refuses the send.
+    without them). `consent_required`: channels a send on needs granted consent (voice: the
+    TCPA's prior express consent); on any channel a revoked consent refuses the send.
     `on_consent_missing` and `on_suppressed`: what a refused send does to its run (`skip` the
     step and go on, `pause` the run, `fail` it)."""
 
-    consent_required: tuple[str, ...] = ()
+    consent_required: tuple[str, ...] = ("voice",)
     on_consent_missing: Literal["skip", "pause", "fail"] = "skip"
     on_suppressed: Literal["skip", "pause", "fail"] = "skip"
 

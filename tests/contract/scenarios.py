@@ -16,6 +16,7 @@ from dee import DeeError, Engine, partition_for
 from dee.plan.model import Plan
 from dee.plugin import hookimpl
 from dee.plugin.contracts import DispatchRequest, DispatchResponse
+from dee.records import ConsentRecord
 
 DAY = 86_400
 OUTREACH = "config/plans/sales-outreach-v2.yaml"
@@ -184,11 +185,19 @@ def welcome_bounced(t0: int, bounced: int) -> list[Line]:
 # ---- the outreach plan's main paths, in one deployment -----------------------------------------
 
 
-async def main_paths(engine: Engine, outreach: Plan, welcome: Plan) -> dict[str, str]:
+async def may_call(engine: Engine, *contact_ids: str) -> None:
+    """Record that these contacts agreed to be called: voice needs a granted consent."""
+    for contact_id in contact_ids:
+        await engine.record_consent(ConsentRecord(contact_id=contact_id, channel="voice", status="granted", source="form"))
+
+
+async def main_paths(engine: Engine, outreach: Plan, welcome: Plan,
+                     callers: tuple[str, ...] = ("c-replied", "c-warm", "c-cold", "c-bounced")) -> dict[str, str]:  # fmt: skip
     """Runs of the outreach plan down each main path, to their end (ten days on): a reply at
     tick 100 (`replied`), an open at 100 (`warm`), nothing (`cold`), a hard bounce of a run
     enrolled at tick 10 (`bounced`), which ends its contact's welcome run (`bounced-welcome`).
-    Returns their run ids by those names."""
+    `callers` agreed to be called. Returns their run ids by those names."""
+    await may_call(engine, *callers)
     ids = {
         "replied": (await engine.execute(outreach, contact("c-replied"), VARS)).id,
         "warm": (await engine.execute(outreach, contact("c-warm"), VARS)).id,

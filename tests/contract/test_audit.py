@@ -146,7 +146,7 @@ async def test_the_export_and_the_compliance_report_state_what_was_recorded(
     await engine.record_consent(ConsentRecord(contact_id="c-cold", channel="email", status="granted", source="form"))
     await engine.record_consent(ConsentRecord(contact_id="c-cold", channel="voice", status="revoked", source="call"))
     await engine.suppress("c-blocked", "global", "complaint", "support")
-    ids = await main_paths(engine, outreach, welcome)
+    ids = await main_paths(engine, outreach, welcome, callers=("c-replied", "c-warm", "c-bounced"))  # c-cold revoked it
     gone = await engine.execute(outreach, contact("c-gone"), VARS)
     await engine.advance_clock(100)
     await engine.ingest_event("email.unsubscribed", "c-gone", {}, event_id="unsub-1")
@@ -165,7 +165,7 @@ async def test_the_export_and_the_compliance_report_state_what_was_recorded(
         ("replied", "c-replied", "initial-email", "email", 0, 1, "none"),
         ("warm", "c-warm", "initial-email", "email", 0, 1, "granted"),
         ("warm", "c-warm", "warm-follow-up", "email", 3 * DAY, 1, "granted"),
-        ("warm", "c-warm", "call-attempt", "voice", 5 * DAY, 1, "none"),
+        ("warm", "c-warm", "call-attempt", "voice", 5 * DAY, 1, "granted"),
         ("warm", "c-warm", "breakup-email", "email", 7 * DAY, 1, "expired"),
         ("cold", "c-cold", "initial-email", "email", 0, 1, "granted"),
         ("cold", "c-cold", "cold-follow-up", "email", 3 * DAY, 1, "granted"),
@@ -175,7 +175,7 @@ async def test_the_export_and_the_compliance_report_state_what_was_recorded(
         ("gone", "c-gone", "initial-email", "email", END, 1, "none"),
     ]  # fmt: skip
     assert (report.sends_by_channel, report.consent_at_send) == (
-        {"email": 10, "voice": 1}, {"expired": 1, "granted": 5, "none": 5})  # fmt: skip
+        {"email": 10, "voice": 1}, {"expired": 1, "granted": 6, "none": 4})  # fmt: skip
     assert [(s.contact_id, s.level, s.reason, s.source, s.tick) for s in report.suppressions] == [
         ("c-blocked", "global", "complaint", "support", 0),
         ("c-gone", "global", "unsubscribe", "email.unsubscribed", END + 100)]  # fmt: skip

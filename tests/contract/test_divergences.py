@@ -28,6 +28,7 @@ from tests.contract.scenarios import (
     contact,
     error_of,
     hard_bounce_path,
+    may_call,
     outputs,
     replied_path,
     same_partition,
@@ -173,6 +174,7 @@ async def capped_scenario(engine: Engine, outreach: Plan) -> dict[str, tuple[tup
     Returns, per contact, the run's view and its trace."""
     ids = same_partition(5)
     emails = {ids[4]: f"{ids[4]}@bounce.test"}
+    await may_call(engine, *ids)
     runs = {cid: (await engine.execute(outreach, contact(cid, emails.get(cid)), VARS)).id for cid in ids}
     await engine.run_until_idle()
     await engine.advance_clock(100)

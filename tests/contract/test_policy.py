@@ -15,7 +15,7 @@ from dee.plugin.contracts import GateRequest, PolicyGate, Verdict
 from dee.plugin.manager import PluginManager
 from dee.records import ConsentRecord
 from tests.contract.conftest import Deploy
-from tests.contract.scenarios import DAY, VARS, channels_dispatched, contact, outputs, view
+from tests.contract.scenarios import DAY, VARS, channels_dispatched, contact, may_call, outputs, view
 
 END = 10 * DAY
 
@@ -29,7 +29,19 @@ async def replays_identically(engine: Engine, *run_ids: str) -> bool:
     return all(verdicts)
 
 
+async def test_a_call_needs_a_granted_consent_by_default(engine: Engine, outreach: Plan) -> None:
+    silent = (await engine.execute(outreach, contact("c-never"), VARS)).id
+    await engine.record_consent(ConsentRecord(contact_id="c-later", channel="voice", status="granted", source="form",
+                                              expires_tick=6 * DAY))  # fmt: skip
+    expired = (await engine.execute(outreach, contact("c-later"), VARS)).id
+    await engine.advance_clock(END)
+    assert await channels_dispatched(engine, silent) == ["email", "email", "email"]
+    assert await skipped(engine, silent) == [("call-attempt", "voice needs granted consent (never given)")]
+    assert await skipped(engine, expired) == [("call-attempt", "voice needs granted consent (expired)")]  # the call is at day 7
+
+
 async def test_a_revoked_consent_stops_every_later_send_of_its_channel(engine: Engine, outreach: Plan) -> None:
+    await may_call(engine, "c-email", "c-voice", "c-both")
     runs = {cid: (await engine.execute(outreach, contact(cid), VARS)).id for cid in ("c-email", "c-voice", "c-both")}
     await engine.run_until_idle()  # every first email has gone
     await engine.advance_clock(100)
@@ -51,6 +63,7 @@ async def test_a_revoked_consent_stops_every_later_send_of_its_channel(engine: E
 
 
 async def test_a_channel_suppression_refuses_that_channel_and_the_run_goes_on(engine: Engine, outreach: Plan) -> None:
+    await may_call(engine, "c1")
     assert await engine.suppress("c1", "channel", "do not call", "crm", channel="voice") == 0  # cancels nothing
     run = await engine.execute(outreach, contact("c1"), VARS)
     await engine.advance_clock(END)
@@ -106,6 +119,7 @@ def person(cid: str, gate: str | None, email: str | None = None) -> dict[str, An
 async def test_a_third_party_gate_blocks_every_send_it_refuses(deploy: Deploy, outreach: Plan) -> None:
     plugin = GatePlugin()
     async with deploy(plugins=PluginManager.load(extra=[("test_gate", plugin)])) as engine:
+        await may_call(engine, "c-no", "c-yes", "c-flaky")
         blocked = await engine.execute(outreach, person("c-no", "skip"), VARS)
         free = await engine.execute(outreach, person("c-yes", None), VARS)
         flaky = await engine.execute(outreach, person("c-flaky", "resend", "c-flaky@flaky.test"), VARS)

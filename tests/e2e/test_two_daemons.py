@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from dee import EngineConfig, load_plan
 from dee.bus.streams import Keys
+from dee.ops import consents
 from dee.routing import partition_for
 from dee.scheduler.coordinator import assignment
 from tests.e2e.conftest import (
@@ -70,6 +71,7 @@ async def test_two_daemons_split_the_partitions_and_one_takes_over_when_the_othe
             cids = [f"{prefix}-{i:02d}" for i in range(count)]
             assert any(partition_for(c, PARTITIONS) in b_partitions for c in cids)
             assert any(partition_for(c, PARTITIONS) not in b_partitions for c in cids)
+            await consents.grant(client, cids, "voice", "web form")  # they agreed to be called
             return {c: (await client.execute(plan, contact(c), {"product": "DEE"})).id for c in cids}
 
         async def completed_on_the_cold_path(runs: dict[str, str]) -> None:

@@ -579,8 +579,10 @@ async def test_a_hard_bounce_ends_the_run_undeliverable_and_reaches_the_contacts
 
 
 async def completed_outreach(engine: Engine, outreach: Plan, cid: str | None = None) -> tuple[str, int]:
-    """A run of the warm path (opened at +100) to its end at +7 days; returns (run id, t0)."""
+    """A run of the warm path (opened at +100) to its end at +7 days, its contact agreed to be
+    called; returns (run id, t0)."""
     cid = cid or uid("done")
+    await engine.record_consent(ConsentRecord(contact_id=cid, channel="voice", status="granted", source="form"))
     t0 = await now(engine)
     run = await engine.execute(outreach, contact(cid), VARS)
     await engine.advance_clock(100)
@@ -751,7 +753,7 @@ async def test_audit_export_and_the_compliance_report_read_postgres(eng: Engine,
     t1 = await now(eng)
     report = await eng.compliance.report(t0, t1)
     mine = [s for s in report.sends if s.run_id == run_id]
-    assert [(s.channel, s.consent) for s in mine] == [("email", "granted"), ("email", "granted"), ("voice", "none"),
+    assert [(s.channel, s.consent) for s in mine] == [("email", "granted"), ("email", "granted"), ("voice", "granted"),
                                                       ("email", "granted")]  # fmt: skip
     assert [c.timezone for c in report.calls if c.run_id == run_id] == ["UTC"]
     assert [(u.contact_id, u.stopped_by, u.ticks) for u in report.unsubscribes if u.run_id == left.id] == [

@@ -16,6 +16,7 @@ import yarl
 
 from dee import EngineConfig, load_plan
 from dee.config import VoiceChannelConfig
+from dee.ops import consents
 from tests.integration.ingress_helpers import OUTREACH, VARS, Deployment, running
 from tests.integration.ingress_signing import twilio_signature
 from tests.peers.twilio import ACCOUNT, TOKEN, FakeTwilio, fake_twilio
@@ -41,6 +42,7 @@ async def at_the_call(d: Deployment, fake: FakeTwilio, names: list[str]) -> dict
     """Runs for contacts `names` (with phones) brought to their call step: name -> (run, call request)."""
     people = [{"id": name, "email": f"{name}@acme.test", "phone": f"+1555010{i:04d}", "attributes": {"company": "Acme"}}
               for i, name in enumerate(names)]  # fmt: skip
+    await consents.grant(d.engine, names, "voice", "web form")  # they agreed to be called
     runs = (await d.engine.bulk_execute(load_plan(OUTREACH), people, VARS)).run_ids
     await d.engine.advance_clock(7 * 86_400)  # no open, so the cold path: the call comes after a week
     await d.engine.run_until_idle()

@@ -33,6 +33,7 @@ from dee.bus import connect as redis_connect
 from dee.bus.streams import DISPATCH_GROUP, GROUP, Keys
 from dee.config import ChannelsConfig, EmailChannelConfig, SenderConfig
 from dee.errors import ServiceUnavailableError
+from dee.ops import consents
 from dee.ops.cli import main
 from dee.ops.scratch import scratch_deployment
 from dee.scheduler import tuning
@@ -145,6 +146,9 @@ async def workload(daemon: Engine, publisher: Engine, undeliverable: str) -> dic
     bulk, events, pause, resume, cancel) with the daemon's engine driving the manual clock;
     `undeliverable` is an address the email adapter refuses for good. Each run's (status, outcome)."""
     plan = load_plan(OUTREACH)
+    # they agreed to be called: the call steps go out (and the daemon uses the voice ledger)
+    await consents.grant(publisher, ["opened", "replied", "paused", "cancelled", "gone", *(f"bulk-{i}" for i in range(3))],
+                         "voice", "web form")  # fmt: skip
     opened = await publisher.execute(plan, contact("opened"), VARS)
     await publisher.execute(plan, contact("replied"), VARS)
     paused = await publisher.execute(plan, contact("paused"), VARS)

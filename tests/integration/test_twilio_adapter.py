@@ -13,6 +13,7 @@ import pytest
 from dee import Engine, EngineConfig, SchedulerConfig, load_plan
 from dee.config import ChannelsConfig, MetricsConfig, VoiceChannelConfig
 from dee.kernel.effects import DispatchRequest
+from dee.ops import consents
 from dee_voice.twilio import TwilioAdapter
 from tests.peers.twilio import ACCOUNT, TOKEN, fake_twilio
 
@@ -87,6 +88,7 @@ async def test_the_call_step_waits_for_the_final_status_and_times_out_without_it
         plan = load_plan("config/plans/sales-outreach-v2.yaml")
         people = [{"id": f"v{i}", "email": f"v{i}@example.com", "phone": f"+1555010{i}", "attributes": {"company": "Acme"}}
                   for i in range(2)]  # fmt: skip
+        await consents.grant(engine, [str(p["id"]) for p in people], "voice", "web form")  # they agreed to be called
         runs = (await engine.bulk_execute(plan, people, {"product": "DEE"})).run_ids
         await engine.advance_clock(7 * 86_400)  # the cold path reaches the call after a week
         assert [(await engine.get_run(r)).current_step for r in runs] == ["call-attempt", "call-attempt"]

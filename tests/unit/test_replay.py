@@ -37,6 +37,7 @@ from dee.plugin import hookimpl
 from dee.plugin.contracts import DispatchResponse
 from dee.plugin.manager import PluginManager
 from dee.project.templates import MemoryTemplateStore
+from dee.records import ConsentRecord
 
 DAY = 86400
 PLAN_FILE = "config/plans/sales-outreach-v2.yaml"
@@ -54,7 +55,9 @@ async def engine() -> Any:
 
 
 async def outreach_run(engine: Engine) -> str:
-    """Open at tick 100, click at tick 300000, then run to the end (tick 8 days)."""
+    """Open at tick 100, click at tick 300000, then run to the end (tick 8 days); the contact
+    agreed to be called."""
+    await engine.record_consent(ConsentRecord(contact_id=CONTACT["id"], channel="voice", status="granted", source="form"))
     run = await engine.execute(load_plan(PLAN_FILE), CONTACT, {"product": "DEE"})
     await engine.advance_clock(100)
     await engine.ingest_event("email.opened", "c1", {}, step_id="initial-email", event_id="ev-open")

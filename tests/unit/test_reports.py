@@ -35,7 +35,9 @@ async def engine() -> Any:
 
 
 async def completed_run(engine: Engine, cid: str = "c1", timezone: str = "America/New_York") -> str:
-    """An outreach run without a reaction: the cold path (three emails, a call, the end at day 9)."""
+    """An outreach run without a reaction: the cold path (three emails, a call, the end at day 9);
+    the contact agreed to be called."""
+    await engine.record_consent(ConsentRecord(contact_id=cid, channel="voice", status="granted", source="form"))
     run = await engine.execute(load_plan(OUTREACH), contact(cid, timezone), {"product": "DEE"})
     await engine.advance_clock(10 * DAY)
     assert (await engine.get_run(run.id)).status == "completed"
@@ -196,8 +198,9 @@ async def test_the_report_lists_every_send_with_its_consent_and_every_call_with_
     assert report.sends_by_channel == {"email": 6, "voice": 2}  # three emails and a call per run
     by_run = {r: [s for s in report.sends if s.run_id == r] for r in (ny, nowhere)}
     assert [s.consent for s in by_run[ny] if s.channel == "email"] == ["granted"] * 3
-    assert [s.consent for s in by_run[nowhere]] == ["none"] * 4  # c2 never gave any
-    assert report.consent_at_send == {"granted": 3, "none": 5}
+    assert [(s.channel, s.consent) for s in by_run[nowhere]] == [  # c2 gave only its voice consent
+        ("email", "none"), ("email", "none"), ("voice", "granted"), ("email", "none")]  # fmt: skip
+    assert report.consent_at_send == {"granted": 5, "none": 3}
     assert [(c.contact_id, c.timezone) for c in report.calls] == [("c1", "America/New_York"), ("c2", "Mars/Olympus_Mons")]
     assert report.calls[0].local_time is not None and report.calls[0].local_time[-6:] in ("-04:00", "-05:00")
     assert report.calls[1].within_hours is None

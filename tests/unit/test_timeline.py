@@ -10,6 +10,7 @@ import pytest
 
 from dee import Engine, EngineConfig, RunNotFoundError, SchedulerConfig, TimelineEntry, load_plan
 from dee.kernel.timeline import timeline
+from dee.records import ConsentRecord
 
 DAY = 86400
 CALL_OUTCOMES = ("answered", "voicemail", "no_answer", "busy")
@@ -24,6 +25,8 @@ async def engine() -> Any:
 async def outreach(engine: Engine) -> str:
     """The contact opens the first email right away: warm path, call, breakup, no_response."""
     plan = load_plan("config/plans/sales-outreach-v2.yaml")
+    # the contact agreed to be called
+    await engine.record_consent(ConsentRecord(contact_id="c1", channel="voice", status="granted", source="form"))
     run = await engine.execute(plan, {"id": "c1", "email": "a@acme.test", "phone": "+15550001", "attributes": {"company": "Acme"}},
                                {"product": "DEE"})  # fmt: skip
     await engine.run_until_idle()

@@ -22,6 +22,7 @@ from dee.config import EngineConfig
 from dee.engine import Engine
 from dee.kernel.clock import ms_to_ticks
 from dee.kernel.timeline import TimelineEntry
+from dee.ops import consents
 from dee.ops.scratch import create_deployment
 from dee.plan.model import Plan
 from dee.stores.postgres.admin import database_name, with_database
@@ -76,6 +77,8 @@ async def simulate(
     tick_ms = engine.config.scheduler.tick_interval_ms
     delay = ms_to_ticks(REACTION_DELAY_MS, tick_ms)
     end = engine.current_tick + ms_to_ticks(days * 86_400_000, tick_ms)
+    # the simulated contacts agreed to be called (voice needs a granted consent)
+    await consents.grant(engine, (str(contact_for(i)["id"]) for i in range(contacts)), "voice", "simulation")
     result = await engine.bulk_execute(plan, (contact_for(i) for i in range(contacts)), variables or {"product": "DEE"})
     if result.errors:
         raise RuntimeError(f"{len(result.errors)} contacts could not be enrolled, first: {result.errors[0]}")
