@@ -17,7 +17,7 @@ import os
 import tomllib
 import typing
 from collections.abc import Mapping
-from datetime import time
+from datetime import datetime, time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,6 +51,28 @@ class SchedulerConfig(_Section, frozen=True):
     partition_key: str | None = None
     clock: Literal["wall", "manual"] = "wall"
     lease_ttl_ms: int = 10_000
+    # tick 0 as an ISO 8601 UTC time, fixed at the first migrate: unset, the moment of that migrate
+    # for a wall clock, and MANUAL_EPOCH for a manual one (simulated time is then the same every run)
+    epoch: str | None = None
+
+    def epoch_ms(self, now_ms: int) -> int:
+        """The epoch a new deployment gets (`now_ms`: the moment of its first migrate)."""
+        if self.epoch is not None:
+            return parse_epoch(self.epoch)
+        return parse_epoch(MANUAL_EPOCH) if self.clock == "manual" else now_ms
+
+
+MANUAL_EPOCH = "2026-01-05T12:00:00Z"  # a Monday noon UTC: simulated calls fall inside calling hours
+
+
+def parse_epoch(text: str) -> int:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ConfigError(f"scheduler.epoch: an ISO 8601 time such as {MANUAL_EPOCH} ({exc})") from None
+    if moment.tzinfo is None:
+        raise ConfigError(f"scheduler.epoch: give the time zone (UTC: {MANUAL_EPOCH})")
+    return int(moment.timestamp() * 1000)
 
 
 class SenderConfig(_Section, frozen=True):
@@ -126,6 +148,14 @@ class PolicyConfig(_Section, frozen=True):
     consent_required: tuple[str, ...] = ("voice",)
     on_consent_missing: Literal["skip", "pause", "fail"] = "skip"
     on_suppressed: Literal["skip", "pause", "fail"] = "skip"
+    # calling hours: a call rings only inside channels.voice.calling_hours of the contact's local
+    # day, on these weekdays, not on the public holidays of `holidays` (a country, or country-region:
+    # "US", "US-CA", "DE-BY"); outside, it waits for the next opening. A contact's zone is its own,
+    # else its phone region's (every zone of it), else `default_timezone`.
+    calling_hours: bool = True
+    calling_days: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    holidays: str | None = None
+    default_timezone: str = "UTC"
 
 
 class IngressConfig(_Section, frozen=True):

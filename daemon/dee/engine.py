@@ -106,7 +106,7 @@ class ComplianceAccess:
         suppressions = await backend.suppressions_between(period_from, period_to)
         chains = await self._engine.verify_audit_chains(run_ids)
         return build_report((period_from, period_to), entries, endings, contacts, consents, suppressions, chains,
-                            self._engine.config.channels.voice.calling_hours)  # fmt: skip
+                            self._engine.config.channels.voice.calling_hours, self._engine.config.policy.default_timezone)  # fmt: skip
 
 
 def template_store(config: EngineConfig, plugins: PluginManager) -> ChainedTemplateStore:

@@ -7,10 +7,13 @@ request alone, so replay reaches the same verdict; what it used is in the verdic
 
 from __future__ import annotations
 
+import math
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from dee.plugin import hookimpl
 from dee.plugin.contracts import GateRequest, PolicyGate, Verdict
+from dee_policy.hours import Window, next_opening, zones_for
 
 
 def refusal(action: str, reason: str, **facts: object) -> Verdict:
@@ -60,7 +63,38 @@ class SuppressionGate(PolicyGate):
         return Verdict.allow(channel=request.channel)
 
 
+class CallingHoursGate(PolicyGate):
+    """A call rings only while the calling window is open in the contact's local time; before
+    or after it, on a day without calls or a public holiday, the call waits for the next opening
+    (and the gates are asked again then)."""
+
+    name: ClassVar[str] = "calling-hours"
+
+    def __init__(self, window: Window, default_timezone: str, channels: tuple[str, ...] = ("voice",)) -> None:
+        self.window = window
+        self.default_timezone = default_timezone
+        self.channels = frozenset(channels)
+
+    def check(self, request: GateRequest) -> Verdict:
+        if request.channel not in self.channels:
+            return Verdict.allow()
+        contact = request.contact
+        zones = zones_for(contact.timezone, contact.phone, self.default_timezone)
+        at = datetime.fromtimestamp(request.moment_ms / 1000, UTC)
+        opening, why = next_opening(self.window, at, zones)
+        facts = {"zones": list(zones), "at": at.isoformat()}
+        if why is None:
+            return Verdict.allow(**facts)
+        until = request.tick + math.ceil((opening - at).total_seconds() * 1000 / request.tick_interval_ms)
+        return Verdict.defer(max(until, request.tick + 1), f"calling hours: {why}", opensAt=opening.isoformat(), **facts)
+
+
 @hookimpl
 def dee_policy_gates(config: Any) -> list[PolicyGate]:
     policy = config.policy
-    return [ConsentGate(policy.consent_required, policy.on_consent_missing), SuppressionGate(policy.on_suppressed)]
+    gates: list[PolicyGate] = [ConsentGate(policy.consent_required, policy.on_consent_missing),
+                               SuppressionGate(policy.on_suppressed)]  # fmt: skip
+    if policy.calling_hours:
+        start, end = config.channels.voice.calling_hours
+        gates.append(CallingHoursGate(Window(start, end, policy.calling_days, policy.holidays), policy.default_timezone))
+    return gates

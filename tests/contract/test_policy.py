@@ -6,7 +6,9 @@ is journaled and replays identically."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
+from zoneinfo import ZoneInfo
 
 from dee import Engine
 from dee.plan.model import Plan
@@ -70,7 +72,8 @@ async def test_a_channel_suppression_refuses_that_channel_and_the_run_goes_on(en
     assert await channels_dispatched(engine, run.id) == ["email", "email", "email"]
     assert await skipped(engine, run.id) == [("call-attempt", "contact suppressed on voice")]
     [refused] = [o for _, _, o in await outputs(engine, run.id, "policy.evaluated") if (o or {})["verdict"] != "allow"]
-    assert refused is not None and {g["gate"]: g["verdict"] for g in refused["gates"]} == {"consent": "allow", "suppression": "skip"}
+    assert refused is not None and {g["gate"]: g["verdict"] for g in refused["gates"]} == {"consent": "allow", "suppression": "skip",
+                                                                            "calling-hours": "allow"}
     assert await view(engine, run.id) == ("completed", "no_response", "end-no-reply")
     assert await replays_identically(engine, run.id)
 
@@ -168,3 +171,31 @@ async def test_pause_holds_the_run_until_resumed_and_fail_survives_retry_run(dep
         errors = [(o or {})["error"] for _, _, o in await outputs(engine, barred.id, "error.occurred")]
         assert errors == ["policy: forbidden", "policy: forbidden"]
         assert await replays_identically(engine, held.id, barred.id)
+
+
+async def test_every_call_rings_inside_the_contacts_calling_window(engine: Engine, outreach: Plan) -> None:
+    """Tick 0 of a manual clock is Monday 2026-01-05 12:00 UTC. The cold path calls on day 7 at
+    noon UTC: 21:00 in Tokyo (closed: the call waits until 08:00 there), 13:00 in Berlin (open),
+    07:00 in New York (closed for an hour); Sydney comes from the phone number alone."""
+    people = {"tokyo": ("Asia/Tokyo", None), "berlin": ("Europe/Berlin", None), "new-york": ("America/New_York", None),
+              "sydney": (None, "+61291234567")}  # fmt: skip
+    await may_call(engine, *people)
+    runs = {}
+    for cid, (zone, phone) in people.items():
+        person = contact(cid) | ({"timezone": zone} if zone else {}) | ({"phone": phone} if phone else {})
+        runs[cid] = (await engine.execute(outreach, person, VARS)).id
+    await engine.advance_clock(END)
+    epoch = datetime(2026, 1, 5, 12, tzinfo=UTC)
+    rang = {}
+    for cid, run_id in runs.items():
+        [(_, tick, _)] = [d for d in await outputs(engine, run_id, "step.dispatched") if d[0] == "call-attempt"]
+        zone = people[cid][0] or "Australia/Sydney"
+        rang[cid] = (epoch + timedelta(seconds=tick)).astimezone(ZoneInfo(zone)).strftime("%a %H:%M")
+    assert rang == {"tokyo": "Tue 08:00", "berlin": "Mon 13:00", "new-york": "Mon 08:00", "sydney": "Tue 08:00"}
+    deferred = {cid: [(o or {})["reason"] for _, _, o in await outputs(engine, r, "policy.evaluated") if (o or {})["verdict"] == "defer"]
+                for cid, r in runs.items()}  # fmt: skip
+    assert deferred == {"tokyo": ["calling hours: outside 08:00-21:00 (local 21:00)"], "berlin": [],
+                        "new-york": ["calling hours: outside 08:00-21:00 (local 07:00)"],
+                        "sydney": ["calling hours: outside 08:00-21:00 (local 23:00)"]}  # fmt: skip
+    assert {cid: await view(engine, r) for cid, r in runs.items()} == dict.fromkeys(runs, ("completed", "no_response", "end-no-reply"))
+    assert await replays_identically(engine, *runs.values())

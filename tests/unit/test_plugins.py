@@ -25,7 +25,7 @@ BUILTINS = [
     {"name": "dee_flow", "source": f"entry point of dee {VERSION}", "module": "dee_flow",
      "provides": ["step type wait", "step type branch", "step type end"]},
     {"name": "dee_policy", "source": f"entry point of dee {VERSION}", "module": "dee_policy",
-     "provides": ["policy gate consent", "policy gate suppression"]},
+     "provides": ["policy gate consent", "policy gate suppression", "policy gate calling-hours"]},
     {"name": "dee_voice", "source": f"entry point of dee {VERSION}", "module": "dee_voice",
      "provides": ["step type sendVoice", "voice adapter simulated", "voice adapter twilio"]},
 ]  # fmt: skip

@@ -92,7 +92,7 @@ def test_a_channel_suppression_refuses_only_its_channel() -> None:
 
 def test_the_builtin_gates_follow_the_policy_configuration() -> None:
     config = EngineConfig(policy=PolicyConfig(consent_required=("voice",), on_consent_missing="fail", on_suppressed="pause"))
-    consent_gate, suppression_gate = dee_policy_gates(config)
+    consent_gate, suppression_gate, _ = dee_policy_gates(config)
     assert (consent_gate.name, suppression_gate.name) == ("consent", "suppression")
     assert consent_gate.check(request("voice")).verdict == "fail"
     assert suppression_gate.check(request("sms", facts=PolicyFacts(suppressed_channels=("sms",)))).verdict == "pause"

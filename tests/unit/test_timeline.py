@@ -110,7 +110,7 @@ async def test_the_timeline_data_carries_the_rest_of_each_entry(engine: Engine) 
 
     policy = next(t for t in lines if t.action == "policy.evaluated" and t.step == "initial-email")
     assert policy.outcome == "allow"
-    assert [g["gate"] for g in policy.data["gates"]] == ["consent", "suppression"]
+    assert [g["gate"] for g in policy.data["gates"]] == ["consent", "suppression", "calling-hours"]
     assert all(g["verdict"] == "allow" for g in policy.data["gates"])
 
     wait = next(t for t in lines if t.action == "wait.started" and t.step == "wait-1")

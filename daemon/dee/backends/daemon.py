@@ -251,7 +251,8 @@ class DaemonBackend(Publisher):
         async def one(partition: int, items: list[tuple[str, Contact]]) -> tuple[list[str], list[str]]:
             async with self.db.acquire() as conn, conn.transaction():
                 tick = await self.clock.tick(conn, partition)  # type: ignore[union-attr]
-                store = PostgresPartitionStore(conn, partition, self.plans)
+                assert self.clock is not None
+                store = PostgresPartitionStore(conn, partition, self.plans, self.clock.epoch_ms)
                 done = await enrol(store, tick, compiled, items, variables, tick, None, stamp, self.new_run_id)
                 inserted = await store.add_runs(done.runs, done.audit)
             created = set(done.created)

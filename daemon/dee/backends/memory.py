@@ -53,7 +53,7 @@ class MemoryBackend(Publisher):
         self.partitions = config.scheduler.partitions
         self.reply_stream = REPLY_TO
         self.cap = config.scheduler.max_runs_per_tick
-        self.store = MemoryStore(self.partitions)
+        self.store = MemoryStore(self.partitions, config.scheduler.epoch_ms(int(time.time() * 1000)))
         self.registry = PlanRegistry()
         self.envs = KernelEnvs(config, templates, gates)
         self.current_tick = 0

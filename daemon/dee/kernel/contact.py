@@ -13,7 +13,7 @@ class Contact(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     id: str
     email: str | None = None
     phone: str | None = None
-    timezone: str = "UTC"
+    timezone: str | None = None  # IANA name; unknown: the policy gates use the phone's region, or a default
     attributes: dict[str, Any] = {}
     unsubscribed: bool = False
     bounced: bool = False

@@ -32,6 +32,7 @@ class Start(Input, tag="start", frozen=True):
     variables: dict[str, Any]
     start_tick: int
     facts: PolicyFacts = PolicyFacts()  # the contact's consents and channel suppressions at enrolment
+    epoch_ms: int = 0  # the deployment's tick 0 as Unix milliseconds: what a tick is in local time
 
 
 class Event(Input, tag="event", frozen=True):

@@ -108,6 +108,7 @@ def start_run(start: Start) -> Advance:
         run_id=start.run_id, plan_id=start.plan_id, plan_version=start.plan_version,
         contact=start.contact, variables=dict(start.variables), status="pending",
         start_tick=start.start_tick, current_tick=start.tick, wake_tick=start.start_tick, timer="start", facts=start.facts,
+        epoch_ms=start.epoch_ms,
     )  # fmt: skip
     run = _Run(state, None)
     run.entry("run.started", None, start.tick, input=msgspec.to_builtins(start),
@@ -460,7 +461,7 @@ class _Run:
             return pending
         step_type = self.plan.step(step_id).type
         request = GateRequest(self.s.run_id, self.s.plan_id, step_id, step_type, pending.channel, at, pending.attempt,
-                              self.s.contact, self.s.facts, env.tick_interval_ms)  # fmt: skip
+                              self.s.contact, self.s.facts, env.tick_interval_ms, self.s.epoch_ms)  # fmt: skip
         decision = decide(env.gates, request)
         self.entry("policy.evaluated", step_id, at, output=decision.record())
         verdict = decision.final

@@ -57,6 +57,11 @@ class GateRequest(msgspec.Struct, frozen=True):
     contact: Contact
     facts: PolicyFacts
     tick_interval_ms: int
+    epoch_ms: int = 0  # the deployment's tick 0 (Unix ms): `moment_ms` is when the send would happen
+
+    @property
+    def moment_ms(self) -> int:
+        return self.epoch_ms + self.tick * self.tick_interval_ms
 
 
 class Verdict(msgspec.Struct, frozen=True, omit_defaults=True):

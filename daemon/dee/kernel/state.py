@@ -80,6 +80,7 @@ class RunState(msgspec.Struct, frozen=True):
     seq: int = 0
     audit_head: str = ZERO_CHECKSUM
     facts: PolicyFacts = PolicyFacts()  # the contact's consents and channel suppressions, as journaled
+    epoch_ms: int = 0  # the deployment's tick 0 (Unix ms), journaled with the run's start
 
     @property
     def terminal(self) -> bool:

@@ -144,10 +144,11 @@ def unsubscribes(entries: Sequence[AuditEntry], endings: Sequence[AuditEntry], c
 def build_report(
     period: tuple[int, int], entries: Sequence[AuditEntry], endings: Sequence[AuditEntry],
     contacts: Mapping[str, Contact], consents: Sequence[ConsentRecord], suppressions: Sequence[Suppression],
-    chains: Mapping[str, ChainVerification], calling_hours: tuple[str, str],
+    chains: Mapping[str, ChainVerification], calling_hours: tuple[str, str], default_timezone: str = "UTC",
 ) -> ComplianceReport:  # fmt: skip
     """The report from what was read: `entries` of the period, the runs' ending entries from the
-    period's start on, contacts by run id, consent records up to the period's end."""
+    period's start on, contacts by run id, consent records up to the period's end. A contact
+    without a time zone is judged in `default_timezone`."""
     hours = (time.fromisoformat(calling_hours[0]), time.fromisoformat(calling_hours[1]))
     sends: list[SendRecord] = []
     calls: list[CallCheck] = []
@@ -163,7 +164,7 @@ def build_report(
                           consent_at(consents, contact_id, channel, entry.tick))  # fmt: skip
         sends.append(send)
         if channel == "voice":
-            calls.append(check_call(send, contact.timezone if contact else "?", hours))
+            calls.append(check_call(send, (contact.timezone or default_timezone) if contact else "?", hours))
     broken = {run_id: chain.broken_at or 0 for run_id, chain in sorted(chains.items()) if not chain.valid}
     return ComplianceReport(
         period_from=period[0], period_to=period[1], calling_hours=calling_hours,

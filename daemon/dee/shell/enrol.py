@@ -60,7 +60,7 @@ async def enrol(
         if unsubscribed or bounced:
             contact = replace(contact, unsubscribed=contact.unsubscribed or unsubscribed, bounced=contact.bounced or bounced)
         start = Start(tick, run_id, plan.id, version, plan.checksum, contact, dict(variables), start_tick,
-                      facts.policy.get(contact.id, NO_FACTS))  # fmt: skip
+                      facts.policy.get(contact.id, NO_FACTS), store.epoch_ms)  # fmt: skip
         first = start_run(start)
         entries = seal_rows(first.entries, first.state.audit_head, stamp, new_id)
         out.runs.append(NewRun(replace(first.state, audit_head=entries[-1].checksum), idempotency_key))

@@ -69,6 +69,7 @@ def policy_facts(consents: Iterable[ConsentRecord], suppressed_channels: Iterabl
 
 class PartitionStore(Protocol):
     partition: int
+    epoch_ms: int  # the deployment's tick 0 (Unix ms), journaled with every run's start
 
     # ---- plans -------------------------------------------------------------------------
     async def plan(self, plan_id: str, version: int) -> CompiledPlan:

@@ -28,8 +28,9 @@ FLAGS = ("unsubscribed", "bounced")
 class MemoryStore:
     """Everything one memory deployment has, across its partitions."""
 
-    def __init__(self, partitions: int) -> None:
+    def __init__(self, partitions: int, epoch_ms: int = 0) -> None:
         self.partitions = partitions
+        self.epoch_ms = epoch_ms  # tick 0 as Unix ms
         self.plans: dict[tuple[str, int], CompiledPlan] = {}
         self.runs: dict[str, RunState] = {}
         self.partition_of: dict[str, int] = {}
@@ -83,6 +84,7 @@ class MemoryPartitionStore:
     def __init__(self, store: MemoryStore, partition: int) -> None:
         self.store = store
         self.partition = partition
+        self.epoch_ms = store.epoch_ms
 
     async def plan(self, plan_id: str, version: int) -> CompiledPlan:
         return self.store.plans[(plan_id, version)]

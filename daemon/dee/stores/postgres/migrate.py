@@ -54,7 +54,7 @@ async def fix_constants(conn: asyncpg.Connection, config: EngineConfig) -> None:
     if row is None:
         await conn.execute(
             "INSERT INTO dee_meta (epoch_ms, tick_interval_ms, partitions) VALUES ($1, $2, $3)",
-            int(time.time() * 1000), scheduler.tick_interval_ms, scheduler.partitions,
+            scheduler.epoch_ms(int(time.time() * 1000)), scheduler.tick_interval_ms, scheduler.partitions,
         )
         await conn.executemany(
             "INSERT INTO partitions (partition) VALUES ($1)", [(p,) for p in range(scheduler.partitions)]

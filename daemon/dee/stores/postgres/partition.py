@@ -24,10 +24,11 @@ FLAGS = ("unsubscribed", "bounced")  # the contact-level flags (column names)
 
 
 class PostgresPartitionStore:
-    def __init__(self, conn: asyncpg.Connection, partition: int, plans: PlanCache) -> None:
+    def __init__(self, conn: asyncpg.Connection, partition: int, plans: PlanCache, epoch_ms: int) -> None:
         self.conn = conn
         self.partition = partition
         self.plans = plans
+        self.epoch_ms = epoch_ms
 
     async def plan(self, plan_id: str, version: int) -> CompiledPlan:
         return await self.plans.get(self.conn, plan_id, version)
