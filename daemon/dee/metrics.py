@@ -33,7 +33,8 @@ class Metrics:
         self.partitions_owned = Gauge("dee_partitions_owned", "Partitions this process owns", registry=r)
         self.lease_losses = Counter("dee_lease_losses_total", "Leases lost (fenced out)", registry=r)
         self.runs_by_status = Gauge("dee_runs", "Runs by status (sampled)", ["status"], registry=r)
-        self.policy_denials = Counter("dee_policy_denials_total", "Steps refused by a policy gate", ["gate"], registry=r)
+        self.policy_denials = Counter("dee_policy_denials_total", "Sends a policy gate did not allow, by gate and verdict",
+                                      ["gate", "verdict"], registry=r)  # fmt: skip
         # the ingress: requests by route and status, and the events they became
         self.ingress_requests = Counter("dee_ingress_requests_total", "HTTP ingress requests answered", ["route", "status"],
                                         registry=r)  # fmt: skip
@@ -49,6 +50,8 @@ class Metrics:
         self.audit_entries.labels(p).inc(report.entries)
         self.inbound.labels(p).inc(report.accepted)
         self.dead_letters.labels(p).inc(report.dead)
+        for (gate, verdict), count in report.denials.items():
+            self.policy_denials.labels(gate, verdict).inc(count)
 
     def observe_dispatch(self, channel: str, adapter: str, result: str, seconds: float) -> None:
         self.dispatch_latency.labels(channel, adapter).observe(seconds)

@@ -6,6 +6,7 @@ import asyncio
 
 from dee import Engine, EngineConfig, load_plan
 from dee.ops.http import PROBE_LIMITS, serve
+from dee.records import ConsentRecord
 
 
 async def _get(port: int, path: str) -> tuple[str, str]:
@@ -27,14 +28,20 @@ async def test_metrics_and_probes(deployment: EngineConfig) -> None:
             run = await engine.execute(load_plan("config/plans/sales-outreach-v2.yaml"),
                                        {"id": "m1", "email": "m1@acme.test", "attributes": {"company": "A"}},
                                        {"product": "DEE"})  # fmt: skip
+            await engine.record_consent(ConsentRecord(contact_id="m2", channel="email", status="revoked", source="reply"))
+            refused = await engine.execute(load_plan("config/plans/sales-outreach-v2.yaml"),
+                                           {"id": "m2", "email": "m2@acme.test", "attributes": {"company": "A"}},
+                                           {"product": "DEE"})  # fmt: skip
             await engine.run_until_idle()
             assert (await engine.get_run(run.id)).current_step == "wait-1"
+            assert (await engine.get_run(refused.id)).current_step == "wait-1"  # its first email was skipped
             status, body = await _get(port, "/metrics")
             assert status == "HTTP/1.1 200 OK"
             assert "dee_partitions_owned 4.0" in body
             transitions = sum(float(line.split()[-1]) for line in body.splitlines()
                               if line.startswith("dee_step_transitions_total{"))  # fmt: skip
-            assert transitions == 2  # initial-email and wait-1 entered
+            assert transitions == 4  # initial-email and wait-1 entered, by each run
+            assert 'dee_policy_denials_total{gate="consent",verdict="skip"} 1.0' in body
             assert 'dee_dispatch_results_total{adapter="simulated",channel="email",result="delivered"} 1.0' in body
             assert await _get(port, "/healthz") == ("HTTP/1.1 200 OK", "ok\n")
             assert await _get(port, "/readyz") == ("HTTP/1.1 200 OK", "ready\n")

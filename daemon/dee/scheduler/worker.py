@@ -24,6 +24,7 @@ import asyncio
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -91,6 +92,7 @@ class TickReport:
     entries: int = 0
     transitions: int = 0
     dead: int = 0
+    denials: Counter[tuple[str, str]] = field(default_factory=Counter)  # (gate, verdict) of refused sends
 
 
 @dataclass
@@ -335,7 +337,7 @@ class PartitionWorker:
             self._stop.set()
             self._fenced_out = f"epoch {row['epoch'] if row else '?'} != held {self.epoch}"
             raise LeaseLostError(self.partition, self._fenced_out)
-        return PostgresPartitionStore(conn, self.partition, self.plans)
+        return PostgresPartitionStore(conn, self.partition, self.plans, self.clock.epoch_ms)
 
     async def _intake(self, store: PostgresPartitionStore, tick: int, batch: Batch, report: TickReport) -> Intake:
         intake = await accept(store, tick, batch.messages, now_iso(), self._new_id, self.config.scheduler.partitions,
@@ -356,6 +358,7 @@ class PartitionWorker:
             await rows.delete_outbox(conn, self._published)
         done: Advanced = await advance_due(store, self.envs, tick, self.cap, fresh, now_iso(), self._new_id)
         report.processed, report.transitions = len(done.states), report.transitions + done.transitions
+        report.denials.update(done.denials)
         await store.append_audit(done.audit)
         report.entries += len(done.audit)
         seqs = await store.add_outbox(done.outbox)

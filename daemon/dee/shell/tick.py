@@ -11,7 +11,7 @@ and the outbox, and answers after the commit.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +41,7 @@ class Advanced:
     replies: list[tuple[str, wire.Reply]] = field(default_factory=list)
     refused: list[wire.Reply] = field(default_factory=list)  # every command a run refused, replyTo or not
     transitions: int = 0
+    denials: Counter[tuple[str, str]] = field(default_factory=Counter)  # (gate, verdict) of refused sends
 
 
 async def advance_due(
@@ -84,7 +85,11 @@ def _collect(
     sealed = seal_rows(result.entries, state.audit_head, stamp, new_id)
     done.states.append(msgspec.structs.replace(result.state, audit_head=sealed[-1].checksum) if sealed else result.state)
     done.audit.extend(sealed)
-    done.transitions += sum(1 for e in result.entries if e.action == "step.entered")
+    for e in result.entries:
+        if e.action == "step.entered":
+            done.transitions += 1
+        elif e.action == "policy.evaluated" and e.output and e.output.get("verdict") != "allow":
+            done.denials.update((g["gate"], g["verdict"]) for g in e.output.get("gates", ()) if g.get("verdict") != "allow")
     if result.rejected or any(item.reply_to for item in items):
         rejected = {getattr(r.input, "command_id", None): r for r in result.rejected}
         for item in items:
