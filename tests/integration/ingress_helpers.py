@@ -4,6 +4,7 @@ of a received email mapped onto that port (as a reverse proxy in front of the in
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -63,9 +64,21 @@ class Deployment:
         found["u"] = str(mail["List-Unsubscribe"]).strip("<>")
         return found
 
+    async def event_log(self, run_id: str) -> list[tuple[str, str | None, dict[str, Any]]]:
+        """The run's events as the kernel recorded them: type, the step they were matched to, data."""
+        entries = [e for e in await self.engine.audit.get_by_run(run_id)
+                   if e.action == "event.received" and e.output and "eventType" in e.output]  # fmt: skip
+        return [(str(e.output["eventType"]), e.output.get("stepId"), dict((e.input or {}).get("data") or {})) for e in entries]
+
     async def events(self, run_id: str) -> list[str]:
         return [str((e.output or {}).get("eventType")) for e in await self.engine.audit.get_by_run(run_id)
                 if e.action == "event.received"]  # fmt: skip
+
+
+async def answer(response: aiohttp.ClientResponse) -> tuple[int, Any]:
+    """A response's status and body (parsed when it is JSON)."""
+    text = await response.text()
+    return response.status, json.loads(text) if response.content_type == "application/json" else text
 
 
 def ingress_config(base: EngineConfig, smtp_port: int, voice: VoiceChannelConfig | None = None, **ingress: Any) -> EngineConfig:

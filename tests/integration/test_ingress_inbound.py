@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 
 from dee import EngineConfig
-from tests.integration.ingress_helpers import Deployment, running
+from tests.integration.ingress_helpers import Deployment, answer, running
 
 SECRET = "inbound-mail-s3cret"
 SALES = "sales@acme.test"
@@ -30,13 +30,11 @@ async def inbound(d: Deployment, body: Any, content_type: str | None = "message/
                   ) -> tuple[int, Any]:  # fmt: skip
     sent = {**basic(), **({"Content-Type": content_type} if content_type else {}), **(headers or {})}
     async with d.http.post(f"{d.base}/inbound/email", data=body, headers=sent) as response:
-        text = await response.text()
-        return response.status, json.loads(text) if response.content_type == "application/json" else text
+        return await answer(response)
 
 
 async def events(d: Deployment, run_id: str) -> list[tuple[str, str | None, dict[str, Any]]]:
-    entries = [e for e in await d.engine.audit.get_by_run(run_id) if e.action == "event.received" and e.output and "eventType" in e.output]
-    return [(str(e.output["eventType"]), e.output.get("stepId"), dict((e.input or {}).get("data") or {})) for e in entries]
+    return await d.event_log(run_id)
 
 
 def ids(d: Deployment, run_id: str) -> tuple[str, str]:

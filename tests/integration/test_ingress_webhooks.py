@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from dee import EngineConfig
 from dee.ingress.app import serve_ingress
-from tests.integration.ingress_helpers import Deployment, running
+from tests.integration.ingress_helpers import Deployment, answer, running
 from tests.integration.ingress_signing import (
     POSTMARK_PASSWORD,
     POSTMARK_USER,
@@ -267,14 +267,11 @@ HOOKS: dict[str, Callable[[Signer], Hook]] = {"sendgrid": SendGrid, "mailgun": M
 async def post(d: Deployment, provider: str, request: Request, base: str | None = None) -> tuple[int, Any]:
     body, headers = request
     async with d.http.post(f"{base or d.base}/webhooks/{provider}", data=body, headers=headers) as response:
-        text = await response.text()
-        return response.status, json.loads(text) if response.content_type == "application/json" else text
+        return await answer(response)
 
 
 async def timeline(d: Deployment, run_id: str) -> list[tuple[str, str | None, dict[str, Any]]]:
-    """The run's events as the kernel recorded them: type, the step they were matched to, data."""
-    entries = [e for e in await d.engine.audit.get_by_run(run_id) if e.action == "event.received" and e.output and "eventType" in e.output]
-    return [(str(e.output["eventType"]), e.output.get("stepId"), dict((e.input or {}).get("data") or {})) for e in entries]
+    return await d.event_log(run_id)
 
 
 def message_id(d: Deployment, run_id: str) -> str:
