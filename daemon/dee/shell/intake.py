@@ -83,8 +83,8 @@ class Intake:
             if isinstance(message, wire.Execute):
                 self.refuse(message, RunIdInUseError(lost[0]), lost[0])
                 continue
+            # a batch was applied for its other contacts: its reply lists the lost ones as skipped
             skipped = [*(answered[0][1].skipped if answered else []), *(i.contact.id for i in message.items if i.run_id in lost)]
-            self.refused.append((message, f"RunIdInUseError: {len(lost)} of its runs were enrolled meanwhile by another writer"))
             self.reply(message, wire.Reply(message.command_id, True, runs=[r for r in made if r not in lost], skipped=skipped))
 
     def owns(self, run_id: str) -> bool:
