@@ -159,7 +159,7 @@ def format_report(report: SimulationReport, tick_ms: int) -> str:
     for t in report.sample_timeline:
         day = t.tick * tick_ms / 86_400_000
         detail = t.outcome or str(t.data.get("event") or "")
-        lines.append(f"  day {day:5.2f}  tick {t.tick:>8}  {t.action:<16}{t.step or '':<18}{detail}")
+        lines.append(f"  day {day:5.2f}  tick {t.tick:>8}  {t.action:<18}{t.step or '':<18}{detail}")
     total = sum(report.outcomes.values())
     lines += ["", f"replay: {report.replay_identical}/{total} runs identical",
               f"audit chains: {report.chains_valid}/{total} valid"]  # fmt: skip

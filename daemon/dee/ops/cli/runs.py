@@ -93,7 +93,7 @@ def cmd_timeline(args: argparse.Namespace, config: EngineConfig) -> int:
         async with client(config) as engine:
             lines = await engine.get_timeline(args.run_id)
         emit(lines, args.json, lambda: "\n".join(
-            f"tick {t.tick:>9}  {t.action:<16} {t.step or '':<20} {t.outcome or ''}".rstrip() for t in lines))  # fmt: skip
+            f"tick {t.tick:>9}  {t.action:<17} {t.step or '':<20} {t.outcome or ''}".rstrip() for t in lines))  # fmt: skip
         return 0
 
     return asyncio.run(go())
