@@ -156,6 +156,10 @@ class PolicyConfig(_Section, frozen=True):
     calling_days: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
     holidays: str | None = None
     default_timezone: str = "UTC"
+    # quiet hours for email, off unless set: emails go out only inside this window of the contact's
+    # local day (["09:00", "18:00"]), on `send_days`, not on `holidays`
+    send_window: tuple[str, str] | None = None
+    send_days: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 class IngressConfig(_Section, frozen=True):

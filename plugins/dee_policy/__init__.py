@@ -69,11 +69,12 @@ class CallingHoursGate(PolicyGate):
     (and the gates are asked again then)."""
 
     name: ClassVar[str] = "calling-hours"
+    channels: ClassVar[frozenset[str]] = frozenset({"voice"})
+    label: ClassVar[str] = "calling hours"
 
-    def __init__(self, window: Window, default_timezone: str, channels: tuple[str, ...] = ("voice",)) -> None:
+    def __init__(self, window: Window, default_timezone: str) -> None:
         self.window = window
         self.default_timezone = default_timezone
-        self.channels = frozenset(channels)
 
     def check(self, request: GateRequest) -> Verdict:
         if request.channel not in self.channels:
@@ -86,7 +87,17 @@ class CallingHoursGate(PolicyGate):
         if why is None:
             return Verdict.allow(**facts)
         until = request.tick + math.ceil((opening - at).total_seconds() * 1000 / request.tick_interval_ms)
-        return Verdict.defer(max(until, request.tick + 1), f"calling hours: {why}", opensAt=opening.isoformat(), **facts)
+        return Verdict.defer(max(until, request.tick + 1), f"{self.label}: {why}", opensAt=opening.isoformat(), **facts)
+
+
+class SendWindowGate(CallingHoursGate):
+    """Quiet hours for email: an email goes out only inside `[policy] send_window` of the
+    contact's local day, on `send_days`; otherwise it waits for the next opening. Off unless
+    configured."""
+
+    name: ClassVar[str] = "send-window"
+    channels: ClassVar[frozenset[str]] = frozenset({"email"})
+    label: ClassVar[str] = "send window"
 
 
 @hookimpl
@@ -97,4 +108,7 @@ def dee_policy_gates(config: Any) -> list[PolicyGate]:
     if policy.calling_hours:
         start, end = config.channels.voice.calling_hours
         gates.append(CallingHoursGate(Window(start, end, policy.calling_days, policy.holidays), policy.default_timezone))
+    if policy.send_window:
+        start, end = policy.send_window
+        gates.append(SendWindowGate(Window(start, end, policy.send_days, policy.holidays), policy.default_timezone))
     return gates

@@ -44,7 +44,7 @@ class Window:
     def closed_on(self, day: date) -> str | None:
         """Why calls may not ring at all on this local date (None: they may, in the window)."""
         if day.weekday() not in self.days:
-            return f"no calls on {WEEKDAYS[day.weekday()]}"
+            return f"closed on {WEEKDAYS[day.weekday()]}"
         if self.country:
             name = _calendar(self.country, self.subdivision, day.year).get(day)
             if name:

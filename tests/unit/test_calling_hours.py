@@ -62,7 +62,7 @@ def test_public_holidays_national_and_regional() -> None:
 
 def test_days_without_calls_wait_for_the_next_allowed_day() -> None:
     weekdays = Window("09:00", "17:00", days=("mon", "tue", "wed", "thu", "fri"))
-    assert opening(TOKYO, "2026-06-13T10:00", weekdays) == ("2026-06-15T09:00+09:00", "no calls on sat")  # a Saturday
+    assert opening(TOKYO, "2026-06-13T10:00", weekdays) == ("2026-06-15T09:00+09:00", "closed on sat")  # a Saturday
     with pytest.raises(ValueError, match="calling days"):
         Window("09:00", "17:00", days=("someday",))
     with pytest.raises(ValueError, match="start before"):
@@ -112,3 +112,18 @@ def test_the_deployments_epoch_and_the_builtin_gate_configuration() -> None:
     names = [g.name for g in dee_policy_gates(EngineConfig())]
     assert names == ["consent", "suppression", "calling-hours"]
     assert [g.name for g in dee_policy_gates(EngineConfig(policy=PolicyConfig(calling_hours=False)))] == ["consent", "suppression"]
+
+
+def test_a_send_window_holds_email_and_leaves_calls_to_the_calling_hours() -> None:
+    config = EngineConfig(policy=PolicyConfig(send_window=("09:00", "18:00"), send_days=("mon", "tue", "wed", "thu", "fri")))
+    gates = {g.name: g for g in dee_policy_gates(config)}
+    assert list(gates) == ["consent", "suppression", "calling-hours", "send-window"]
+    window = gates["send-window"]
+    berlin = Contact("c1", timezone=BERLIN)  # tick 0 is Monday 13:00 in Berlin
+    assert window.check(request(0, berlin, channel="email")).verdict == "allow"
+    evening = window.check(request(5 * 3600, berlin, channel="email"))  # 18:00 in Berlin
+    assert (evening.verdict, evening.reason, evening.until_tick) == ("defer", "send window: outside 09:00-18:00 (local 18:00)",
+                                                                     20 * 3600)  # Tuesday 09:00 in Berlin  # fmt: skip
+    saturday = window.check(request(5 * 86_400, berlin, channel="email"))
+    assert (saturday.reason, saturday.until_tick) == ("send window: closed on sat", 7 * 86_400 - 4 * 3600)
+    assert window.check(request(5 * 3600, berlin)).verdict == "allow"  # a call is the calling hours' business
