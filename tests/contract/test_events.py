@@ -16,6 +16,7 @@ from tests.contract.scenarios import (
     contact,
     main_paths,
     outputs,
+    same_partition,
     trace,
     view,
 )
@@ -55,6 +56,13 @@ async def test_an_event_reaches_the_contacts_live_runs_or_only_the_run_it_names(
     with pytest.raises(RunNotFoundError):
         await engine.ingest_event("email.clicked", "c1", {}, run_id="01NOSUCHRUN", event_id="ev-3")
     assert await engine.ingest_event("email.clicked", "nobody", {}, event_id="ev-4") == []  # a contact without runs
+    # an event naming a run of another contact of the same partition reaches no run
+    here, neighbour = same_partition(2, "n")
+    theirs = await engine.execute(outreach, contact(neighbour), VARS)
+    with pytest.raises(RunNotFoundError):
+        await engine.ingest_event("email.clicked", here, {}, run_id=theirs.id, event_id="ev-6")
+    await engine.run_until_idle()
+    assert await outputs(engine, theirs.id, "event.received") == []
 
     # an event naming the message (not the step) is matched to the step that sent it
     message_id = (await outputs(engine, other.id, "step.dispatched"))[0][2]["messageId"]  # type: ignore[index]

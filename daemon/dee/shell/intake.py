@@ -61,6 +61,7 @@ class Intake:
     refused: list[tuple[wire.Inbound, str]] = field(default_factory=list)
     enrolled: dict[tuple[str, str], str] = field(default_factory=dict)
     known: dict[str, int] = field(default_factory=dict)  # run id -> partition, looked up once per batch
+    contact_of: dict[str, str] = field(default_factory=dict)  # run id -> its contact, alongside `known`
     # contact id -> its active runs here as (run id, plan id) by run id, looked up once per batch
     # (and runs enrolled earlier in the batch): what a later message of the batch reaches
     active: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
@@ -188,7 +189,8 @@ async def _look_up(store: PartitionStore, intake: Intake, messages: Sequence[wir
     named: list[str] = [run_id for m in messages if (run_id := getattr(m, "run_id", None))]
     named += [item.run_id for m in messages if isinstance(m, wire.ExecuteBatch) for item in m.items]
     if named:
-        intake.known.update(await store.partitions_of(named))
+        for run_id, (partition, contact_id) in (await store.owners_of(named)).items():
+            intake.known[run_id], intake.contact_of[run_id] = partition, contact_id
     contacts = sorted({m.contact_id for m in messages if isinstance(m, wire.Suppress | wire.Consent) or (isinstance(m, wire.Event) and (
         m.run_id is None or contact_flag(m.event_type, m.data) or m.event_type in SUPPRESSING_EVENTS))})  # fmt: skip
     if contacts:
@@ -261,6 +263,7 @@ async def _execute(
     intake.runs.extend(done.runs)
     intake.audit.extend(done.audit)
     intake.known.update((run_id, intake.partition) for run_id in done.created)
+    intake.contact_of.update((new.state.run_id, new.state.contact.id) for new in done.runs)
     for new in done.runs:  # a later message of the batch (a suppression, a consent) reaches these too
         intake.active.setdefault(new.state.contact.id, []).append((new.state.run_id, new.state.plan_id))
     created, skipped = done.created, [contact_id for contact_id, _ in done.refused]
@@ -303,7 +306,8 @@ def _targets(intake: Intake, contact_id: str, plan_id: str | None = None) -> lis
 
 async def _event(store: PartitionStore, intake: Intake, m: wire.Event) -> None:
     if m.run_id is not None:
-        if not intake.owns(m.run_id):
+        # the run must be this contact's: an event naming one contact cannot land on another's run
+        if not intake.owns(m.run_id) or intake.contact_of.get(m.run_id) != m.contact_id:
             intake.refuse(m, RunNotFoundError(m.run_id))
             return
         targets = [m.run_id]

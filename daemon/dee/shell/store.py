@@ -87,8 +87,8 @@ class PartitionStore(Protocol):
         """Keep each reply with its command, to answer a retried command the same way."""
 
     # ---- intake: what messages address ----------------------------------------------------
-    async def partitions_of(self, run_ids: Sequence[str]) -> dict[str, int]:
-        """The partition of each run that exists (in any partition)."""
+    async def owners_of(self, run_ids: Sequence[str]) -> dict[str, tuple[int, str]]:
+        """The partition and the contact of each run that exists (in any partition)."""
 
     async def active_runs(self, contact_ids: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
         """Each contact's non-terminal runs in this partition as (run id, plan id), by run id."""

@@ -109,8 +109,8 @@ class MemoryPartitionStore:
                 self.store.received[reply.command_id] = reply
 
     # ---- what messages address --------------------------------------------------------------
-    async def partitions_of(self, run_ids: Sequence[str]) -> dict[str, int]:
-        return {r: self.store.partition_of[r] for r in run_ids if r in self.store.partition_of}
+    async def owners_of(self, run_ids: Sequence[str]) -> dict[str, tuple[int, str]]:
+        return {r: (self.store.partition_of[r], self.store.runs[r].contact.id) for r in run_ids if r in self.store.partition_of}
 
     async def active_runs(self, contact_ids: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
         active: dict[str, list[tuple[str, str]]] = {}

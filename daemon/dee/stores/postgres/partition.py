@@ -66,9 +66,9 @@ class PostgresPartitionStore:
             )  # fmt: skip
 
     # ---- what messages address --------------------------------------------------------------
-    async def partitions_of(self, run_ids: Sequence[str]) -> dict[str, int]:
-        found = await self.conn.fetch("SELECT run_id, partition FROM runs WHERE run_id = ANY($1::text[])", list(run_ids))
-        return {r["run_id"]: r["partition"] for r in found}
+    async def owners_of(self, run_ids: Sequence[str]) -> dict[str, tuple[int, str]]:
+        found = await self.conn.fetch("SELECT run_id, partition, contact_id FROM runs WHERE run_id = ANY($1::text[])", list(run_ids))
+        return {r["run_id"]: (r["partition"], r["contact_id"]) for r in found}
 
     async def active_runs(self, contact_ids: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
         active: dict[str, list[tuple[str, str]]] = {}
