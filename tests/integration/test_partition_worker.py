@@ -58,8 +58,10 @@ async def worker(deployment: EngineConfig) -> AsyncIterator[tuple[PartitionWorke
             await db.close()
 
 
-def opened(run_id: str) -> wire.Event:
-    return wire.Event(command_id=f"open-{run_id}", event_type="email.opened", contact_id="-", run_id=run_id,
+async def opened(db: asyncpg.Connection, run_id: str) -> wire.Event:
+    """The open of a run's first email, as a publisher sends it (with the run's contact)."""
+    contact_id = await db.fetchval("SELECT contact_id FROM runs WHERE run_id = $1", run_id)
+    return wire.Event(command_id=f"open-{run_id}", event_type="email.opened", contact_id=contact_id, run_id=run_id,
                       step_id="initial-email")  # fmt: skip
 
 
@@ -79,7 +81,7 @@ async def inbox(db: asyncpg.Connection) -> list[str]:
 @pytest.mark.deployment(partitions=1, max_runs_per_tick=CAP)
 async def test_a_batchs_inputs_reach_the_first_runs_at_once_and_the_rest_through_the_inbox(worker: Any) -> None:
     w, db, runs = worker
-    report = await w.iterate([entry(opened(r)) for r in reversed(runs)])
+    report = await w.iterate([entry(await opened(db, r)) for r in reversed(runs)])
     tick = report.tick
     assert report.processed == CAP
     assert sorted(await received(db)) == runs[:CAP]  # ordered by run id, not by arrival
@@ -104,7 +106,7 @@ async def test_when_the_one_transaction_fails_the_batch_is_taken_in_two(worker: 
         return await original(conn, store, tick, report, fresh)
 
     monkeypatch.setattr(w, "_advance", fails_once)
-    report = await w.iterate([entry(opened(r)) for r in runs[:CAP]])
+    report = await w.iterate([entry(await opened(db, r)) for r in runs[:CAP]])
     assert calls == [CAP, 0]  # the second try took the batch through the inbox
     assert (report.processed, report.transitions) == (CAP, 0)
     assert await received(db) == {r: [report.tick] for r in runs[:CAP]}
@@ -121,7 +123,7 @@ async def test_when_the_tick_fails_in_both_the_accepted_inputs_wait_in_the_inbox
 
     monkeypatch.setattr(w, "_advance", broken)
     with pytest.raises(TickFailed):
-        await w.iterate([entry(opened(r)) for r in runs])
+        await w.iterate([entry(await opened(db, r)) for r in runs])
     assert await inbox(db) == runs  # accepted (and acknowledged), not applied
     assert await received(db) == {}
     monkeypatch.undo()
