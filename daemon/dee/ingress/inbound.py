@@ -23,20 +23,17 @@ import base64
 import binascii
 import hashlib
 import hmac
-from email.message import Message
-from typing import Any
-from urllib.parse import parse_qsl
 
 import msgspec
 from aiohttp import web
 
 from dee.ingress.context import INGRESS, Ingress
 from dee.ingress.deliver import Delivery
-from dee.ingress.mail import DEFAULT_LIMITS, InboundMail, MailError, MailLimits, parse_inbound, parse_inbound_json, read_mime
+from dee.ingress.forms import read_form
+from dee.ingress.mail import DEFAULT_LIMITS, InboundMail, MailError, MailLimits, parse_inbound, parse_inbound_json
 from dee.ingress.server import read_body
 
 USER = "dee"
-MAX_FORM_FIELDS = 200
 BYTES_PER_LINE = 40  # lines a message may have, per byte of `max_mail_bytes` (base64 has 78 to a line)
 
 
@@ -88,40 +85,6 @@ def _parse(content_type: str, header: str, body: bytes, domain: str, limits: Mai
     if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
         return parse_inbound_json(read_form(content_type, header, body, limits), domain, limits=limits)
     return parse_inbound(body, domain, limits=limits)
-
-
-def read_form(content_type: str, header: str, body: bytes, limits: MailLimits) -> dict[str, Any]:
-    """A form (url-encoded, or multipart behind `header`, read with bounded work) as field name
-    -> text, the first of a repeated name; `MailError` when it cannot be read."""
-    fields: dict[str, Any] = {}
-    if content_type == "application/x-www-form-urlencoded":
-        try:
-            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise MailError(f"the form cannot be read ({type(exc).__name__})") from None
-        for name, value in pairs:
-            fields.setdefault(name, value)
-        return fields
-    bounded = msgspec.structs.replace(limits, max_parts=MAX_FORM_FIELDS)
-    message = read_mime(f"Content-Type: {header}\r\n\r\n".encode("utf-8", "surrogateescape") + body, bounded)
-    try:
-        parts = message.get_payload() if message.is_multipart() else None
-        if not parts:
-            raise MailError("the form has no parts")
-        if len(parts) > MAX_FORM_FIELDS:
-            raise MailError(f"the form has more than {MAX_FORM_FIELDS} fields")
-        for part in parts:
-            if not isinstance(part, Message):
-                continue
-            field = part.get_param("name", header="content-disposition")
-            if isinstance(field, str) and field not in fields:
-                raw = part.get_payload(decode=True)
-                fields[field] = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(part.get_payload())
-    except MailError:
-        raise
-    except Exception as exc:  # the email package trips in many ways on hostile forms
-        raise MailError(f"the form cannot be read ({type(exc).__name__})") from None
-    return fields
 
 
 def _delivery(mail: InboundMail) -> Delivery:

@@ -19,7 +19,7 @@ from aiohttp import web
 from dee.ids import now_iso
 from dee.ingress.context import INGRESS, Ingress, page
 from dee.ingress.deliver import Delivery
-from dee.ingress.inbound import read_form
+from dee.ingress.forms import read_form
 from dee.ingress.mail import MailError, MailLimits
 from dee.ingress.server import read_body
 from dee.kernel.tokens import LinkToken, TokenError, read
