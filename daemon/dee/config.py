@@ -19,7 +19,7 @@ import typing
 from collections.abc import Mapping
 from datetime import datetime, time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import msgspec
 
@@ -160,6 +160,62 @@ class PolicyConfig(_Section, frozen=True):
     # local day (["09:00", "18:00"]), on `send_days`, not on `holidays`
     send_window: tuple[str, str] | None = None
     send_days: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    # frequency caps across every run of a contact, "<channel> <count>/<period>": per `day` or
+    # `week` of the contact's local calendar, or per rolling window (`24h`, `7d`, `90m`); a send
+    # over a cap waits until the cap allows it (`defer`) or is skipped
+    caps: tuple[str, ...] = ()
+    on_capped: Literal["defer", "skip"] = "defer"
+    # overrides of these keys for one plan: [policy.plans.<plan id>]
+    plans: dict[str, dict[str, Any]] = {}
+
+    def __post_init__(self) -> None:
+        for cap in self.caps:
+            FrequencyCap.parse(cap)
+        for plan_id in self.plans:
+            self.for_plan(plan_id)
+
+    def frequency_caps(self) -> tuple[FrequencyCap, ...]:
+        return tuple(FrequencyCap.parse(text) for text in self.caps)
+
+    def for_plan(self, plan_id: str) -> PolicyConfig:
+        """This policy with the plan's overrides (the policy itself for a plan without any)."""
+        override = self.plans.get(plan_id)
+        if not override:
+            return self
+        if "plans" in override:
+            raise ValueError(f"policy.plans.{plan_id}: a plan's overrides cannot hold plans")
+        base = {k: v for k, v in msgspec.to_builtins(self).items() if k != "plans"}
+        try:
+            return msgspec.convert({**base, **override}, PolicyConfig)
+        except msgspec.ValidationError as exc:
+            raise ValueError(f"policy.plans.{plan_id}: {exc}") from None
+
+
+class FrequencyCap(msgspec.Struct, frozen=True):
+    """One cap of `[policy] caps`: at most `count` messages on `channel` per local calendar
+    `period` (`day`, `week`) or per rolling `window_ms`."""
+
+    text: str
+    channel: str
+    count: int
+    period: Literal["day", "week"] | None = None
+    window_ms: int | None = None
+
+    UNITS: ClassVar[dict[str, int]] = {"m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+    @classmethod
+    def parse(cls, text: str) -> FrequencyCap:
+        channel, _, rule = text.strip().partition(" ")
+        count, slash, period = rule.strip().partition("/")
+        if not channel or not slash or not count.strip().isdigit() or int(count) < 1:
+            raise ValueError(f"policy.caps: {text!r} is not '<channel> <count>/<period>' (e.g. 'voice 1/day', 'email 3/7d')")
+        period = period.strip()
+        if period in ("day", "week"):
+            return cls(text, channel, int(count), period=period)  # type: ignore[arg-type]
+        amount, unit = period[:-1], period[-1:]
+        if not amount.isdigit() or int(amount) < 1 or unit not in cls.UNITS:
+            raise ValueError(f"policy.caps: {text!r}: the period is day, week or a window like 90m, 24h, 7d, 2w")
+        return cls(text, channel, int(count), window_ms=int(amount) * cls.UNITS[unit])
 
 
 class IngressConfig(_Section, frozen=True):

@@ -1,8 +1,11 @@
-"""The built-in policy gates: consent and suppression, asked before every send and call.
+"""The built-in policy gates: consent, suppression, calling hours, send windows and frequency
+caps, asked before every send and call.
 
-An ordinary plugin: it uses only `dee.plugin.contracts`, like a third-party gate would, and is
-on by default (`[plugins] disabled = ["dee_policy"]` turns it off). Each gate decides from the
-request alone, so replay reaches the same verdict; what it used is in the verdict's facts.
+An ordinary plugin: it uses only `dee.plugin.contracts` (and its `[policy]` section), like a
+third-party gate would, and is on by default (`[plugins] disabled = ["dee_policy"]` turns it
+off). Each gate decides from the request alone, so replay reaches the same verdict; what it
+used is in the verdict's facts. `[policy.plans.<plan id>]` overrides keys for one plan: the
+gates are built once per such plan and each request is answered by its plan's gate.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any, ClassVar
 
 from dee.plugin import hookimpl
 from dee.plugin.contracts import GateRequest, PolicyGate, Verdict
+from dee_policy.caps import FrequencyCapGate
 from dee_policy.hours import Window, next_opening, zones_for
 
 
@@ -27,7 +31,7 @@ class ConsentGate(PolicyGate):
     channel that requires consent (voice, by default), so does a consent that was never given,
     is not yet valid, or has expired."""
 
-    name: ClassVar[str] = "consent"
+    name = "consent"
 
     def __init__(self, required: tuple[str, ...], on_missing: str) -> None:
         self.required = frozenset(required)
@@ -52,7 +56,7 @@ class SuppressionGate(PolicyGate):
     plan-level suppression cancels the contact's runs when it is recorded, and refuses new
     enrolments; this gate covers the channel level, which stops sends but not runs.)"""
 
-    name: ClassVar[str] = "suppression"
+    name = "suppression"
 
     def __init__(self, on_suppressed: str) -> None:
         self.on_suppressed = on_suppressed
@@ -68,7 +72,7 @@ class CallingHoursGate(PolicyGate):
     or after it, on a day without calls or a public holiday, the call waits for the next opening
     (and the gates are asked again then)."""
 
-    name: ClassVar[str] = "calling-hours"
+    name = "calling-hours"
     channels: ClassVar[frozenset[str]] = frozenset({"voice"})
     label: ClassVar[str] = "calling hours"
 
@@ -95,14 +99,28 @@ class SendWindowGate(CallingHoursGate):
     contact's local day, on `send_days`; otherwise it waits for the next opening. Off unless
     configured."""
 
-    name: ClassVar[str] = "send-window"
+    name = "send-window"
     channels: ClassVar[frozenset[str]] = frozenset({"email"})
     label: ClassVar[str] = "send window"
 
 
-@hookimpl
-def dee_policy_gates(config: Any) -> list[PolicyGate]:
-    policy = config.policy
+class PlanScoped(PolicyGate):
+    """One gate under its name, answered per plan: a plan with overrides gets its own (or none,
+    when its overrides turn the gate off), every other plan the default one."""
+
+    def __init__(self, name: str, default: PolicyGate | None, by_plan: dict[str, PolicyGate | None]) -> None:
+        self.name = name
+        self.default = default
+        self.by_plan = by_plan
+        self.history_ms = max((g.history_ms for g in (default, *by_plan.values()) if g is not None), default=0)
+
+    def check(self, request: GateRequest) -> Verdict:
+        gate = self.by_plan.get(request.plan_id, self.default)
+        return Verdict.allow() if gate is None else gate.check(request)
+
+
+def gates_of(config: Any, policy: Any) -> dict[str, PolicyGate]:
+    """The gates one policy (the deployment's, or a plan's) asks for, by name, in order."""
     gates: list[PolicyGate] = [ConsentGate(policy.consent_required, policy.on_consent_missing),
                                SuppressionGate(policy.on_suppressed)]  # fmt: skip
     if policy.calling_hours:
@@ -111,4 +129,17 @@ def dee_policy_gates(config: Any) -> list[PolicyGate]:
     if policy.send_window:
         start, end = policy.send_window
         gates.append(SendWindowGate(Window(start, end, policy.send_days, policy.holidays), policy.default_timezone))
-    return gates
+    if policy.caps:
+        gates.append(FrequencyCapGate(policy.frequency_caps(), policy.on_capped, policy.default_timezone))
+    return {gate.name: gate for gate in gates}
+
+
+@hookimpl
+def dee_policy_gates(config: Any) -> list[PolicyGate]:
+    policy = config.policy
+    default = gates_of(config, policy)
+    if not policy.plans:
+        return list(default.values())
+    by_plan = {plan_id: gates_of(config, policy.for_plan(plan_id)) for plan_id in sorted(policy.plans)}
+    names = list(default) + sorted({n for gates in by_plan.values() for n in gates} - set(default))
+    return [PlanScoped(name, default.get(name), {p: gates.get(name) for p, gates in by_plan.items()}) for name in names]

@@ -19,6 +19,7 @@ import msgspec
 import pytest
 
 from dee import Engine, EngineConfig, MetricsConfig, SchedulerConfig, load_plan
+from dee.config import PolicyConfig
 from dee.ops.scratch import scratch_deployment
 from dee.plan.model import Plan
 from dee.plugin.manager import PluginManager
@@ -42,21 +43,24 @@ def with_email_adapter(config: EngineConfig, adapter: str) -> EngineConfig:
 
 @asynccontextmanager
 async def open_engine(
-    backend: str, *, plugins: PluginManager | None = None, email_adapter: str | None = None, **scheduler: Any
-) -> AsyncIterator[Engine]:
+    backend: str, *, plugins: PluginManager | None = None, email_adapter: str | None = None,
+    policy: PolicyConfig | None = None, **scheduler: Any,
+) -> AsyncIterator[Engine]:  # fmt: skip
     """An entered engine of `backend` (a fresh deployment for `daemon`) with these scheduler
-    options, plugins and email adapter."""
+    options, plugins, email adapter and policy."""
+
+    def chosen(config: EngineConfig) -> EngineConfig:
+        config = with_email_adapter(config, email_adapter) if email_adapter else config
+        return msgspec.structs.replace(config, policy=policy) if policy is not None else config
+
     if backend == "memory":
-        config = memory_config(**scheduler)
-        async with Engine(with_email_adapter(config, email_adapter) if email_adapter else config, plugins=plugins) as engine:
+        async with Engine(chosen(memory_config(**scheduler)), plugins=plugins) as engine:
             yield engine
         return
     assert backend == "daemon", backend
     base = deployment_config(f"dee_test_{uuid.uuid4().hex[:12]}", partitions=PARTITIONS, **scheduler)
-    async with scratch_deployment(base) as config:
-        chosen = with_email_adapter(config, email_adapter) if email_adapter else config
-        async with Engine(chosen, scheduler=True, plugins=plugins) as engine:
-            yield engine
+    async with scratch_deployment(base) as config, Engine(chosen(config), scheduler=True, plugins=plugins) as engine:
+        yield engine
 
 
 @pytest.fixture(params=BACKENDS)

@@ -7,7 +7,7 @@ is journaled and replays identically."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from dee import Engine
@@ -82,7 +82,7 @@ class AttributeGate(PolicyGate):
     """A third-party gate: the verdict a contact attribute names (`gate: skip|defer|pause|fail`),
     `skip` for resends when the attribute is `resend`; counts how often it was asked."""
 
-    name: ClassVar[str] = "by-attribute"
+    name = "by-attribute"
 
     def __init__(self) -> None:
         self.asked = 0

@@ -4,7 +4,7 @@ channel that requires consent."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
@@ -20,7 +20,7 @@ def request(channel: str = "email", tick: int = 100, facts: PolicyFacts | None =
 
 
 class Fixed(PolicyGate):
-    name: ClassVar[str] = "fixed"
+    name = "fixed"
 
     def __init__(self, answer: Any, name: str = "fixed") -> None:
         self.answer, self.name = answer, name  # type: ignore[misc]

@@ -40,6 +40,7 @@ from dee.routing import partition_for
 from dee.scheduler.clock import DeploymentClock
 from dee.scheduler.outages import Outages
 from dee.shell.enrol import enrol
+from dee.shell.envs import history_ticks
 from dee.stores.postgres import connect as postgres
 from dee.stores.postgres import rows
 from dee.stores.postgres.migrate import check_constants, pending_migrations
@@ -244,6 +245,7 @@ class DaemonBackend(Publisher):
         assert self.clock is not None and self.redis is not None
         compiled = await self.compiled(plan_id, version)
         by_partition: dict[int, list[tuple[str, Contact]]] = defaultdict(list)
+        history = history_ticks(self.plugins.policy_gates(self.config).values(), self.config.scheduler.tick_interval_ms)
         for contact in contacts:
             by_partition[partition_for(contact.id, self.partitions)].append((self.new_run_id(), contact))
         stamp = now_iso()
@@ -253,7 +255,8 @@ class DaemonBackend(Publisher):
                 tick = await self.clock.tick(conn, partition)  # type: ignore[union-attr]
                 assert self.clock is not None
                 store = PostgresPartitionStore(conn, partition, self.plans, self.clock.epoch_ms)
-                done = await enrol(store, tick, compiled, items, variables, tick, None, stamp, self.new_run_id)
+                done = await enrol(store, tick, compiled, items, variables, tick, None, stamp, self.new_run_id,
+                                   history_ticks=history)  # fmt: skip
                 inserted = await store.add_runs(done.runs, done.audit)
             created = set(done.created)
             lost = [contact.id for run_id, contact in items if run_id in created and run_id not in inserted]

@@ -112,7 +112,8 @@ class MemoryBackend(Publisher):
 
     async def _take_in(self, partition: int, messages: Sequence[wire.Inbound]) -> dict[str, wire.Reply]:
         store = self.store.partition(partition)
-        intake = await accept(store, self.current_tick, messages, now_iso(), self._new_id, self.partitions, self._result_key)
+        intake = await accept(store, self.current_tick, messages, now_iso(), self._new_id, self.partitions, self._result_key,
+                              self.envs.history_ticks)  # fmt: skip
         intake.settle(await store.add_runs(intake.runs, intake.audit))
         await store.store_replies([reply for _, reply in intake.replies])
         await store.queue(intake.inputs)

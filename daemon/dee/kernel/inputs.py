@@ -12,7 +12,7 @@ from typing import Any, Literal
 import msgspec
 
 from dee.kernel.contact import Contact
-from dee.kernel.policy import PolicyFacts
+from dee.kernel.policy import PolicyFacts, SentMark
 
 ErrorKind = Literal["transient", "permanent", "rate_limited", "soft_bounce", "hard_bounce"]
 
@@ -93,9 +93,18 @@ class ContactChanged(Input, tag="contact", frozen=True):
 
 class PolicyChanged(Input, tag="policy", frozen=True):
     """The contact's policy facts changed (a consent recorded, a channel suppressed): the facts
-    as they now are, replacing the run's."""
+    as they now are, replacing the run's (but for the sends it has noted, which it keeps).
+    Like `SendsNoted`, it takes effect before a timer of the same tick: facts recorded at a tick
+    are in force at that tick."""
 
     facts: PolicyFacts
+
+
+class SendsNoted(Input, tag="sends", frozen=True):
+    """Messages the contact's other runs sent (in this tick or since the run last ran): what a
+    frequency cap counts across runs."""
+
+    sends: tuple[SentMark, ...]
 
 
 class ReplayRecorded(Input, tag="replay", frozen=True):
@@ -107,7 +116,17 @@ class ReplayRecorded(Input, tag="replay", frozen=True):
 
 
 AnyInput = (
-    Start | Event | ChannelResult | Pause | Resume | Cancel | Retry | Suppressed | ContactChanged | PolicyChanged
+    Start
+    | Event
+    | ChannelResult
+    | Pause
+    | Resume
+    | Cancel
+    | Retry
+    | Suppressed
+    | ContactChanged
+    | PolicyChanged
+    | SendsNoted
     | ReplayRecorded
 )
 

@@ -3,7 +3,8 @@
 Given the same state, inputs (each with its tick) and environment, `advance` returns the same
 state, audit entry drafts and effects: it reads no clock, does no I/O and draws no randomness.
 Within one call, timers and inputs are taken in logical-time order, a timer before an input of
-the same tick; so feeding inputs one call at a time or all at once gives the same trace.
+the same tick (except policy facts, in force from their tick: `FACT_INPUTS`); so feeding inputs
+one call at a time or all at once gives the same trace.
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ from dee.kernel.inputs import (
     ReplayRecorded,
     Resume,
     Retry,
+    SendsNoted,
     Start,
     Suppressed,
 )  # fmt: skip
 from dee.kernel.outcomes import Done, Fail, Finish, Send, Sleep, StepOutcome
-from dee.kernel.policy import GateRequest, PolicyGate, decide
+from dee.kernel.policy import GateRequest, PolicyGate, SentMark, decide
 from dee.kernel.retry import RetryPolicy, next_retry
 from dee.kernel.state import PendingDispatch, RunState, StepResult
 from dee.kernel.status import ALLOWED, check_transition
@@ -44,6 +46,10 @@ from dee.plan.conditions import VisibleEvent
 
 # The status each command asks for (named in the refusal when it is not allowed).
 COMMAND_TARGETS: dict[type, str] = {Pause: "paused", Resume: "active", Cancel: "cancelled", Retry: "active"}
+
+# Inputs that change what the gates know rather than what the run does: applied before a timer
+# of the same tick, so a consent revoked at tick T refuses a send due at T.
+FACT_INPUTS = (PolicyChanged, SendsNoted)
 
 # Event types that change contact-level flags, and the flag they set.
 CONTACT_FLAG_EVENTS = {"email.unsubscribed": "unsubscribed"}
@@ -72,6 +78,7 @@ class KernelEnv:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     message_domain: str = "dee.local"
     gates: tuple[PolicyGate, ...] = ()  # asked before every send, in this order
+    history_ticks: int = 0  # how far back the gates read a contact's sends (0: none is kept)
 
 
 class _Sent(TypedDict):
@@ -129,7 +136,8 @@ def advance(state: RunState, inputs: Sequence[AnyInput], now: int, env: KernelEn
     while True:
         wake = run.s.wake_tick
         due = wake if wake is not None and run.s.status != "paused" and wake <= now else None  # the timer's tick, if due
-        if due is not None and (index == len(pending) or due <= pending[index].tick):
+        if due is not None and (index == len(pending) or due < pending[index].tick or (
+            due == pending[index].tick and not isinstance(pending[index], FACT_INPUTS))):  # fmt: skip
             run.fire_timer(max(due, run.cursor))
         elif index < len(pending):
             run.apply(pending[index])
@@ -247,8 +255,11 @@ class _Run:
         elif isinstance(inp, Event | ContactChanged):
             self.observe(inp, at)
         elif isinstance(inp, PolicyChanged):  # the gates see it at the next send
-            self.set(facts=inp.facts)
+            self.set(facts=msgspec.structs.replace(inp.facts, sends=self.s.facts.sends))
             self.entry("event.received", None, at, input=_b(inp), output={"policyChanged": True})
+        elif isinstance(inp, SendsNoted):
+            self.note(inp.sends, at)
+            self.entry("event.received", None, at, input=_b(inp), output={"sendsNoted": len(inp.sends)})
         elif isinstance(inp, ChannelResult):
             self.result(inp, at)
 
@@ -461,7 +472,7 @@ class _Run:
             return pending
         step_type = self.plan.step(step_id).type
         request = GateRequest(self.s.run_id, self.s.plan_id, step_id, step_type, pending.channel, at, pending.attempt,
-                              self.s.contact, self.s.facts, env.tick_interval_ms, self.s.epoch_ms)  # fmt: skip
+                              self.s.contact, self.s.facts, env.tick_interval_ms, self.s.epoch_ms, pending.message_id)  # fmt: skip
         decision = decide(env.gates, request)
         self.entry("policy.evaluated", step_id, at, output=decision.record())
         verdict = decision.final
@@ -487,7 +498,14 @@ class _Run:
             self.fail(at, f"policy: {verdict.reason}")
         return None
 
+    def note(self, marks: Sequence[SentMark], at: int) -> None:
+        """Keep the contact's sends the gates read back, as far back as they read."""
+        horizon = self.kernel_env.history_ticks
+        if horizon:
+            self.set(facts=self.s.facts.noting(marks, at - horizon))
+
     def send(self, step_id: str, pending: PendingDispatch, at: int) -> None:
+        self.note([SentMark(at, pending.channel, pending.message_id, self.s.plan_id)], at)
         self.entry("step.dispatched", step_id, at, output={
             "channel": pending.channel, "idempotencyKey": pending.idempotency_key,
             "messageId": pending.message_id, "contentHash": pending.content_hash, "attempt": pending.attempt,

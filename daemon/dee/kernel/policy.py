@@ -15,7 +15,7 @@ allow; of two deferrals the later one). A gate that raises, or returns something
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -37,11 +37,32 @@ class Consent(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
         return self.status == "granted" and self.tick <= tick and (self.expires_tick is None or tick < self.expires_tick)
 
 
+class SentMark(msgspec.Struct, frozen=True, array_like=True):
+    """One message a run of the contact handed out (a retry resends the same message, under the
+    same `message_id`, and is not another mark)."""
+
+    tick: int
+    channel: str
+    message_id: str
+    plan_id: str
+
+
 class PolicyFacts(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
     """What the gates know of a contact beyond the contact itself, kept in the contact's partition."""
 
     consents: dict[str, Consent] = {}  # channel -> its latest record
     suppressed_channels: tuple[str, ...] = ()  # channel-level suppressions, sorted
+    # the messages every run of the contact sent within the horizon some gate reads back
+    # (`PolicyGate.history_ms`), ordered by tick then message id; empty when no gate reads it
+    sends: tuple[SentMark, ...] = ()
+
+    def noting(self, marks: Sequence[SentMark], since_tick: int) -> PolicyFacts:
+        """These facts with `marks` added (a message already noted is not noted twice) and every
+        mark before `since_tick` dropped."""
+        known = {m.message_id for m in self.sends}
+        merged = [m for m in (*self.sends, *(m for m in marks if m.message_id not in known)) if m.tick >= since_tick]
+        merged.sort(key=lambda m: (m.tick, m.message_id))
+        return msgspec.structs.replace(self, sends=tuple(merged))
 
 
 class GateRequest(msgspec.Struct, frozen=True):
@@ -58,6 +79,7 @@ class GateRequest(msgspec.Struct, frozen=True):
     facts: PolicyFacts
     tick_interval_ms: int
     epoch_ms: int = 0  # the deployment's tick 0 (Unix ms): `moment_ms` is when the send would happen
+    message_id: str = ""  # the message this send is (the same for every retry of it)
 
     @property
     def moment_ms(self) -> int:
@@ -100,9 +122,15 @@ class PolicyGate:
 
     `check(request)` runs inside the kernel before every send or call, retries included, and
     must be deterministic: decide from the request and the gate's own configuration only.
+
+    A gate that counts what the contact was sent sets `history_ms`: how far back it reads
+    `request.facts.sends`. The engine keeps (and journals) a contact's sends across all its
+    runs that far back, exactly: runs of one contact sending in the same tick see each other's
+    sends. With no such gate, nothing is kept.
     """
 
-    name: ClassVar[str]
+    name: str  # a class attribute, or set per instance when one class serves under several names
+    history_ms: int = 0
 
     def check(self, request: GateRequest) -> Verdict:
         raise TypeError(f"policy gate {self.name} does not implement check")  # asked anyway: the send fails closed

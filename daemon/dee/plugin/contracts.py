@@ -21,7 +21,7 @@ from dee.kernel.context import StepContext
 from dee.kernel.effects import DispatchRequest
 from dee.kernel.inputs import ChannelResult
 from dee.kernel.outcomes import Done, Fail, Finish, Send, Sleep, StepOutcome
-from dee.kernel.policy import Consent, GateRequest, PolicyFacts, PolicyGate, Verdict
+from dee.kernel.policy import Consent, GateRequest, PolicyFacts, PolicyGate, SentMark, Verdict
 from dee.kernel.render import check as check_template
 from dee.kernel.render import globals_of as template_globals
 from dee.kernel.render import namespace_of as template_namespace
@@ -44,6 +44,7 @@ __all__ = [
     "PolicyFacts",
     "PolicyGate",
     "Send",
+    "SentMark",
     "Sleep",
     "StepContext",
     "StepOutcome",

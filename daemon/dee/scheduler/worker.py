@@ -341,7 +341,7 @@ class PartitionWorker:
 
     async def _intake(self, store: PostgresPartitionStore, tick: int, batch: Batch, report: TickReport) -> Intake:
         intake = await accept(store, tick, batch.messages, now_iso(), self._new_id, self.config.scheduler.partitions,
-                              self.result_key)  # fmt: skip
+                              self.result_key, self.envs.history_ticks)  # fmt: skip
         inserted = await store.add_runs(intake.runs, intake.audit)
         intake.settle(inserted)
         report.entries += sum(1 for row in intake.audit if row.run_id in inserted)

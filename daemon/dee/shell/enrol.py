@@ -37,16 +37,20 @@ class Enrolment:
 async def enrol(
     store: PartitionStore, tick: int, compiled: CompiledPlan, items: Sequence[tuple[str, Contact]],
     variables: dict[str, Any], start_tick: int, idempotency_key: str | None, stamp: str, new_id: Callable[[], str],
-    already: dict[tuple[str, str], str] | None = None,
+    already: dict[tuple[str, str], str] | None = None, history_ticks: int = 0,
 ) -> Enrolment:  # fmt: skip
     """Runs for `(run_id, contact)` items; already enrolled or suppressed contacts are refused.
-    A contact's recorded flags (unsubscribed, bounced) come with it into the new run.
+    A contact's recorded flags (unsubscribed, bounced) come with it into the new run, and so
+    do its policy facts: consents, channel suppressions and, when a gate counts them
+    (`history_ticks` back), the messages its other runs sent.
 
     `already` holds enrolments made earlier in the same batch (and is updated)."""
     plan = compiled.plan
     version = plan.version or 0
     already = {} if already is None else already
     facts = await store.enrolment_facts(plan.id, [contact.id for _, contact in items])
+    since = tick - history_ticks
+    sent = await store.recent_sends([contact.id for _, contact in items], since) if history_ticks else {}
     out = Enrolment()
     for run_id, contact in items:
         current = already.get((plan.id, contact.id)) or facts.enrolled.get(contact.id)
@@ -59,8 +63,10 @@ async def enrol(
         unsubscribed, bounced = facts.flags.get(contact.id, (False, False))
         if unsubscribed or bounced:
             contact = replace(contact, unsubscribed=contact.unsubscribed or unsubscribed, bounced=contact.bounced or bounced)
-        start = Start(tick, run_id, plan.id, version, plan.checksum, contact, dict(variables), start_tick,
-                      facts.policy.get(contact.id, NO_FACTS), store.epoch_ms)  # fmt: skip
+        policy = facts.policy.get(contact.id, NO_FACTS)
+        if contact.id in sent:
+            policy = policy.noting(sent[contact.id], since)
+        start = Start(tick, run_id, plan.id, version, plan.checksum, contact, dict(variables), start_tick, policy, store.epoch_ms)
         first = start_run(start)
         entries = seal_rows(first.entries, first.state.audit_head, stamp, new_id)
         out.runs.append(NewRun(replace(first.state, audit_head=entries[-1].checksum), idempotency_key))

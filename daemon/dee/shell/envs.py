@@ -16,10 +16,18 @@ from dee.plan.compiled import CompiledPlan
 from dee.plan.spec import TemplateStore
 
 
+def history_ticks(gates: Iterable[PolicyGate], tick_interval_ms: int) -> int:
+    """How many ticks back the gates read a contact's sends (`PolicyGate.history_ms`, the longest)."""
+    longest = max((int(getattr(gate, "history_ms", 0) or 0) for gate in gates), default=0)
+    return -(-longest // tick_interval_ms) if longest > 0 else 0
+
+
 def kernel_env(config: EngineConfig, plan: CompiledPlan, templates: TemplateStore, gates: Iterable[PolicyGate] = ()) -> KernelEnv:
+    gates = tuple(gates)
+    tick_ms = config.scheduler.tick_interval_ms
     return KernelEnv(
-        plan=plan, templates=templates, tick_interval_ms=config.scheduler.tick_interval_ms,
-        settings=config.kernel_settings(), message_domain=config.message_domain, gates=tuple(gates),
+        plan=plan, templates=templates, tick_interval_ms=tick_ms, settings=config.kernel_settings(),
+        message_domain=config.message_domain, gates=gates, history_ticks=history_ticks(gates, tick_ms),
     )  # fmt: skip
 
 
@@ -35,6 +43,7 @@ class KernelEnvs:
         self.config = config
         self.templates = templates
         self.gates = tuple(gates)
+        self.history_ticks = history_ticks(self.gates, config.scheduler.tick_interval_ms)  # 0: no sends are kept
         self._envs: dict[tuple[str, int], KernelEnv] = {}
 
     async def get(self, plan_id: str, version: int, plans: PlanLookup) -> KernelEnv:

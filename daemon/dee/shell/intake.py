@@ -69,6 +69,7 @@ class Intake:
     # suppressions, and kept current as the batch records more
     facts: dict[str, PolicyFacts] = field(default_factory=dict)
     enrolments: list[tuple[wire.Execute | wire.ExecuteBatch, list[str]]] = field(default_factory=list)  # and the runs made
+    history_ticks: int = 0  # how far back new runs get the contact's sends (`KernelEnvs.history_ticks`)
 
     def settle(self, inserted: set[str]) -> None:
         """Once `store.add_runs` returned the runs it inserted: an enrolment whose run lost a
@@ -111,7 +112,7 @@ class Intake:
 
 async def accept(
     store: PartitionStore, tick: int, messages: Sequence[wire.Inbound], stamp: str, new_id: Callable[[], str],
-    partitions: int, result_key: bytes,
+    partitions: int, result_key: bytes, history_ticks: int = 0,
 ) -> Intake:  # fmt: skip
     """Dedupe a batch by commandId and apply the intake rules to the new messages, in stream
     order. The caller writes `intake.runs` and `intake.audit` (`store.add_runs`) and either
@@ -121,7 +122,7 @@ async def accept(
     result not signed by a dispatcher are refused: neither may use up a commandId or reach a
     run. A commandId seen before with other content is refused (the first accepted wins, like
     an HTTP idempotency key); seen before with the same content, it gets the first reply."""
-    intake = Intake(tick, store.partition)
+    intake = Intake(tick, store.partition, history_ticks=history_ticks)
     keyed: list[wire.Inbound] = []
     for m in messages:
         if isinstance(m, wire.Wake):
@@ -255,7 +256,8 @@ async def _execute(
         intake.refuse(m, StartInPastError(start_tick, intake.tick))
         return
     pairs = [(item.run_id, item.contact) for item in items]
-    done = await enrol(store, intake.tick, compiled, pairs, dict(m.variables), start_tick, key, stamp, new_id, intake.enrolled)
+    done = await enrol(store, intake.tick, compiled, pairs, dict(m.variables), start_tick, key, stamp, new_id, intake.enrolled,
+                      intake.history_ticks)  # fmt: skip
     if isinstance(m, wire.Execute) and done.refused:
         _, error = done.refused[0]
         intake.refuse(m, error, getattr(error, "run_id", None))

@@ -18,7 +18,7 @@ from dee.bus import messages as wire
 from dee.kernel.audit import AuditRow
 from dee.kernel.effects import DispatchRequest
 from dee.kernel.inputs import AnyInput
-from dee.kernel.policy import Consent, PolicyFacts
+from dee.kernel.policy import Consent, PolicyFacts, SentMark
 from dee.kernel.state import RunState
 from dee.plan.compiled import CompiledPlan
 from dee.records import ConsentRecord, Suppression
@@ -111,6 +111,14 @@ class PartitionStore(Protocol):
     async def policy_facts(self, contact_ids: Sequence[str]) -> dict[str, PolicyFacts]:
         """The policy facts of these contacts (a contact with no consent and no channel
         suppression is left out)."""
+
+    async def record_sends(self, sends: Sequence[tuple[str, SentMark]], forget_before: int) -> None:
+        """Keep the messages a tick sent, as (contact id, mark), for the contacts' later
+        enrolments; forget this partition's sends before tick `forget_before`."""
+
+    async def recent_sends(self, contact_ids: Sequence[str], since_tick: int) -> dict[str, tuple[SentMark, ...]]:
+        """The messages these contacts were sent from `since_tick` on, by tick then message id
+        (a contact sent nothing is left out)."""
 
     # ---- runs and their inputs ----------------------------------------------------------
     async def add_runs(self, runs: Sequence[NewRun], audit: Sequence[AuditRow]) -> set[str]:

@@ -6,6 +6,11 @@ their inputs keep their own ticks, so load never changes a trace). Each run gets
 inputs, then those accepted in the same batch; the kernel advances it; the shell seals the
 entries it drafted into the run's chain and stores the run. The caller writes the audit rows
 and the outbox, and answers after the commit.
+
+When a gate counts a contact's sends (`KernelEnvs.history_ticks`), every message a run sends
+reaches the contact's other runs as a `SendsNoted` input: at once for those advanced later in
+the same tick (so two runs of one contact due together are counted exactly), queued for the
+others; and it is kept in the store for the contact's later enrolments.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ from dee.bus import messages as wire
 from dee.errors import error_fields
 from dee.kernel.audit import AuditRow, seal_rows
 from dee.kernel.effects import ContactFlagged, DispatchRequest
-from dee.kernel.inputs import ContactChanged
+from dee.kernel.inputs import AnyInput, ContactChanged, SendsNoted
 from dee.kernel.machine import Advance, advance, quarantine
+from dee.kernel.policy import SentMark
 from dee.kernel.state import RunState
 from dee.shell.envs import KernelEnvs
 from dee.shell.store import OutboxItem, PartitionStore, Queued
@@ -61,20 +67,64 @@ async def advance_due(
         (by_run[item.run_id] if item.run_id in chosen else over_cap).append(item)
     done = Advanced()
     flagged: list[ContactFlagged] = []
+    sends = _Sends(envs.history_ticks)
     for state in due:
         items = by_run.get(state.run_id, [])
         env = envs.cached(state.plan_id, state.plan_version) or await envs.get(state.plan_id, state.plan_version, store.plan)
+        inputs: list[AnyInput] = [q.input for q in items]
+        if sends.horizon:
+            inputs += sends.for_run(state, tick)
         try:
-            result = advance(state, [q.input for q in items], tick, env)
+            result = advance(state, inputs, tick, env)
         except Exception as exc:  # a kernel or plugin bug must stop this run, not the partition
             log.exception("run %s: advance raised; the run is stopped", state.run_id, extra={"run_id": state.run_id})
             result = quarantine(state, f"{type(exc).__name__}: {exc}", tick)
         _collect(done, state, result, items, stamp, new_id, store.partition, flagged)
+        if sends.horizon:
+            sends.sent_by(state, result)
     await store.consume([seq for seq, _ in pending])
     await store.queue(over_cap)
     await store.save_runs(done.states)
     await _fan_out(store, tick, flagged)
+    if sends.made:
+        await sends.fan_out(store, tick)
     return done
+
+
+class _Sends:
+    """The messages runs sent in this tick, and which runs of their contact know of them."""
+
+    def __init__(self, horizon: int) -> None:
+        self.horizon = horizon
+        self.made: dict[str, list[tuple[SentMark, str]]] = defaultdict(list)  # contact -> (mark, the run that sent it)
+        self.reached: dict[str, set[str]] = defaultdict(set)  # message id -> runs given it in this tick
+
+    def for_run(self, state: RunState, tick: int) -> list[SendsNoted]:
+        """The contact's messages sent earlier in this tick by its other runs, as an input."""
+        earlier = [mark for mark, sender in self.made.get(state.contact.id, ()) if sender != state.run_id]
+        for mark in earlier:
+            self.reached[mark.message_id].add(state.run_id)
+        return [SendsNoted(tick, tuple(earlier))] if earlier else []
+
+    def sent_by(self, state: RunState, result: Advance) -> None:
+        for effect in result.effects:
+            if isinstance(effect, DispatchRequest) and effect.dispatch_no == 1:  # a retry is the same message
+                mark = SentMark(effect.tick, effect.channel, effect.message_id, state.plan_id)
+                self.made[state.contact.id].append((mark, state.run_id))
+
+    async def fan_out(self, store: PartitionStore, tick: int) -> None:
+        """Keep the tick's messages for later enrolments, and queue each for the contact's runs
+        that have not seen it (those advanced before its sender in this tick, and those not due)."""
+        await store.record_sends([(contact_id, mark) for contact_id, made in self.made.items() for mark, _ in made],
+                                 tick - self.horizon)  # fmt: skip
+        active = await store.active_runs(sorted(self.made))
+        notes: list[Queued] = []
+        for contact_id, made in sorted(self.made.items()):
+            for run_id, _ in active.get(contact_id, ()):
+                unseen = [m for m, sender in made if sender != run_id and run_id not in self.reached[m.message_id]]
+                if unseen:
+                    notes.append(Queued(run_id, SendsNoted(tick, tuple(unseen))))
+        await store.queue(notes)
 
 
 def _collect(

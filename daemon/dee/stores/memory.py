@@ -16,7 +16,7 @@ from itertools import count
 from dee.bus import messages as wire
 from dee.errors import RunNotFoundError
 from dee.kernel.audit import AuditEntry, AuditRow, entry_of
-from dee.kernel.policy import PolicyFacts
+from dee.kernel.policy import PolicyFacts, SentMark
 from dee.kernel.state import RunState
 from dee.plan.compiled import CompiledPlan
 from dee.records import ConsentRecord, Suppression
@@ -44,6 +44,7 @@ class MemoryStore:
         self.contacts: dict[str, dict[str, bool]] = {}  # contact id -> its contact-level flags
         self.suppressions: list[Suppression] = []
         self.consents: list[ConsentRecord] = []
+        self.sends: dict[str, dict[str, tuple[int, SentMark]]] = defaultdict(dict)  # contact -> message id -> (partition, mark)
         self.received: dict[str, wire.Reply | None] = {}
         self.digests: dict[str, bytes] = {}
         self.seq = count(1)
@@ -156,6 +157,25 @@ class MemoryPartitionStore:
 
     async def add_consent(self, consent: ConsentRecord) -> None:
         self.store.consents.append(consent)
+
+    async def record_sends(self, sends: Sequence[tuple[str, SentMark]], forget_before: int) -> None:
+        for contact_id, mark in sends:
+            self.store.sends[contact_id].setdefault(mark.message_id, (self.partition, mark))
+        for contact_id, kept in list(self.store.sends.items()):
+            for message_id, (partition, mark) in list(kept.items()):
+                if partition == self.partition and mark.tick < forget_before:
+                    del kept[message_id]
+            if not kept:
+                del self.store.sends[contact_id]
+
+    async def recent_sends(self, contact_ids: Sequence[str], since_tick: int) -> dict[str, tuple[SentMark, ...]]:
+        found: dict[str, tuple[SentMark, ...]] = {}
+        for contact_id in sorted(set(contact_ids)):
+            marks = sorted((m for _, m in self.store.sends.get(contact_id, {}).values() if m.tick >= since_tick),
+                           key=lambda m: (m.tick, m.message_id))  # fmt: skip
+            if marks:
+                found[contact_id] = tuple(marks)
+        return found
 
     async def policy_facts(self, contact_ids: Sequence[str]) -> dict[str, PolicyFacts]:
         wanted = set(contact_ids)

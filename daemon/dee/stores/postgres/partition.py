@@ -11,7 +11,7 @@ import msgspec
 from dee.bus import messages as wire
 from dee.kernel.audit import AuditRow
 from dee.kernel.inputs import AnyInput
-from dee.kernel.policy import PolicyFacts
+from dee.kernel.policy import PolicyFacts, SentMark
 from dee.kernel.state import RunState
 from dee.plan.compiled import CompiledPlan
 from dee.records import ConsentRecord, Suppression
@@ -148,6 +148,25 @@ class PostgresPartitionStore:
             "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)",
             c.contact_id, c.channel, c.status, c.source, c.tick, c.expires_tick, wire.encode_json(c.evidence),
         )  # fmt: skip
+
+    async def record_sends(self, sends: Sequence[tuple[str, SentMark]], forget_before: int) -> None:
+        await self.conn.execute("DELETE FROM contact_sends WHERE partition = $1 AND tick < $2", self.partition, forget_before)
+        if sends:
+            await self.conn.executemany(
+                "INSERT INTO contact_sends (message_id, partition, contact_id, channel, plan_id, tick) "
+                "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (message_id) DO NOTHING",
+                [(m.message_id, self.partition, contact_id, m.channel, m.plan_id, m.tick) for contact_id, m in sends],
+            )  # fmt: skip
+
+    async def recent_sends(self, contact_ids: Sequence[str], since_tick: int) -> dict[str, tuple[SentMark, ...]]:
+        found: dict[str, list[SentMark]] = {}
+        for r in await self.conn.fetch(
+            "SELECT contact_id, tick, channel, message_id, plan_id FROM contact_sends "
+            "WHERE contact_id = ANY($1::text[]) AND tick >= $2",
+            list(contact_ids), since_tick,
+        ):  # fmt: skip
+            found.setdefault(r["contact_id"], []).append(SentMark(r["tick"], r["channel"], r["message_id"], r["plan_id"]))
+        return {contact_id: tuple(sorted(marks, key=lambda m: (m.tick, m.message_id))) for contact_id, marks in sorted(found.items())}
 
     # ---- runs and their inputs ----------------------------------------------------------
     async def add_runs(self, runs: Sequence[NewRun], audit: Sequence[AuditRow]) -> set[str]:
