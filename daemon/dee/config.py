@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Literal
 import msgspec
 
 from dee.errors import ConfigError
+from dee.limits.settings import BudgetsConfig, DeliverabilityConfig
 
 SECRET_FIELDS = (
     "smtp_password", "auth_token", "signing_key", "previous_keys", "mailgun_signing_key", "postmark_password",
@@ -167,6 +168,8 @@ class PolicyConfig(_Section, frozen=True):
     on_capped: Literal["defer", "skip"] = "defer"
     # overrides of these keys for one plan: [policy.plans.<plan id>]
     plans: dict[str, dict[str, Any]] = {}
+    deliverability: DeliverabilityConfig = DeliverabilityConfig()  # email limits, enforced by the dispatcher
+    budgets: BudgetsConfig = BudgetsConfig()  # what sends may cost, enforced by the dispatcher
 
     def __post_init__(self) -> None:
         for cap in self.caps:

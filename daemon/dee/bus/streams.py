@@ -52,6 +52,10 @@ class Keys:
     def simulated(self, channel: str, name: str) -> str:
         return f"{self.ns}:sim:{channel}:{name}"
 
+    def limit(self, name: str) -> str:
+        """A counter of `dee.limits` (one hash tag for all: one admission's keys share a slot)."""
+        return f"{self.ns}:{{limits}}:{name}"
+
 
 async def ensure_group(redis: aioredis.Redis, stream: str, group: str) -> None:
     try:

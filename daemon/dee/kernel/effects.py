@@ -20,6 +20,7 @@ class DispatchRequest(msgspec.Struct, frozen=True, rename="camel"):
     tick: int
     dispatch_no: int = 1  # how many times this key has been handed out (retries, rate limits)
     contact_id: str = ""  # whose the action is (a callback from the provider is routed by it)
+    plan_id: str = ""  # the run's plan (what a budget of one plan counts)
 
 
 class ContactFlagged(msgspec.Struct, frozen=True, rename="camel"):
