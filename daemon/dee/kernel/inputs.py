@@ -14,7 +14,7 @@ import msgspec
 from dee.kernel.contact import Contact
 from dee.kernel.policy import PolicyFacts, SentMark
 
-ErrorKind = Literal["transient", "permanent", "rate_limited", "soft_bounce", "hard_bounce"]
+ErrorKind = Literal["transient", "permanent", "rate_limited", "soft_bounce", "hard_bounce", "budget_exhausted"]
 
 
 class Input(msgspec.Struct, frozen=True, tag_field="kind", rename="camel"):
@@ -55,6 +55,13 @@ class ChannelResult(Input, tag="result", frozen=True):
     error: str | None = None
     outcome: str | None = None
     data: dict[str, Any] = {}
+
+    @property
+    def retry_after_ms(self) -> int | None:
+        """How long a `rate_limited` failure asks to wait (`data.retryAfterMs`, set by the
+        dispatcher's limits or an adapter); None when it names no time, or not a valid one."""
+        after = self.data.get("retryAfterMs")
+        return after if isinstance(after, int) and not isinstance(after, bool) and after >= 0 else None
 
 
 class Pause(Input, tag="pause", frozen=True):

@@ -512,7 +512,8 @@ class _Run:
         })  # fmt: skip
         self.effects.append(DispatchRequest(
             self.s.run_id, step_id, pending.channel, pending.idempotency_key, pending.message_id,
-            pending.attempt, pending.message, at, pending.attempt + pending.rate_limited, self.s.contact.id,
+            pending.attempt, pending.message, at, pending.attempt + pending.rate_limited + pending.budget_paused,
+            self.s.contact.id, self.s.plan_id,
         ))  # fmt: skip
 
     def redispatch(self, at: int) -> None:
@@ -553,7 +554,10 @@ class _Run:
             return
         kind = res.error_kind or "permanent"
         env = self.kernel_env
-        plan_retry = next_retry(env.retry, kind, pending, at, env.tick_interval_ms)
+        if kind == "budget_exhausted" and env.retry.on_budget == "pause":
+            self.budget_pause(step_id, pending, res, at, inp)
+            return
+        plan_retry = next_retry(env.retry, kind, pending, at, env.tick_interval_ms, res.retry_after_ms)
         if plan_retry is not None:
             self.set(dispatch=plan_retry.pending, wake_tick=plan_retry.tick, timer="retry")
             self.entry("error.retried", step_id, at, input=inp, output={
@@ -572,6 +576,15 @@ class _Run:
         self.record(StepResult(step_id, step_type, self.s.step_tick, "failed", **sent), "step.executed", at,
                     {"errorKind": kind, "error": res.error, "attempts": pending.attempt}, input=inp)  # fmt: skip
         self.fail(at, f"{kind}: {res.error or 'channel failure'}")
+
+    def budget_pause(self, step_id: str, pending: PendingDispatch, res: ChannelResult, at: int, inp: dict[str, Any] | None) -> None:
+        """An exhausted budget refused the send: the run pauses holding it, as a gate's pause
+        does; resumed, the gates are asked again and the send is handed out anew (its next
+        dispatch number, so its answer is a new result)."""
+        held = msgspec.structs.replace(pending, budget_paused=pending.budget_paused + 1)
+        self.set(dispatch=held, wake_tick=at, timer="policy", paused_from="waiting")
+        self.move("paused", at)
+        self.entry("run.paused", step_id, at, input=inp, output={"reason": f"budget: {res.error or 'exhausted'}"})
 
     # ---- endings -----------------------------------------------------------------------
     def complete(self, at: int, outcome: str, why: Mapping[str, Any]) -> None:

@@ -46,6 +46,7 @@ class PendingDispatch(msgspec.Struct, frozen=True):
     message: dict[str, Any]
     attempt: int = 1
     rate_limited: int = 0
+    budget_paused: int = 0  # times an exhausted budget paused the run with this send held
     policy_verdict: str | None = None  # what the gates said of this send (None: no gate is installed)
 
 

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dee.config import EngineConfig
 from dee.kernel.machine import KernelEnv
 from dee.kernel.policy import PolicyGate
+from dee.kernel.retry import RetryPolicy
 from dee.plan.compiled import CompiledPlan
 from dee.plan.spec import TemplateStore
 
@@ -28,6 +29,7 @@ def kernel_env(config: EngineConfig, plan: CompiledPlan, templates: TemplateStor
     return KernelEnv(
         plan=plan, templates=templates, tick_interval_ms=tick_ms, settings=config.kernel_settings(),
         message_domain=config.message_domain, gates=gates, history_ticks=history_ticks(gates, tick_ms),
+        retry=RetryPolicy(on_budget=config.policy.budgets.on_exhausted),
     )  # fmt: skip
 
 
