@@ -30,6 +30,9 @@ class Metrics:
         self.dispatch_results = Counter("dee_dispatch_results_total", "Channel results", ["channel", "adapter", "result"], registry=r)
         self.dispatch_in_flight = Gauge("dee_dispatch_in_flight", "Channel actions handed to an adapter, not yet answered",
                                         ["channel", "adapter"], registry=r)  # fmt: skip
+        # limit: daily_limit, domain_rate, warmup or budget (`dee.limits`); a refused action is not sent
+        self.dispatch_limited = Counter("dee_dispatch_limited_total", "Channel actions a deliverability limit or budget refused",
+                                        ["channel", "limit"], registry=r)  # fmt: skip
         self.partitions_owned = Gauge("dee_partitions_owned", "Partitions this process owns", registry=r)
         self.lease_losses = Counter("dee_lease_losses_total", "Leases lost (fenced out)", registry=r)
         self.runs_by_status = Gauge("dee_runs", "Runs by status (sampled)", ["status"], registry=r)

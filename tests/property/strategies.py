@@ -297,8 +297,8 @@ class World:
 
 
 DELAYS = (0, 0, 0, 1, 2, 30, 600, 3600, 20_000)
-EMAIL_FAILURES = ("transient", "permanent", "permanent", "rate_limited", "soft_bounce", "hard_bounce")
-VOICE_FAILURES = ("transient", "permanent", "permanent", "rate_limited")
+EMAIL_FAILURES = ("transient", "permanent", "permanent", "rate_limited", "soft_bounce", "hard_bounce", "budget_exhausted")
+VOICE_FAILURES = ("transient", "permanent", "permanent", "rate_limited", "budget_exhausted")
 # What a delivered call reports; "martian" is no call outcome at all: the step must fail on it.
 CALL_OUTCOMES = ("answered", "answered", "voicemail", "no_answer", "busy", "failed", "declined", "martian")
 FOLLOW_UPS = (None, None, "email.opened", "email.clicked", "email.replied", "email.bounced")

@@ -5,7 +5,8 @@ and applied by the shell's tick over a `MemoryStore`, exactly as a partition wor
 PostgreSQL, only without I/O: what `dee simulate --memory`, the examples and the unit tests of
 the API use. Channel actions go to the adapters when the engine runs (`run_until_idle`,
 `advance_clock`, or each tick of a wall clock), and their answers come back as `result`
-messages, as from a dispatcher.
+messages, as from a dispatcher; deliverability limits and budgets admit each action first, with
+the daemon's rules, on counters in this process and the engine's simulated time.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from dee.errors import EngineUnavailableError
 from dee.ids import MonotonicUlid, now_iso
 from dee.kernel.audit import AuditEntry
 from dee.kernel.contact import Contact
+from dee.limits.counters import MemoryLimiter, SendClock
+from dee.limits.rules import Rules
 from dee.plan.compiled import CompiledPlan
 from dee.plan.model import Plan
 from dee.plan.prepare import prepare_plan
@@ -60,6 +63,9 @@ class MemoryBackend(Publisher):
         self._new_id = MonotonicUlid()  # audit entry ids
         self._clock_task: asyncio.Task[None] | None = None
         self._result_key = os.urandom(32)  # what the in-process dispatch signs its results with
+        rules = Rules.of(config.policy.deliverability, config.policy.budgets)
+        clock = SendClock(self.store.epoch_ms, config.scheduler.tick_interval_ms)  # simulated time, whatever the clock
+        self.limits = None if rules is None else MemoryLimiter(rules, clock)
 
     @property
     def adapters(self) -> Mapping[str, ChannelAdapter]:
@@ -141,7 +147,11 @@ class MemoryBackend(Publisher):
     async def _dispatch_all(self) -> None:
         while self.store.outbox:
             _, item = self.store.outbox.popleft()
-            response = await dispatch.send(self._adapters[item.request.channel], item)
+            refusal = None if self.limits is None else await self.limits.admit(item.request)
+            if refusal is not None:
+                response = dispatch.refused(refusal)
+            else:
+                response = await dispatch.send(self._adapters[item.request.channel], item)
             await self._take_in(item.partition, [dispatch.result_message(item, response, self._result_key)])
 
     async def advance_clock(self, ticks: int) -> None:

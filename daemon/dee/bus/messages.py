@@ -108,10 +108,10 @@ class Result(Message, tag="result", frozen=True):
     idempotency_key: str
     attempt: int
     status: Literal["delivered", "failed"]
-    error_kind: Literal["transient", "permanent", "rate_limited", "soft_bounce", "hard_bounce"] | None = None
+    error_kind: Literal["transient", "permanent", "rate_limited", "soft_bounce", "hard_bounce", "budget_exhausted"] | None = None
     error: str | None = None
     outcome: str | None = None
-    data: dict[str, Any] = {}
+    data: dict[str, Any] = {}  # a rate limit's wait, when it names one, is `retryAfterMs`
     signature: str = ""  # HMAC-SHA256 of the result without it, with the deployment's result key
 
 

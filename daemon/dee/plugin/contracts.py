@@ -66,6 +66,7 @@ class DispatchResponse(msgspec.Struct, frozen=True, rename="camel"):
     error: str | None = None
     outcome: str | None = None
     data: dict[str, Any] = {}
+    retry_after_ms: int | None = None  # a `rate_limited` failure: how long to wait before the retry
 
 
 @runtime_checkable

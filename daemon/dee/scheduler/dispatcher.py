@@ -7,6 +7,11 @@ must not hold the others), and no more is read from the stream than there is roo
 backlog stays in Redis, not in this process). Answers go to the runs' partition streams as
 `result` messages (`shell.dispatch.result_message`), each acknowledged only after its result is
 published, several per round trip. Entries of a dead consumer are claimed after the lease TTL.
+
+With deliverability limits or budgets configured, each action is first admitted by them
+(`dee.limits`, shared by every dispatcher of the deployment through Redis): a refused action is
+not sent, and its answer is a failed result like any other (`rate_limited` with its wait, or
+`budget_exhausted`). Without any, no admission is asked for at all.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ import redis.asyncio as aioredis
 
 from dee.bus import messages as wire
 from dee.bus.streams import DISPATCH_GROUP, FIELD, Entry, GroupReader, Keys, dead_letter, ensure_group, trim_acknowledged
+from dee.limits.counters import Limiter
 from dee.metrics import Metrics
-from dee.plugin.contracts import ChannelAdapter
+from dee.plugin.contracts import ChannelAdapter, DispatchResponse
 from dee.scheduler import tuning
 from dee.scheduler.outages import TRANSIENT_ERRORS, Outages
 from dee.shell import dispatch
@@ -96,11 +102,40 @@ class ChannelDispatch:
         self._gauge()
 
     async def _send(self, entry_id: bytes, item: OutboxItem) -> None:
+        if self.d.limits is not None and not await self._admitted(entry_id, item):
+            return
         started = time.perf_counter()
         response = await dispatch.send(self.adapter, item)
         if self.d.metrics is not None:
             result = "delivered" if response.status == "delivered" else (response.error_kind or "permanent")
             self.d.metrics.observe_dispatch(self.channel, self.adapter.name, result, time.perf_counter() - started)
+        self._answer(entry_id, item, response)
+
+    async def _admitted(self, entry_id: bytes, item: OutboxItem) -> bool:
+        """Whether the limits let the action be sent now. A refusal is answered at once, the
+        action unsent. Limits that cannot be asked (Redis away) send nothing either, and
+        answer nothing: the entry stays pending and is read again after a pause."""
+        assert self.d.limits is not None
+        try:
+            refusal = await self.d.limits.admit(item.request)
+        except Exception as exc:  # fail closed: an action is sent only when admitted
+            if isinstance(exc, TRANSIENT_ERRORS):
+                self.d.outages.failed(exc, f"dispatcher {self.channel} limits")
+            else:
+                log.exception("dispatcher %s: the limits could not be asked; the action waits", self.channel)
+            await asyncio.sleep(tuning.STORAGE_PAUSE_S)
+            del self.in_flight[entry_id]
+            self.reader.repending()
+            self._wake.set()
+            return False
+        if refusal is None:
+            return True
+        if self.d.metrics is not None:
+            self.d.metrics.dispatch_limited.labels(self.channel, refusal.kind).inc()
+        self._answer(entry_id, item, dispatch.refused(refusal))
+        return False
+
+    def _answer(self, entry_id: bytes, item: OutboxItem, response: DispatchResponse) -> None:
         self.answered[entry_id] = (item.partition, dispatch.result_message(item, response, self.d.result_key))
         del self.in_flight[entry_id]
         self._wake.set()
@@ -140,7 +175,7 @@ class Dispatcher:
     def __init__(
         self, instance: str, redis: aioredis.Redis, adapters: Mapping[str, ChannelAdapter],
         claim_after_ms: int, keys: Keys, metrics: Metrics | None = None, outages: Outages | None = None,
-        *, result_key: bytes,
+        *, result_key: bytes, limits: Limiter | None = None,
     ) -> None:  # fmt: skip
         self.instance = instance
         self.keys = keys
@@ -150,6 +185,7 @@ class Dispatcher:
         self.metrics = metrics
         self.outages = outages or Outages()
         self.result_key = result_key  # results are signed with it: partitions accept no other
+        self.limits = limits  # None: no deliverability limit or budget is configured
         self.stopping = asyncio.Event()
 
     def stop(self) -> None:

@@ -21,6 +21,9 @@ from dee import logfields
 from dee.bus.streams import GROUP, Keys, ensure_group
 from dee.config import EngineConfig
 from dee.errors import LeaseLostError
+from dee.limits.counters import SendClock
+from dee.limits.rules import Rules
+from dee.limits.shared import RedisLimiter
 from dee.metrics import Metrics
 from dee.plugin.contracts import ChannelAdapter
 from dee.scheduler.clock import DeploymentClock
@@ -58,8 +61,17 @@ class Runtime:
         self.keys = Keys(config.namespace)
         self.result_key = result_key
         self.dispatcher = Dispatcher(self.instance, redis, adapters, config.scheduler.lease_ttl_ms, self.keys, metrics, self.outages,
-                                     result_key=result_key)  # fmt: skip
+                                     result_key=result_key, limits=self._limiter())  # fmt: skip
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _limiter(self) -> RedisLimiter | None:
+        """The deployment's limits and budgets in Redis, or None when none is configured."""
+        policy = self.config.policy
+        rules = Rules.of(policy.deliverability, policy.budgets)
+        if rules is None:
+            return None
+        clock = SendClock(self.clock.epoch_ms, self.config.scheduler.tick_interval_ms, wall=self.clock.mode == "wall")
+        return RedisLimiter(rules, clock, self.redis, self.keys)
 
     async def start(self) -> None:
         for partition in range(self.config.scheduler.partitions):
