@@ -31,8 +31,9 @@ from redis.exceptions import NoPermissionError
 from dee import Engine, EngineConfig, load_plan
 from dee.bus import connect as redis_connect
 from dee.bus.streams import DISPATCH_GROUP, GROUP, Keys
-from dee.config import ChannelsConfig, EmailChannelConfig, SenderConfig
+from dee.config import ChannelsConfig, EmailChannelConfig, PolicyConfig, SenderConfig
 from dee.errors import ServiceUnavailableError
+from dee.limits.settings import DeliverabilityConfig
 from dee.ops import consents
 from dee.ops.cli import main
 from dee.ops.scratch import scratch_deployment
@@ -57,7 +58,8 @@ DAEMON_COMMANDS = (
     "xpending", "xinfo|groups", "xtrim",  # trimming what every consumer is done with
     "exists", "del",  # the manual clock's idle probe; the reply stream on close, send locks
     "get", "set", "hset", "hget", "hincrby",  # the adapters' send-once ledgers
-    "evalsha", "script|load", "script|exists",  # the two Lua scripts (the idle probe, the simulated ledger)
+    "incrby", "pexpire",  # the counters of deliverability limits and budgets (inside their script)
+    "evalsha", "script|load", "script|exists",  # the Lua scripts (the idle probe, the simulated ledger, admission)
 )  # fmt: skip
 
 
@@ -208,7 +210,9 @@ async def test_daemon_and_publisher_under_their_acl_users(tmp_path: Path, monkey
     refused_at = Behaviour(at_rcpt={"gone@example.com": "550 5.1.1 no such user"})
     with redis_server(tmp_path / "redis", acl=acl) as server, smtp_server(refused_at) as (mail, smtp_port):
         email = EmailChannelConfig(adapter="smtp", smtp_port=smtp_port, smtp_timeout_ms=3000, sender=SenderConfig(email="sales@acme.test"))
-        async with deployment_on(server, namespace=ns, channels=ChannelsConfig(email=email)) as config, admin_of(server) as admin:
+        limits = PolicyConfig(deliverability=DeliverabilityConfig(daily_limit=1000))  # admitted through the limits' script
+        async with deployment_on(server, namespace=ns, channels=ChannelsConfig(email=email), policy=limits) as config, \
+                admin_of(server) as admin:  # fmt: skip
             keys, other = Keys(ns), Keys(f"{ns}-other")  # a neighbouring deployment on the same server
             daemon_url, publisher_url = server.url(DAEMON, users[DAEMON]), server.url(PUBLISHER, users[PUBLISHER])
             await admin.config_resetstat()
