@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -33,7 +33,7 @@ from dee.plugin.manager import PluginManager
 from dee.project.templates import ChainedTemplateStore, load_directory
 from dee.records import BulkError, BulkResult, ConsentRecord, ExecutionRun, RunPage, Suppression
 from dee.redact import redact
-from dee.reports.compliance import RUN_ENDINGS, ComplianceReport, build_report
+from dee.reports.compliance import RUN_ENDINGS, CallingRules, ComplianceReport, Reading, RunFacts, build_report, run_facts, step_channels
 from dee.reports.export import ExportFormat
 from dee.reports.export import render as render_export
 from dee.shell.replayer import Replayer
@@ -93,20 +93,32 @@ class ComplianceAccess:
 
     async def report(self, period_from: int, period_to: int) -> ComplianceReport:
         """Sends by channel with the consent in force at each, suppressions, every call against
-        the calling hours, unsubscribe processing, and the chain of every run touched, for the
-        ticks `period_from`..`period_to` (both included)."""
+        the calling hours (its local time from its tick), what the policy gates decided
+        (verdicts by gate, deferrals, refusals), unsubscribe processing, and the chain of every
+        run touched, for the ticks `period_from`..`period_to` (both included)."""
         if period_to < period_from:
             raise ValueError(f"the period ends (tick {period_to}) before it begins (tick {period_from})")
-        backend = self._engine._backend
+        backend, config = self._engine._backend, self._engine.config
         entries = await backend.audit_query(None, None, period_from, period_to)
         endings = await backend.audit_query(None, list(RUN_ENDINGS), period_from, None)
         run_ids = sorted({e.run_id for e in entries})
         contacts = await backend.contacts_of(run_ids)
         consents = await backend.consents_until(sorted({c.id for c in contacts.values()}), period_to)
         suppressions = await backend.suppressions_between(period_from, period_to)
-        chains = await self._engine.verify_audit_chains(run_ids)
-        return build_report((period_from, period_to), entries, endings, contacts, consents, suppressions, chains,
-                            self._engine.config.channels.voice.calling_hours, self._engine.config.policy.default_timezone)  # fmt: skip
+        chains: dict[str, ChainVerification] = {}
+        runs: dict[str, RunFacts] = {}
+        async for run_id, log, verdict in self._engine.read_chains(run_ids):  # the epoch and later sends are there
+            chains[run_id] = verdict
+            facts = run_facts(log)
+            if facts is not None:
+                runs[run_id] = facts
+        plans = sorted({(f.plan_id, f.plan_version) for f in runs.values()})
+        channels = {plan: step_channels(await backend.compiled(*plan)) for plan in plans}
+        policy = config.policy
+        rules = CallingRules(config.channels.voice.calling_hours, policy.calling_days, policy.holidays,
+                             policy.default_timezone, config.scheduler.tick_interval_ms)  # fmt: skip
+        read = Reading(entries, endings, contacts, consents, suppressions, chains, runs, channels)
+        return build_report((period_from, period_to), read, rules)
 
 
 def template_store(config: EngineConfig, plugins: PluginManager) -> ChainedTemplateStore:
@@ -289,11 +301,14 @@ class Engine:
     async def verify_audit_chains(self, run_ids: Sequence[str]) -> dict[str, ChainVerification]:
         """`verify_audit_chain` for many runs, read `CHAINS_PER_READ` runs at a time (two
         queries each time, not two per run)."""
-        verdicts: dict[str, ChainVerification] = {}
+        return {run_id: verdict async for run_id, _, verdict in self.read_chains(run_ids)}
+
+    async def read_chains(self, run_ids: Sequence[str]) -> AsyncIterator[tuple[str, list[AuditEntry], ChainVerification]]:
+        """Each run's audit log with its verification, read `CHAINS_PER_READ` runs at a time."""
         for start in range(0, len(run_ids), CHAINS_PER_READ):
             read = await self._backend.chains(list(run_ids[start : start + CHAINS_PER_READ]))
-            verdicts.update({run_id: verify_chain(entries, seq, head) for run_id, (entries, seq, head) in read.items()})
-        return verdicts
+            for run_id, (entries, seq, head) in read.items():
+                yield run_id, entries, verify_chain(entries, seq, head)
 
     async def _entries(self, run_id: str) -> list[AuditEntry]:
         entries = await self.audit.get_by_run(run_id)

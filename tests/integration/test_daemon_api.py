@@ -755,7 +755,7 @@ async def test_audit_export_and_the_compliance_report_read_postgres(eng: Engine,
     mine = [s for s in report.sends if s.run_id == run_id]
     assert [(s.channel, s.consent) for s in mine] == [("email", "granted"), ("email", "granted"), ("voice", "granted"),
                                                       ("email", "granted")]  # fmt: skip
-    assert [c.timezone for c in report.calls if c.run_id == run_id] == ["UTC"]
+    assert [(list(c.local_times), c.within_hours) for c in report.calls if c.run_id == run_id] == [(["UTC"], True)]
     assert [(u.contact_id, u.stopped_by, u.ticks) for u in report.unsubscribes if u.run_id == left.id] == [
         (gone, "run.completed", 0)]  # fmt: skip
     assert [(s.contact_id, s.level, s.reason) for s in report.suppressions if s.contact_id == blocked] == [

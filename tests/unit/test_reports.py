@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from dee import ConsentRecord, Engine, EngineConfig, SchedulerConfig, load_plan
 from dee.config import ChannelsConfig, VoiceChannelConfig
 from dee.errors import ConfigError
 from dee.kernel.audit import AuditEntry, verify_chain
-from dee.reports.compliance import SendRecord, check_call, consent_at
+from dee.reports.compliance import consent_at
 from dee.reports.pdf import LINES_PER_PAGE, text_pdf
 
 OUTREACH = "config/plans/sales-outreach-v2.yaml"
@@ -151,33 +150,6 @@ def test_the_consent_at_a_send_is_the_latest_record_up_to_its_tick(records: list
     assert consent_at(records, "c1", "voice", tick) == expected
 
 
-def send(timestamp: str) -> SendRecord:
-    return SendRecord("r1", "c1", "call", "voice", 0, timestamp, "k", 1, "none")
-
-
-@pytest.mark.parametrize(("timestamp", "timezone", "within", "local"), [
-    ("2026-07-01T13:00:00.000+00:00", "America/New_York", True, "09:00"),   # EDT, UTC-4
-    ("2026-07-01T11:59:00.000+00:00", "America/New_York", False, "07:59"),
-    ("2026-01-16T01:30:00.000+00:00", "America/New_York", True, "20:30"),   # EST, UTC-5
-    ("2026-01-16T02:00:00.000+00:00", "America/New_York", False, "21:00"),  # the end is excluded
-    ("2026-01-15T08:00:00.000+00:00", "Europe/Berlin", True, "09:00"),
-])  # fmt: skip
-def test_a_call_is_judged_by_its_local_time_in_the_contacts_time_zone(timestamp: str, timezone: str, within: bool, local: str) -> None:
-    hours = (time_of("08:00"), time_of("21:00"))
-    check = check_call(send(timestamp), timezone, hours)
-    assert check.local_time is not None and check.local_time[11:16] == local
-    assert check.within_hours is within
-
-
-def time_of(text: str) -> time:
-    return time.fromisoformat(text)
-
-
-def test_a_call_to_an_unknown_time_zone_cannot_be_judged() -> None:
-    check = check_call(send("2026-01-15T12:00:00.000+00:00"), "Mars/Olympus_Mons", (time_of("08:00"), time_of("21:00")))
-    assert (check.local_time, check.within_hours) == (None, None)
-
-
 @pytest.mark.parametrize("hours", [("9", "17:00"), ("18:00", "09:00"), ("09:00", "09:00")])
 def test_calling_hours_must_be_two_times_in_order(hours: tuple[str, str]) -> None:
     with pytest.raises(ConfigError, match="calling_hours"):
@@ -202,11 +174,24 @@ async def test_the_report_lists_every_send_with_its_consent_and_every_call_with_
     assert [(s.channel, s.consent) for s in by_run[nowhere]] == [  # c2 gave only its voice consent
         ("email", "none"), ("email", "none"), ("voice", "granted"), ("email", "none")]  # fmt: skip
     assert report.consent_at_send == {"granted": 5, "none": 3}
-    assert [(c.contact_id, c.timezone) for c in report.calls] == [("c1", "America/New_York"), ("c2", "Mars/Olympus_Mons")]
-    assert report.calls[0].local_time is not None and report.calls[0].local_time[-6:] in ("-04:00", "-05:00")
-    assert report.calls[1].within_hours is None
+    assert [(c.contact_id, list(c.local_times), c.zones_from) for c in report.calls] == [
+        ("c1", ["America/New_York"], "contact"), ("c2", ["Mars/Olympus_Mons"], "contact")]  # fmt: skip
+    assert report.calls[0].local_times["America/New_York"] == "2026-01-12T07:00:00-05:00"  # day 7 at noon UTC
+    assert (report.calls[1].within_hours, report.calls[1].reason) == (None, "unknown time zone Mars/Olympus_Mons")
     assert report.calls_outside_hours == sum(1 for c in report.calls if c.within_hours is not True) >= 1
     assert (report.chains.runs, report.chains.valid, report.chains.broken) == (2, 2, {})
+
+
+async def test_a_calls_local_time_comes_from_its_tick_and_the_runs_epoch_not_its_wall_clock_stamp(engine: Engine) -> None:
+    run_id = await completed_run(engine, "c1", "America/New_York")  # its call waited for 08:00 in New York
+    chain = engine._backend.store.audit[run_id]
+    at = next(i for i, e in enumerate(chain) if e.action == "step.dispatched" and e.step_id == "call-attempt")
+    chain[at] = msgspec.structs.replace(chain[at], timestamp="2026-01-12T07:30:00.000+00:00")  # 02:30 in New York
+    report = await engine.compliance.report(0, engine.current_tick)
+    [call] = report.calls
+    assert (call.tick, call.timestamp, call.moment) == (7 * DAY + 3600, "2026-01-12T07:30:00.000+00:00", "2026-01-12T13:00:00+00:00")
+    assert (call.local_times, call.within_hours) == ({"America/New_York": "2026-01-12T08:00:00-05:00"}, True)
+    assert report.chains.broken == {run_id: at + 1}  # the stamp is covered by the chain: the edit shows there
 
 
 async def test_the_report_covers_only_its_period(engine: Engine) -> None:
