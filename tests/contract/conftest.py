@@ -79,7 +79,7 @@ async def engine(backend: str, request: pytest.FixtureRequest) -> AsyncIterator[
 
 @pytest.fixture
 def deploy(backend: str) -> Deploy:
-    """`async with deploy(plugins=..., email_adapter=..., **scheduler) as engine`: another
+    """`async with deploy(plugins=..., email_adapter=..., policy=..., **scheduler) as engine`: another
     engine of the backend under test, on a deployment of its own."""
     return lambda **options: open_engine(backend, **options)
 
