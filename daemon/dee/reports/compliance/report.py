@@ -76,6 +76,11 @@ def gate_zones(evaluation: AuditEntry | None) -> list[str] | None:
     return None
 
 
+def by_tick(item: Deferral | Denial) -> int:
+    """Deferrals and denials are listed as they happened (a tie: in the order of their runs)."""
+    return item.tick
+
+
 def build_report(period: tuple[int, int], read: Reading, rules: CallingRules) -> ComplianceReport:
     """The report of ticks `period` (both ends included) from `read`, calls judged by `rules`."""
     sends: list[SendRecord] = []
@@ -114,5 +119,5 @@ def build_report(period: tuple[int, int], read: Reading, rules: CallingRules) ->
         chains=ChainSummary(len(read.chains), len(read.chains) - len(broken), broken),
         calling_days=rules.days, holidays=rules.holidays, tick_interval_ms=rules.tick_interval_ms,
         policy_verdicts=verdict_totals(evaluations), verdicts_by_gate=verdicts_by_gate(evaluations),
-        deferrals=deferrals, denials=denials,
+        deferrals=sorted(deferrals, key=by_tick), denials=sorted(denials, key=by_tick),
     )  # fmt: skip
