@@ -2,7 +2,8 @@
 to a contact in Tokyo placed at night there waits for the calling hours (a deferral, sent when
 they open), another waits and is then refused (its consent revoked meanwhile: never sent), a
 call whose consent was revoked is skipped, and one to a contact suppressed on voice pauses its
-run (`on_suppressed = "pause"`). The call that rang is judged at its tick's local time."""
+run (`on_suppressed = "pause"`). The call that rang is judged at its tick's local time. The
+same report as text, as `dee audit compliance` prints it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dee import Engine
 from dee.config import PolicyConfig
 from dee.plan.model import Plan
 from dee.records import ConsentRecord
+from dee.reports.compliance import render_text
 from tests.contract.conftest import Deploy
 from tests.contract.scenarios import DAY, VARS, contact, may_call, view
 
@@ -81,3 +83,35 @@ async def test_a_deferral_sent_after_the_period_ends_is_reported_as_sent(deploy:
     [tokyo] = [d for d in report.deferrals if d.run_id == runs["tokyo"]]
     assert (tokyo.sent, tokyo.sent_tick) == (True, TOKYO_OPENS)
     assert report.calls == [] and report.policy_verdicts == {"allow": 8, "defer": 2, "pause": 1, "skip": 1}
+
+
+async def test_the_report_reads_as_text(deploy: Deploy, outreach: Plan) -> None:
+    async with deploy(policy=PolicyConfig(on_suppressed="pause")) as engine:
+        runs = await scenario(engine, outreach)
+        text = render_text(await engine.compliance.report(0, END))
+    for name, run_id in runs.items():
+        text = text.replace(run_id, f"<{name}>")
+    waited = "[calling-hours] calling hours: outside 08:00-21:00 (local 03:00)"
+    assert text.splitlines() == [
+        "compliance report, ticks 0..864000 (a tick is 1000 ms)",
+        "calling hours 08:00-21:00 on mon, tue, wed, thu, fri, sat, sun; public holidays: none configured",
+        "",
+        "sends: email 11, voice 1; consent at send: granted 1, none 11",
+        "calls: 1, 0 outside calling hours or not judged",
+        "  tick 644400  c-tokyo  call-attempt  2026-01-13 08:00 Asia/Tokyo (contact)  within hours  run <tokyo>",
+        "policy decisions: 17 (allow 12, defer 2, pause 1, skip 2)",
+        "  calling-hours    allow 15, defer 2",
+        "  consent          allow 15, skip 2",
+        "  suppression      allow 16, pause 1",
+        "deferrals: 2",
+        f"  tick 626400 -> 644400 (18000 ticks, 5:00:00)  c-tokyo  call-attempt (voice)  sent at tick 644400  {waited}  run <tokyo>",
+        f"  tick 626400 -> 644400 (18000 ticks, 5:00:00)  c-mind  call-attempt (voice)  not sent  {waited}  run <mind>",
+        "denials: 3",
+        "  tick 604800  skip   c-revoked  call-attempt (voice)  [consent] voice consent revoked at tick 0  run <revoked>",
+        "  tick 604800  pause  c-paused  call-attempt (voice)  [suppression] contact suppressed on voice  run <paused>",
+        "  tick 644400  skip   c-mind  call-attempt (voice)  [consent] voice consent revoked at tick 630000  run <mind>",
+        "suppressions added: 1",
+        "  tick 0  c-paused  channel (voice)  do not call, from crm",
+        "unsubscribes: 0",
+        "audit chains: 4/4 valid",
+    ]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dee import ConfigError, Engine, EngineConfig, load_plan
+from dee import ConfigError, ConsentRecord, Engine, EngineConfig, load_plan
 from dee.ops.cli import main
 
 
@@ -84,6 +84,29 @@ async def test_read_commands_print_json(cli_env: EngineConfig, capsys: pytest.Ca
         health = json.loads(out)
         assert health["checks"]["postgres"]["ok"] and health["checks"]["redis"]["ok"]
         assert code == (0 if health["healthy"] else 1)
+
+
+async def test_the_compliance_report_prints_as_text_and_json(cli_env: EngineConfig, capsys: pytest.CaptureFixture[str]) -> None:
+    async with Engine(cli_env, scheduler=True) as engine:
+        await engine.record_consent(ConsentRecord(contact_id="k-tokyo", channel="voice", status="granted", source="form"))
+        contact = {"id": "k-tokyo", "email": "k@acme.test", "phone": "+81312345678", "timezone": "Asia/Tokyo",
+                   "attributes": {"company": "A", "first_name": "Kei"}}  # fmt: skip
+        run = await engine.execute(load_plan("config/plans/sales-outreach-v2.yaml"), contact, {"product": "DEE"}, start_at=6 * 3600)
+        await engine.advance_clock(10 * 86_400)  # the call is due at 03:00 in Tokyo and waits for 08:00
+        now = await engine.now_tick()
+        code, out = await dee(capsys, "audit", "compliance")
+        assert code == 0 and out.startswith(f"compliance report, ticks 0..{now} (a tick is 1000 ms)\n")
+        assert f"  tick 644400  k-tokyo  call-attempt  2026-01-13 08:00 Asia/Tokyo (contact)  within hours  run {run.id}\n" in out
+        assert "deferrals: 1\n  tick 626400 -> 644400 (18000 ticks, 5:00:00)  k-tokyo  call-attempt (voice)  sent at tick 644400  " in out
+        assert "denials: 0\n" in out and out.rstrip().endswith("audit chains: 1/1 valid")
+        code, out = await dee(capsys, "audit", "compliance", "--from", "626400", "--to", "626400", "--json")
+        report = json.loads(out)
+        assert code == 0 and (report["period_from"], report["period_to"], report["policy_verdicts"]) == (626400, 626400, {"defer": 1})
+        assert [(d["run_id"], d["until_tick"], d["sent_tick"], d["gates"]) for d in report["deferrals"]] == [
+            (run.id, 644400, 644400, ["calling-hours"])]  # fmt: skip
+        assert report["verdicts_by_gate"] == {"calling-hours": {"defer": 1}, "consent": {"allow": 1}, "suppression": {"allow": 1}}
+        code, out = await dee(capsys, "audit", "compliance", "--from", "10", "--to", "9")
+        assert (code, out.strip()) == (2, "dee: --to 9 is before --from 10")
 
 
 async def test_an_unreachable_service_is_one_line_without_its_password(

@@ -1,4 +1,4 @@
-"""`dee audit verify|export`: the audit log, read as a client of the daemons."""
+"""`dee audit verify|export|compliance`: the audit log, read as a client of the daemons."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from typing import Any
 
 from dee.config import EngineConfig
 from dee.engine import Engine
+from dee.errors import ConfigError
 from dee.ops.cli.output import emit
+from dee.reports.compliance import render_text
 
 
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -23,6 +25,11 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     export.add_argument("--format", choices=("json", "pdf"), default="json")
     export.add_argument("--output", help="file to write (default: standard output)")
     export.set_defaults(func=cmd_export)
+    compliance = audit.add_parser("compliance", parents=[common], help="the compliance report of a period of ticks")
+    compliance.add_argument("--from", dest="period_from", type=int, default=0, metavar="TICK", help="first tick (default: 0)")
+    compliance.add_argument("--to", dest="period_to", type=int, metavar="TICK", help="last tick (default: the current one)")
+    compliance.add_argument("--json", action="store_true")
+    compliance.set_defaults(func=cmd_compliance)
 
 
 def cmd_verify(args: argparse.Namespace, config: EngineConfig) -> int:
@@ -56,6 +63,19 @@ def cmd_export(args: argparse.Namespace, config: EngineConfig) -> int:
             sys.stdout.buffer.flush()
         else:
             print(f"{args.output}: {len(document):,} bytes ({args.format})", file=sys.stderr)
+        return 0
+
+    return asyncio.run(go())
+
+
+def cmd_compliance(args: argparse.Namespace, config: EngineConfig) -> int:
+    async def go() -> int:
+        async with Engine(config, scheduler=False) as engine:
+            period_to = await engine.now_tick() if args.period_to is None else args.period_to
+            if period_to < args.period_from:
+                raise ConfigError(f"--to {period_to} is before --from {args.period_from}")
+            report = await engine.compliance.report(args.period_from, period_to)
+        emit(report, args.json, lambda: render_text(report))
         return 0
 
     return asyncio.run(go())

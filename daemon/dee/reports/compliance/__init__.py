@@ -14,9 +14,10 @@ from dee.reports.compliance.policy import Deferral, Denial
 from dee.reports.compliance.report import ChainSummary, ComplianceReport, Reading, build_report
 from dee.reports.compliance.runs import RunFacts, run_facts, step_channels
 from dee.reports.compliance.sends import NO_CONSENT, RUN_ENDINGS, SendRecord, UnsubscribeRecord, consent_at
+from dee.reports.compliance.text import render_text
 
 __all__ = [
     "NO_CONSENT", "RUN_ENDINGS", "CallCheck", "CallingRules", "ChainSummary", "ComplianceReport", "Deferral", "Denial",
-    "Reading", "RunFacts", "SendRecord", "UnsubscribeRecord", "build_report", "check_call", "consent_at",
+    "Reading", "RunFacts", "SendRecord", "UnsubscribeRecord", "build_report", "check_call", "consent_at", "render_text",
     "run_facts", "step_channels",
 ]  # fmt: skip
