@@ -111,3 +111,25 @@ async def test_a_plan_can_override_the_caps_and_its_sends_still_count(deploy: De
         assert await emails(engine, free.id) == [(0, "welcome-email"), (DAY, "tips-email")]  # uncapped, even after outreach's
         assert await emails(engine, capped.id) == [(MIDNIGHT, "initial-email")]  # the welcome email counted
         assert await identical(engine, free.id, capped.id)
+
+
+async def test_a_send_noted_after_a_run_sent_in_the_same_tick_replays_after_that_send(
+    deploy: Deploy, outreach: Plan, welcome: Plan,
+) -> None:  # fmt: skip
+    """A capped outreach run and an uncapped welcome run of a contact both send at tick 100. When
+    the outreach run went first, the welcome email reaches it only after its own send, in a later
+    tick's batch: replay must apply that note where the run met it, not before its send."""
+    policy = PolicyConfig(caps=("email 1/day",), plans={"welcome-sequence": {"caps": []}})
+    async with deploy(policy=policy) as engine:
+        pairs = []
+        for i in range(8):  # enrolled in either order, so that the partition takes either run first
+            plans = (outreach, welcome) if i % 2 else (welcome, outreach)
+            runs = {plan.id: await engine.execute(plan, berliner(f"c{i}"), VARS, start_at=100) for plan in plans}
+            pairs.append((runs[outreach.id], runs[welcome.id]))
+        await engine.advance_clock(DAY)
+        first_emails = [len([t for t, _ in await emails(engine, capped.id) if t == 100]) for capped, _ in pairs]
+        assert sorted(first_emails) == [0] * 4 + [1] * 4  # both orders happened: outreach first, and welcome first
+        notes = [e for capped, _ in pairs for e in await engine.audit.get_by_run(capped.id) if (e.input or {}).get("kind") == "sends"]
+        late = [e.tick for e in notes if (e.input or {}).get("afterTimers")]
+        assert len(notes) == 8 and late == [100] * 4  # each outreach run that went first was told after its send
+        assert await identical(engine, *[run.id for pair in pairs for run in pair])

@@ -64,6 +64,17 @@ async def test_a_revoked_consent_stops_every_later_send_of_its_channel(engine: E
     assert await replays_identically(engine, *runs.values())
 
 
+async def test_a_revocation_recorded_after_an_email_went_refuses_only_the_later_ones(engine: Engine, outreach: Plan) -> None:
+    await may_call(engine, "c1")
+    run = await engine.execute(outreach, contact("c1"), VARS, start_at=100)
+    await engine.advance_clock(100)  # the first email goes at tick 100 ...
+    await engine.record_consent(ConsentRecord(contact_id="c1", channel="email", status="revoked", source="reply"))  # ... then this, at 100
+    await engine.advance_clock(END)
+    assert await channels_dispatched(engine, run.id) == ["email", "voice"]
+    assert [step for step, _ in await skipped(engine, run.id)] == ["cold-follow-up", "breakup-email"]
+    assert await replays_identically(engine, run.id)  # replayed too, the revocation comes after the email it missed
+
+
 async def test_a_channel_suppression_refuses_that_channel_and_the_run_goes_on(engine: Engine, outreach: Plan) -> None:
     await may_call(engine, "c1")
     assert await engine.suppress("c1", "channel", "do not call", "crm", channel="voice") == 0  # cancels nothing

@@ -1,8 +1,8 @@
 """A step-by-step debugger over a run's recorded inputs: `peek`, then `step_forward`.
 
 It works on a copy rebuilt from the audit log through the kernel, never on the live run; each
-step applies exactly one thing (the next timer or the next recorded input), in the same order
-`advance` would.
+step applies exactly one thing (the next timer, the next recorded input, or the policy facts that
+came into force at a tick, together), in the same order `advance` would.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import msgspec
 from dee.kernel.audit import EntryDraft
 from dee.kernel.context import condition_snapshot
 from dee.kernel.inputs import AnyInput, Start
-from dee.kernel.machine import KernelEnv, advance, start_run
+from dee.kernel.machine import KernelEnv, advance, is_early_fact, start_run
 from dee.kernel.replay import EntryLike, inputs_of
 from dee.kernel.state import RunState
 
@@ -43,8 +43,19 @@ class Debugger:
         wake = self.state.wake_tick
         if wake is None or self.state.status == "paused":
             return False
-        limit = self._inputs[0].tick if self._inputs else self._end
-        return wake <= limit
+        if not self._inputs:
+            return wake <= self._end
+        upcoming = self._inputs[0]
+        return wake < upcoming.tick or (wake == upcoming.tick and not is_early_fact(upcoming))
+
+    def _next_batch(self) -> list[AnyInput]:
+        """The next recorded input; with it, the other facts in force from its tick, if it is one
+        (applied one call apart, the later ones would count as late)."""
+        first = self._inputs.pop(0)
+        batch = [first]
+        while is_early_fact(first) and self._inputs and is_early_fact(self._inputs[0]) and self._inputs[0].tick == first.tick:
+            batch.append(self._inputs.pop(0))
+        return batch
 
     def has_next(self) -> bool:
         return bool(self._inputs) or self._timer_first()
@@ -68,8 +79,13 @@ class Debugger:
         move = self.peek()
         if move is None:
             return []
-        batch: list[AnyInput] = [] if move.kind == "timer" else [self._inputs.pop(0)]
-        result = advance(self.state, batch, move.tick, self._env)
+        before = self.state
+        batch: list[AnyInput] = [] if move.kind == "timer" else self._next_batch()
+        held = bool(batch) and is_early_fact(batch[0]) and before.wake_tick == move.tick  # facts ahead of their tick's timer
+        state = msgspec.structs.replace(before, wake_tick=None, timer=None) if held else before
+        result = advance(state, batch, move.tick, self._env)
         self.state = result.state
+        if held:  # the timer is the next move, not part of this one
+            self.state = msgspec.structs.replace(self.state, wake_tick=before.wake_tick, timer=before.timer)
         self.entries.extend(result.entries)
         return list(result.entries)

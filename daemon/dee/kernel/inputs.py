@@ -98,20 +98,22 @@ class ContactChanged(Input, tag="contact", frozen=True):
     attributes: dict[str, Any] | None = None
 
 
-class PolicyChanged(Input, tag="policy", frozen=True):
+class PolicyChanged(Input, tag="policy", frozen=True, omit_defaults=True):
     """The contact's policy facts changed (a consent recorded, a channel suppressed): the facts
     as they now are, replacing the run's (but for the sends it has noted, which it keeps).
     Like `SendsNoted`, it takes effect before a timer of the same tick: facts recorded at a tick
-    are in force at that tick."""
+    are in force at that tick, unless `after_timers` (see `FACT_INPUTS` in the machine)."""
 
     facts: PolicyFacts
+    after_timers: bool = False  # it reached the run after the run's timers of its tick had fired
 
 
-class SendsNoted(Input, tag="sends", frozen=True):
+class SendsNoted(Input, tag="sends", frozen=True, omit_defaults=True):
     """Messages the contact's other runs sent (in this tick or since the run last ran): what a
     frequency cap counts across runs."""
 
     sends: tuple[SentMark, ...]
+    after_timers: bool = False  # as in `PolicyChanged`
 
 
 class ReplayRecorded(Input, tag="replay", frozen=True):

@@ -3,8 +3,8 @@
 Given the same state, inputs (each with its tick) and environment, `advance` returns the same
 state, audit entry drafts and effects: it reads no clock, does no I/O and draws no randomness.
 Within one call, timers and inputs are taken in logical-time order, a timer before an input of
-the same tick (except policy facts, in force from their tick: `FACT_INPUTS`); so feeding inputs
-one call at a time or all at once gives the same trace.
+the same tick (except policy facts, in force from their tick: `FACT_INPUTS`, `in_kernel_order`);
+so feeding inputs one call at a time or all at once gives the same trace.
 """
 
 from __future__ import annotations
@@ -48,8 +48,31 @@ from dee.plan.conditions import VisibleEvent
 COMMAND_TARGETS: dict[type, str] = {Pause: "paused", Resume: "active", Cancel: "cancelled", Retry: "active"}
 
 # Inputs that change what the gates know rather than what the run does: applied before a timer
-# of the same tick, so a consent revoked at tick T refuses a send due at T.
+# of the same tick, so a consent revoked at tick T refuses a send due at T (unless the fact came
+# too late for that: see `in_kernel_order`).
 FACT_INPUTS = (PolicyChanged, SendsNoted)
+
+
+def is_early_fact(inp: AnyInput) -> bool:
+    """A policy fact that takes effect ahead of the timers of its tick."""
+    return isinstance(inp, FACT_INPUTS) and not inp.after_timers
+
+
+def in_kernel_order(inputs: Sequence[AnyInput], settled: int) -> list[AnyInput]:
+    """`inputs` (ordered by tick) in the order `advance` applies them, for a run already advanced
+    to tick `settled`.
+
+    A fact stamped at or before `settled` comes too late to precede the timers of its tick (they
+    fired in an earlier call): it is marked `after_timers`, which is journaled with it, so replay,
+    feeding every input in one call, applies it after those timers too. The other facts go first
+    within their tick, ahead of commands and events of the same tick: a refused command writes no
+    journal entry, so an order in which it came between a fact and a timer could not be replayed.
+    """
+    marked = [
+        msgspec.structs.replace(i, after_timers=True) if is_early_fact(i) and i.tick <= settled else i
+        for i in inputs
+    ]
+    return sorted(marked, key=lambda i: (i.tick, not is_early_fact(i)))  # stable: arrival order otherwise
 
 # Event types that change contact-level flags, and the flag they set.
 CONTACT_FLAG_EVENTS = {"email.unsubscribed": "unsubscribed"}
@@ -126,18 +149,18 @@ def start_run(start: Start) -> Advance:
 def advance(state: RunState, inputs: Sequence[AnyInput], now: int, env: KernelEnv) -> Advance:
     """Apply `inputs` (ordered by tick, then arrival) and every timer due up to tick `now`."""
     run = _Run(state, env)
-    pending = list(inputs)
-    for a, b in itertools.pairwise(pending):
+    for a, b in itertools.pairwise(inputs):
         if b.tick < a.tick:
             raise ValueError("inputs must be ordered by tick")
-    if pending and pending[-1].tick > now:
-        raise ValueError(f"an input at tick {pending[-1].tick} is after now ({now})")
+    if inputs and inputs[-1].tick > now:
+        raise ValueError(f"an input at tick {inputs[-1].tick} is after now ({now})")
+    pending = in_kernel_order(inputs, state.current_tick)
     index = 0
     while True:
         wake = run.s.wake_tick
         due = wake if wake is not None and run.s.status != "paused" and wake <= now else None  # the timer's tick, if due
         if due is not None and (index == len(pending) or due < pending[index].tick or (
-            due == pending[index].tick and not isinstance(pending[index], FACT_INPUTS))):  # fmt: skip
+            due == pending[index].tick and not is_early_fact(pending[index]))):  # fmt: skip
             run.fire_timer(max(due, run.cursor))
         elif index < len(pending):
             run.apply(pending[index])
