@@ -26,6 +26,7 @@ from dee.kernel.audit import AuditEntry, ChainVerification, verify_chain
 from dee.kernel.contact import Contact
 from dee.kernel.debug import Debugger
 from dee.kernel.inputs import AnyInput
+from dee.kernel.recorded import entered_contexts
 from dee.kernel.replay import ReplayResult, inputs_of
 from dee.kernel.timeline import TimelineEntry, timeline
 from dee.plan.model import Plan
@@ -66,11 +67,13 @@ class AuditAccess:
         return await self._backend.audit_query(run_id, list(actions) if actions else None, from_tick, to_tick)
 
     async def get_context_at(self, run_id: str, step_id: str) -> dict[str, Any] | None:
-        """The execution context the step saw when it was (last) entered."""
-        for entry in reversed(await self.get_by_run(run_id)):
-            if entry.action == "step.entered" and entry.step_id == step_id:
-                return entry.context
-        return None
+        """The execution context the step saw when it was (last) entered (folded from the
+        records the log keeps of it: `dee.kernel.recorded`)."""
+        seen = None
+        for entry, context in entered_contexts(await self.get_by_run(run_id)):
+            if entry.step_id == step_id:
+                seen = context
+        return seen
 
     async def export(self, run_id: str, format: ExportFormat = "json", output: str | os.PathLike[str] | None = None) -> bytes:
         """The run's audit log as JSON (every entry, the chain included) or as a PDF report (the

@@ -34,3 +34,6 @@ def test_dee_bench_at_a_small_n_reports_a_correct_run() -> None:
     for key in ("transitions_per_s_1_daemon", "transitions_per_s_2_daemon", "enrolments_per_s", "raw_rows_per_s",
                 "replays_per_s", "write_efficiency", "idle_tick_ms", "idle_rss_growth_mb"):  # fmt: skip
         assert isinstance(figures[key], int | float), key
+    # stored audit bytes per transition, ids and checksums included: about 1,950 (whole contexts
+    # in every step.entered made it about 2,700, and more the longer a run)
+    assert 1_000 < figures["audit_bytes_per_transition"] < 2_300

@@ -13,6 +13,7 @@ import pytest
 
 from dee.kernel.inputs import ChannelResult, ContactChanged, Event, Pause, Resume
 from dee.kernel.machine import advance
+from dee.kernel.recorded import entered_contexts
 from dee.kernel.state import StepResult
 from dee.plan import steps, transitions
 from dee.plan.model import Condition, Duration, Edge, ExitCondition
@@ -476,9 +477,8 @@ def test_entries_carry_run_and_plan_ids_and_the_step_context() -> None:
     d.run(until=0)
     assert {e.run_id for e in d.entries} == {"run-xyz"}
     assert {e.plan_id for e in d.entries} == {"sales-outreach-v2"}
-    entered = d.of("step.entered")[0]
-    assert entered.context is not None
-    assert entered.context["tick"] == 0
-    assert entered.context["variables"] == {"product": "DEE", "n": 2}
-    assert entered.context["contact"]["id"] == "c1"
+    _, context = next(entered_contexts(d.entries))
+    assert context["tick"] == 0
+    assert context["variables"] == {"product": "DEE", "n": 2}
+    assert context["contact"]["id"] == "c1"
     assert d.entries[0].input is not None and d.entries[0].input["runId"] == "run-xyz"

@@ -18,6 +18,7 @@ import msgspec
 
 from dee.errors import InvalidTransitionError
 from dee.kernel.audit import EntryDraft
+from dee.kernel.contact import Contact
 from dee.kernel.context import StepContext, condition_snapshot
 from dee.kernel.effects import ContactFlagged, DispatchRequest, Effect
 from dee.kernel.idempotency import message_id
@@ -39,7 +40,7 @@ from dee.kernel.inputs import (
 from dee.kernel.outcomes import Done, Fail, Finish, Send, Sleep, StepOutcome
 from dee.kernel.policy import GateRequest, PolicyGate, SentMark, decide
 from dee.kernel.retry import RetryPolicy, next_retry
-from dee.kernel.state import PendingDispatch, RunState, StepResult
+from dee.kernel.state import ContextMark, PendingDispatch, RunState, StepResult
 from dee.kernel.status import ALLOWED, check_transition
 from dee.plan.compiled import CompiledPlan
 from dee.plan.conditions import VisibleEvent
@@ -138,7 +139,7 @@ def start_run(start: Start) -> Advance:
         run_id=start.run_id, plan_id=start.plan_id, plan_version=start.plan_version,
         contact=start.contact, variables=dict(start.variables), status="pending",
         start_tick=start.start_tick, current_tick=start.tick, wake_tick=start.start_tick, timer="start", facts=start.facts,
-        epoch_ms=start.epoch_ms,
+        epoch_ms=start.epoch_ms, recorded=ContextMark(contact=True),
     )  # fmt: skip
     run = _Run(state, None)
     run.entry("run.started", None, start.tick, input=msgspec.to_builtins(start),
@@ -303,7 +304,7 @@ class _Run:
             changes = {k: getattr(inp, k) for k in ("unsubscribed", "bounced", "attributes") if getattr(inp, k) is not None}
             contact = msgspec.structs.replace(contact, **changes)
             self.entry("event.received", None, at, input=_b(inp), output={"contactChanged": sorted(changes)})
-        self.set(contact=contact)
+        self.change_contact(contact)
         if self.s.status in ("active", "waiting"):
             if not self.touch(at) and isinstance(inp, Event):
                 self.step_event(inp, at)
@@ -419,17 +420,30 @@ class _Run:
         """Start an execution of a step. `salted`: a retry_run re-entering the failed step in the
         tick its failed execution began, which needs the run attempt in its idempotency key."""
         self.set(current_step=step_id, step_tick=at, key_attempt=self.s.run_attempt if salted else 1)
-        self.entry("step.entered", step_id, at, context=self.context_record(at))
+        self.entry("step.entered", step_id, at, context=self.record_context(at))
         self.outcome(step_id, self.call(step_id, at, "enter"), at)
 
-    def context_record(self, at: int) -> dict[str, Any]:
-        return {
+    def record_context(self, at: int) -> dict[str, Any]:
+        """What the step sees that the log does not hold yet: the results and events since the
+        previous record (after the first `resultsFrom` and `eventsFrom` ones) and the contact
+        when it changed; `dee.kernel.recorded` folds the records back into whole contexts."""
+        mark = self.s.recorded
+        record: dict[str, Any] = {
             "tick": at,
-            "contact": msgspec.to_builtins(self.s.contact),
-            "variables": self.s.variables,
-            "events": msgspec.to_builtins(self.s.events),
-            "results": msgspec.to_builtins(self.s.results),
+            "resultsFrom": mark.results,
+            "results": msgspec.to_builtins(self.s.results[mark.results:]),
+            "eventsFrom": mark.events,
+            "events": msgspec.to_builtins(self.s.events[mark.events:]),
         }
+        if not mark.contact:
+            record["contact"] = msgspec.to_builtins(self.s.contact)
+        self.set(recorded=ContextMark(len(self.s.results), len(self.s.events), contact=True))
+        return record
+
+    def change_contact(self, contact: Contact) -> None:
+        """The contact as it is from now on; the next context record carries it."""
+        if contact != self.s.contact:
+            self.set(contact=contact, recorded=msgspec.structs.replace(self.s.recorded, contact=False))
 
     def outcome(self, step_id: str, out: StepOutcome | None, at: int, timer: bool = False) -> None:
         step_type = self.plan.step(step_id).type
@@ -589,7 +603,7 @@ class _Run:
         self.set(dispatch=None)
         if kind == "hard_bounce":
             self.move("active", at)
-            self.set(contact=msgspec.structs.replace(self.s.contact, bounced=True))
+            self.change_contact(msgspec.structs.replace(self.s.contact, bounced=True))
             self.effects.append(ContactFlagged(self.s.contact.id, "bounced", at))
             self.record(StepResult(step_id, step_type, self.s.step_tick, "bounced", **sent), "step.executed", at,
                         {"error": res.error}, input=inp)  # fmt: skip

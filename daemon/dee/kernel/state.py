@@ -50,6 +50,15 @@ class PendingDispatch(msgspec.Struct, frozen=True):
     policy_verdict: str | None = None  # what the gates said of this send (None: no gate is installed)
 
 
+class ContextMark(msgspec.Struct, frozen=True):
+    """How much of the run's context its audit log already holds, as of its last `step.entered`:
+    the next record carries only what came after (the log grows linearly in the run's steps)."""
+
+    results: int = 0  # results recorded
+    events: int = 0  # visible events recorded
+    contact: bool = False  # the contact as it is now is on record (run.started, or a record since)
+
+
 class RunState(msgspec.Struct, frozen=True):
     run_id: str
     plan_id: str
@@ -82,6 +91,7 @@ class RunState(msgspec.Struct, frozen=True):
     audit_head: str = ZERO_CHECKSUM
     facts: PolicyFacts = PolicyFacts()  # the contact's consents and channel suppressions, as journaled
     epoch_ms: int = 0  # the deployment's tick 0 (Unix ms), journaled with the run's start
+    recorded: ContextMark = ContextMark()  # what of the context the audit log already holds
 
     @property
     def terminal(self) -> bool:

@@ -139,6 +139,7 @@ class BenchReport:
             out["transitions"] = first.transitions
             out["enrolments_per_s"] = round(first.enrolments_per_s)
             out["audit_rows"] = first.correctness.audit_rows
+            out["audit_bytes_per_transition"] = round(first.correctness.audit_bytes / max(first.transitions, 1))
         for run in self.engine:
             out[f"transitions_per_s_{run.daemons}_daemon"] = round(run.transitions_per_s)
             out[f"seconds_{run.daemons}_daemon"] = round(run.seconds, 3)
@@ -173,6 +174,9 @@ class BenchReport:
         if first is not None:
             row("step transitions", f"{first.transitions:,}", f"{self.expected.transitions:,} expected")
             row("bulk_execute", f"{first.enrolments_per_s:,.0f} enrolments/s", f">= {TARGET_ENROLMENTS_PER_S:,}")
+            audit = first.correctness
+            row("audit log", f"{audit.audit_bytes / max(first.transitions, 1):,.0f} B per transition "
+                f"({audit.audit_rows:,} rows, {audit.audit_bytes / 1e6:,.1f} MB)")  # fmt: skip
         for run in self.engine:
             row(f"end to end, {run.daemons} daemon(s)", f"{run.transitions_per_s:,.0f} transitions/s ({run.seconds:.2f} s)",
                 f">= {TARGET_TRANSITIONS_PER_S:,}")  # fmt: skip
