@@ -14,6 +14,7 @@ against the folder of the file that sets it, and defaults to that folder: a proj
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 import typing
 from collections.abc import Mapping
@@ -280,6 +281,40 @@ class LogConfig(_Section, frozen=True):
 
 class PluginsConfig(_Section, frozen=True):
     disabled: tuple[str, ...] = ()
+    # each plugin's own settings: the `[plugins.<name>]` tables of dee.toml, as they are written
+    # (the plugin converts and checks its own); `section(name)` is how a plugin reads its table
+    settings: dict[str, dict[str, Any]] = {}
+
+    def section(self, name: str) -> dict[str, Any]:
+        """The `[plugins.<name>]` table (empty when there is none)."""
+        return dict(self.settings.get(name, {}))
+
+    def __repr__(self) -> str:
+        """Settings whose key names a secret (`*key*`, `*secret*`, `*password*`, `*token*`) show `***`."""
+        shown = {name: {k: "***" if _SECRET_KEY.search(k) else v for k, v in table.items()}
+                 for name, table in self.settings.items()}  # fmt: skip
+        return f"PluginsConfig(disabled={self.disabled!r}, settings={shown!r})"
+
+    __str__ = __repr__
+
+
+_SECRET_KEY = re.compile(r"key|secret|password|token", re.IGNORECASE)
+
+
+def plugin_tables(data: dict[str, Any]) -> None:
+    """Move the `[plugins.<name>]` tables of a loaded file into `plugins.settings`; any other key
+    of `[plugins]` but `disabled` is a mistake."""
+    plugins = data.get("plugins")
+    if not isinstance(plugins, dict):
+        return
+    tables = dict(plugins.get("settings") or {})
+    for key in [k for k in plugins if k not in ("disabled", "settings")]:
+        value = plugins.pop(key)
+        if not isinstance(value, dict):
+            raise ConfigError(f"plugins.{key} is not a table: a plugin's settings are a [plugins.{key}] table")
+        tables[key] = {**tables.get(key, {}), **value}
+    if tables:
+        plugins["settings"] = tables
 
 
 class EngineConfig(_Section, frozen=True):
@@ -334,8 +369,12 @@ class EngineConfig(_Section, frozen=True):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EngineConfig:
+        data = dict(data)
+        if isinstance(data.get("plugins"), dict):
+            data["plugins"] = dict(data["plugins"])
+            plugin_tables(data)
         try:
-            return msgspec.convert(dict(data), cls, strict=False)
+            return msgspec.convert(data, cls, strict=False)
         except msgspec.ValidationError as exc:
             raise ConfigError(f"invalid configuration: {exc}") from exc
 
@@ -386,10 +425,24 @@ def apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
             path = _resolve(parts, EngineConfig)
             if path is not None:
                 _set(data, path, _split(value) if path in _list_fields(EngineConfig) else value)
+            elif parts[0] == "plugins" and len(parts) >= 3:
+                _set(data, _plugin_setting(data, parts[1:]), value)
             elif parts[0] in SECTIONS:
                 raise ConfigError(f"environment variable {name} names no field of [{parts[0]}]")
         elif name == "DEE_CONFIG_DIR":
             _set(data, ("config_dir",), value)
+
+
+def _plugin_setting(data: dict[str, Any], parts: list[str]) -> tuple[str, ...]:
+    """Where `DEE_PLUGINS_<NAME>_<KEY>` goes: the longest `<NAME>` that has a `[plugins.<name>]`
+    table in the file, else the first word (a plugin whose name holds `_` needs its table)."""
+    found = data.get("plugins")
+    tables: dict[str, Any] = found if isinstance(found, dict) else {}
+    for cut in range(len(parts) - 1, 0, -1):
+        name = "_".join(parts[:cut])
+        if isinstance(tables.get(name), dict):
+            return ("plugins", name, "_".join(parts[cut:]))
+    return ("plugins", parts[0], "_".join(parts[1:]))
 
 
 def _resolve(parts: list[str], struct: type) -> tuple[str, ...] | None:

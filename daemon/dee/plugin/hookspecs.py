@@ -12,9 +12,19 @@ plugins: two plugins registering the same step type, adapter or template store n
 start-up. A hook that raises stops start-up too, naming the plugin: DEE fails closed rather
 than run without a piece a plan needs.
 
-`config` is the deployment's `dee.EngineConfig`: a plugin reads its own settings from it
-(for example `config.channels.email` for an email adapter). Read it in the hook, keep what you
-need; never change it.
+`config` is the deployment's `dee.EngineConfig`, the same one the daemon runs with (`dee
+plugins` asks with it too). A plugin's own settings are its table in `dee.toml`::
+
+    [plugins.dee_sendgrid]
+    api_key_file = "/run/secrets/sendgrid"
+
+read with `config.plugins.section("dee_sendgrid")` (a dict, empty when the table is absent;
+`DEE_PLUGINS_DEE_SENDGRID_API_KEY_FILE` sets a key from the environment). Convert and check it
+in the hook (a `msgspec.Struct` with `forbid_unknown_fields` does both) and raise on a bad
+value: start-up stops naming your plugin. Keys naming a secret (`*key*`, `*secret*`,
+`*password*`, `*token*`) are masked whenever the configuration is printed. Channel settings
+that step types see are `config.channels.email` and `config.channels.voice`. Read the config in
+the hook, keep what you need; never change it.
 """
 
 from __future__ import annotations

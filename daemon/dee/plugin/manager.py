@@ -44,7 +44,30 @@ class PluginManager:
         A plugin that fails to import stops loading with its name (fail-closed): running without
         a step type some plan needs would fail runs later and far from the cause.
         """
+        manager, _ = cls._from_entry_points(disabled, stop_at_failure=True)
+        for name, plugin in extra:
+            manager.register(name, plugin, "registered in code")
+        manager.check()
+        return manager
+
+    @classmethod
+    def survey(cls, disabled: Iterable[str] = ()) -> tuple[PluginManager, list[PluginError]]:
+        """For `dee plugins`: every plugin that loads, and the error of each one that does not
+        (one that fails to import, or whose hooks do not check), so all of them can be named."""
+        manager, failed = cls._from_entry_points(disabled, stop_at_failure=False)
+        try:
+            manager._pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            name = manager._pm.get_name(exc.plugin) or "?"
+            failed.append(PluginError(name, str(exc)))
+            manager._pm.unregister(exc.plugin)
+            manager._info = [i for i in manager._info if i.name != name]
+        return manager, failed
+
+    @classmethod
+    def _from_entry_points(cls, disabled: Iterable[str], stop_at_failure: bool) -> tuple[PluginManager, list[PluginError]]:
         manager = cls()
+        failed: list[PluginError] = []
         skip = set(disabled)
         for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             if ep.name in skip:
@@ -52,14 +75,15 @@ class PluginManager:
             try:
                 plugin = ep.load()
             except Exception as exc:  # any import failure is the plugin's, reported by name
-                raise PluginError(ep.name, f"failed to import {ep.value}: {exc!r}") from exc
+                error = PluginError(ep.name, f"failed to import {ep.value}: {exc!r}")
+                if stop_at_failure:
+                    raise error from exc
+                failed.append(error)
+                continue
             dist = ep.dist
             source = f"entry point of {dist.name} {dist.version}" if dist else "entry point"
             manager.register(ep.name, plugin, source)
-        for name, plugin in extra:
-            manager.register(name, plugin, "registered in code")
-        manager.check()
-        return manager
+        return manager, failed
 
     def register(self, name: str, plugin: object, source: str = "registered in code") -> None:
         if self._pm.has_plugin(name):
@@ -81,20 +105,26 @@ class PluginManager:
     def plugins(self) -> list[PluginInfo]:
         return list(self._info)
 
-    def _per_plugin(self, hook: str, **kwargs: Any) -> list[tuple[str, list[Any]]]:
+    def _per_plugin(self, hook: str, errors: dict[str, str] | None = None, **kwargs: Any) -> list[tuple[str, list[Any]]]:
         """Each plugin's answer to a hook, in registration order; a hook that raises or does
-        not return a list is that plugin's error."""
+        not return a list is that plugin's error (raised, or noted in `errors` when given)."""
         out: list[tuple[str, list[Any]]] = []
         for impl in getattr(self._pm.hook, hook).get_hookimpls():  # in registration order
             args = {k: kwargs[k] for k in impl.argnames}
             try:
-                items = impl.function(**args)
-            except Exception as exc:
-                raise PluginError(impl.plugin_name, f"{hook} raised {type(exc).__name__}: {exc}") from exc
-            if items is None:
-                items = []
-            if not isinstance(items, list | tuple):
-                raise PluginError(impl.plugin_name, f"{hook} must return a list, not {type(items).__name__}")
+                try:
+                    items = impl.function(**args)
+                except Exception as exc:
+                    raise PluginError(impl.plugin_name, f"{hook} raised {type(exc).__name__}: {exc}") from exc
+                if items is None:
+                    items = []
+                if not isinstance(items, list | tuple):
+                    raise PluginError(impl.plugin_name, f"{hook} must return a list, not {type(items).__name__}")
+            except PluginError as exc:
+                if errors is None:
+                    raise
+                errors.setdefault(impl.plugin_name, str(exc))
+                continue
             out.append((impl.plugin_name, list(items)))
         return out
 
@@ -167,15 +197,17 @@ class PluginManager:
         """What each plugin provides, for `dee plugins` (asked with the deployment's config,
         as the engine asks)."""
         provided: dict[str, list[str]] = {info.name: [] for info in self._info}
-        for plugin_name, items in self._per_plugin("dee_step_types"):
-            provided[plugin_name] += [f"step type {i.name}" for i in items]
-        for plugin_name, items in self._per_plugin("dee_channel_adapters", config=config):
-            provided[plugin_name] += [f"{i.channel} adapter {i.name}" for i in items]
-        for plugin_name, items in self._per_plugin("dee_template_stores", config=config):
-            provided[plugin_name] += [f"template store {i.name}" for i in items]
-        for plugin_name, items in self._per_plugin("dee_policy_gates", config=config):
-            provided[plugin_name] += [f"policy gate {i.name}" for i in items]
-        return [{"name": i.name, "source": i.source, "module": i.module, "provides": provided[i.name]} for i in self._info]
+        errors: dict[str, str] = {}
+        for plugin_name, items in self._per_plugin("dee_step_types", errors):
+            provided[plugin_name] += [f"step type {getattr(i, 'name', i)}" for i in items]
+        for plugin_name, items in self._per_plugin("dee_channel_adapters", errors, config=config):
+            provided[plugin_name] += [f"{getattr(i, 'channel', '?')} adapter {getattr(i, 'name', i)}" for i in items]
+        for plugin_name, items in self._per_plugin("dee_template_stores", errors, config=config):
+            provided[plugin_name] += [f"template store {getattr(i, 'name', i)}" for i in items]
+        for plugin_name, items in self._per_plugin("dee_policy_gates", errors, config=config):
+            provided[plugin_name] += [f"policy gate {getattr(i, 'name', i)}" for i in items]
+        return [{"name": i.name, "source": i.source, "module": i.module, "provides": provided[i.name],
+                 **({"error": errors[i.name]} if i.name in errors else {})} for i in self._info]  # fmt: skip
 
 
 def _named_problem(item: Any) -> str | None:

@@ -105,12 +105,18 @@ def cmd_schema(args: argparse.Namespace, config: EngineConfig) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace, config: EngineConfig) -> int:
-    rows = PluginManager.load(disabled=config.plugins.disabled).describe(config)
+    """Every installed plugin and what it provides; one that fails to load, or whose hooks
+    raise with this deployment's config, is named with its error (exit 1), never a traceback."""
+    manager, failed = PluginManager.survey(disabled=config.plugins.disabled)
+    rows = manager.describe(config) + [{"name": e.plugin, "error": str(e), "provides": []} for e in failed]
     if args.json:
         print(as_json(rows))
-        return 0
-    for row in rows:
-        print(f"{row['name']}  ({row['source']}; module {row['module']})")
-        for item in row["provides"]:
-            print(f"    {item}")
-    return 0
+    else:
+        for row in rows:
+            where = f"  ({row['source']}; module {row['module']})" if "source" in row else ""
+            print(f"{row['name']}{where}")
+            for item in row["provides"]:
+                print(f"    {item}")
+            if "error" in row:
+                print(f"    FAILED: {row['error']}")
+    return 1 if any("error" in row for row in rows) else 0
