@@ -1,23 +1,39 @@
-"""`dee runs list|show|timeline|replay|pause|resume|cancel|retry`: inspect and steer runs, as a
-client of the daemons (no partition is owned, no local template is needed to read)."""
+"""`dee runs start|list|show|timeline|replay|pause|resume|cancel|retry`: start, inspect and steer
+runs, as a client of the daemons (no partition is owned, no local template is needed to read)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from typing import Any
 
 from dee.config import EngineConfig
 from dee.engine import Engine, template_store
 from dee.errors import ConfigError
+from dee.ops import consents, contacts
 from dee.ops.cli.output import emit
+from dee.ops.cli.project import templates_for
 from dee.plan.compiled import CompiledPlan
 from dee.plugin.manager import PluginManager
+from dee.project.plans import load_plan
+from dee.records import BulkResult
+from dee.redact import redact_text
 from dee.shell.replayer import Replayer
 
 
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
-    runs = sub.add_parser("runs", parents=[common], help="inspect and steer runs").add_subparsers(dest="runs_command", required=True)
+    runs = sub.add_parser("runs", parents=[common], help="start, inspect and steer runs").add_subparsers(dest="runs_command", required=True)
+    start = runs.add_parser("start", parents=[common], help="enrol contacts in a plan: the daemons run them")
+    start.add_argument("plan", help="the plan file")
+    source = start.add_mutually_exclusive_group(required=True)
+    source.add_argument("--contacts", metavar="FILE", help="a JSON Lines file of contacts, one object a line (- : stdin)")
+    source.add_argument("--sample", type=int, metavar="N", help="N sample contacts, those of `dee simulate`")
+    start.add_argument("--var", action="append", default=[], metavar="KEY=VALUE", help="a variable of the runs (repeatable)")
+    start.add_argument("--consent", action="append", default=[], metavar="CHANNEL",
+                       help="record the contacts' granted consent on CHANNEL first, e.g. voice (repeatable)")
+    start.add_argument("--json", action="store_true")
+    start.set_defaults(func=cmd_start)
     listing = runs.add_parser("list", parents=[common], help="list runs (newest last)")
     listing.add_argument("--status", action="append", help="only runs in this status (repeatable)")
     listing.add_argument("--plan")
@@ -59,6 +75,29 @@ def offline_replayer(config: EngineConfig) -> Replayer:
         raise ConfigError(f"plan {plan_id} v{version} is not in the export")
 
     return Replayer(config, plugins, template_store(config, plugins), no_store)
+
+
+def cmd_start(args: argparse.Namespace, config: EngineConfig) -> int:
+    """Enrol, after recording the consents asked for (the consent gate reads them when a call
+    is due); contacts already enrolled in the plan are skipped, so running it again is safe."""
+    contacts_in = contacts.sample(args.sample) if args.sample is not None else contacts.read_jsonl(args.contacts)
+    variables = contacts.variables(args.var)
+    plan = load_plan(args.plan, templates=templates_for(config, args.plan))
+
+    async def go() -> BulkResult:
+        async with client(config) as engine:
+            for channel in args.consent:
+                await consents.grant(engine, contacts.valid_ids(contacts_in), channel, "dee runs start --consent")
+            return await engine.bulk_execute(plan, contacts_in, variables)
+
+    result = asyncio.run(go())
+    emit(result, args.json, lambda: f"{plan.id}: {result.created} run(s) started, {result.skipped} skipped "
+                                    f"(already enrolled or suppressed), {len(result.errors)} refused")  # fmt: skip
+    if result.errors:
+        first = result.errors[0]
+        print(redact_text(f"dee: {len(result.errors)} contact(s) refused, first: {first.contact_id}: {first.error}"), file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_list(args: argparse.Namespace, config: EngineConfig) -> int:
