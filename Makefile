@@ -61,7 +61,7 @@ bench: venv services ## dee bench: the outreach-v2 workload, 10,000 contacts (ex
 	$(VENV)/bin/dee --config config/dee.toml bench $(BENCH_ARGS)
 
 lint: venv ## ruff and mypy, as configured in pyproject.toml
-	$(PY) -m ruff check daemon plugins tests
+	$(PY) -m ruff check daemon plugins tests contrib
 	$(PY) -m mypy
 
 dist: venv ## build the sdist and the wheel into dist/

@@ -4,6 +4,7 @@ plans, simulates, and reads a deployment without any template of its own."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -97,3 +98,17 @@ async def test_read_only_commands_need_no_local_templates(installed: Path, tmp_p
         assert run_view.id in listing.stdout
         verify = run(installed, tmp_path, "audit", "verify", env=env)
         assert verify.returncode == 0 and verify.stdout.strip().endswith("1/1 chains valid"), verify.stdout + verify.stderr
+
+
+def test_the_sendgrid_plugin_installs_beside_it_and_is_listed(installed: Path, tmp_path: Path) -> None:
+    """`pip install ./contrib/dee-sendgrid` is all a deployment does: its entry point makes
+    `dee plugins` list the adapter (and asking with the plugin selected but no key names it)."""
+    uv("pip", "install", "--quiet", "--no-deps", "--python", installed / "python", ROOT / "contrib" / "dee-sendgrid")
+    done = run(installed, tmp_path, "plugins", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {row["name"]: row for row in json.loads(done.stdout)}
+    assert rows["dee_sendgrid"]["provides"] == ["email adapter sendgrid"]
+    assert rows["dee_sendgrid"]["source"] == "entry point of dee-sendgrid 0.1.0"
+    selected = run(installed, tmp_path, "plugins", env={"DEE_CHANNELS_EMAIL_ADAPTER": "sendgrid"})
+    assert selected.returncode == 1
+    assert "FAILED: plugin 'dee_sendgrid': dee_channel_adapters raised ValueError: [plugins.dee_sendgrid] needs api_key" in selected.stdout
