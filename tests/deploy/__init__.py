@@ -1,0 +1,1 @@
+"""The deployment artefacts: the Helm chart, rendered and validated offline."""
