@@ -159,6 +159,29 @@ class ContactSuppressedError(DeeError):
         super().__init__(f"contact {contact_id} is suppressed ({level}): {reason}")
 
 
+class InvalidNumberError(DeeError):
+    """A phone number that is no complete number (unreadable, no country code, a length no
+    number of its country has): nothing was listed for it."""
+
+    def __init__(self, number: str, why: str) -> None:
+        self.number = number
+        self.why = why
+        super().__init__(f"{number!r} is not a usable phone number: {why}")
+
+
+class NumberFileError(DeeError):
+    """A number list has lines that are no number (`first` holds the first few, as
+    (line number, text, why)): nothing of it was imported."""
+
+    def __init__(self, path: str, invalid: int, first: Sequence[tuple[int, str, str]]) -> None:
+        self.path = path
+        self.invalid = invalid
+        self.first = [tuple(item) for item in first]
+        shown = "; ".join(f"line {line} {text!r}: {why}" for line, text, why in self.first)
+        more = f"; and {invalid - len(self.first)} more" if invalid > len(self.first) else ""
+        super().__init__(f"{path}: {invalid} invalid line{'s' if invalid != 1 else ''} ({shown}{more}); nothing imported")
+
+
 class UnknownPlanError(DeeError):
     """A message named a plan version that was never registered."""
 

@@ -70,11 +70,29 @@ class ConsentRecord(msgspec.Struct, frozen=True, kw_only=True):
     evidence: dict[str, Any] = {}
 
 
+SuppressionLevel = Literal["global", "channel", "plan", "regulatory"]
+
+
 class Suppression(msgspec.Struct, frozen=True, kw_only=True):
     contact_id: str
-    level: Literal["global", "channel", "plan", "regulatory"]
+    level: SuppressionLevel
     reason: str
     source: str
     channel: str | None = None
     plan_id: str | None = None
     tick: int = 0
+
+
+class NumberImport(msgspec.Struct, frozen=True):
+    """What listing phone numbers did (`Engine.suppress_numbers`): numbers read, newly listed
+    and listed before (a list imported again adds nothing), the contacts found with a listed
+    number, how many of them got a suppression now (the others had one), and the runs those
+    suppressions reached: cancelled, or going on with the channel suppressed."""
+
+    read: int = 0
+    new: int = 0
+    listed: int = 0
+    contacts: int = 0
+    suppressed: int = 0
+    runs_cancelled: int = 0
+    runs_restricted: int = 0

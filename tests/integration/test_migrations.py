@@ -19,10 +19,10 @@ from dee.stores.postgres.migrate import migrate, migration_files, pending_migrat
 from tests.integration.conftest import deployment_config, replace_scheduler
 
 EXPECTED = ["0001_init.sql", "0002_run_indexes.sql", "0003_audit_tick_brin.sql", "0004_runs_inline_state.sql", "0005_bus_identity.sql",
-            "0006_contact_sends.sql"]  # fmt: skip
+            "0006_contact_sends.sql", "0007_suppressed_numbers.sql"]  # fmt: skip
 TABLES = {
     "dee_meta", "dee_migrations", "plans", "partitions", "instances", "contacts", "suppressions", "consents",
-    "runs", "received", "inbox", "outbox", "audit_log", "contact_sends",
+    "runs", "received", "inbox", "outbox", "audit_log", "contact_sends", "suppressed_numbers", "contact_phones",
 }  # fmt: skip
 
 

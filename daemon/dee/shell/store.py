@@ -22,6 +22,7 @@ from dee.kernel.policy import Consent, PolicyFacts, SentMark
 from dee.kernel.state import RunState
 from dee.plan.compiled import CompiledPlan
 from dee.records import ConsentRecord, Suppression
+from dee.shell.numbers import Listing
 
 
 class Queued(NamedTuple):
@@ -55,9 +56,9 @@ class EnrolmentFacts(NamedTuple):
     """What enrolling contacts in a plan depends on, read once per batch."""
 
     enrolled: dict[str, str]  # contact id -> its non-terminal run of the plan
-    suppressed: dict[str, tuple[str, str]]  # contact id -> (level, reason) of a suppression covering the plan
+    suppressed: dict[str, tuple[str, str]]  # contact id -> (level, reason) of a suppression covering the plan (every channel)
     flags: dict[str, tuple[bool, bool]]  # contact id -> (unsubscribed, bounced), contact-level
-    policy: dict[str, PolicyFacts]  # contact id -> its consents and channel suppressions (none: absent)
+    policy: dict[str, PolicyFacts]  # contact id -> its consents and the channels it is suppressed on (none: absent)
 
 
 def policy_facts(consents: Iterable[ConsentRecord], suppressed_channels: Iterable[str]) -> PolicyFacts:
@@ -101,6 +102,13 @@ class PartitionStore(Protocol):
         """Enrolments, suppressions and contact flags of these contacts (contacts not seen
         before are recorded as contacts of this partition)."""
 
+    async def listed_numbers(self, phones: Sequence[tuple[str, str]]) -> dict[str, list[Listing]]:
+        """Record these (contact id, E.164 number) pairs as numbers of this partition's contacts
+        and return, by contact, the listings of their numbers that the contact has no
+        suppression of yet (same level and channel), by number, level and channel. PostgreSQL
+        holds the number lists' lock shared until the transaction ends, so an import of a list
+        either sees this record or is seen by this read (`stores.postgres.numbers`)."""
+
     async def flag_contact(self, contact_id: str, flag: str, tick: int) -> None:
         """Set a contact-level flag (`unsubscribed`, `bounced`), seen by every later run."""
 
@@ -109,8 +117,8 @@ class PartitionStore(Protocol):
     async def add_consent(self, consent: ConsentRecord) -> None: ...
 
     async def policy_facts(self, contact_ids: Sequence[str]) -> dict[str, PolicyFacts]:
-        """The policy facts of these contacts (a contact with no consent and no channel
-        suppression is left out)."""
+        """The policy facts of these contacts (a contact with no consent and no suppression
+        naming its channel, `numbers.channel_scope`, is left out)."""
 
     async def record_sends(self, sends: Sequence[tuple[str, SentMark]], forget_before: int) -> None:
         """Keep the messages a tick sent, as (contact id, mark), for the contacts' later

@@ -20,6 +20,7 @@ from dee.kernel.policy import PolicyFacts, SentMark
 from dee.kernel.state import RunState
 from dee.plan.compiled import CompiledPlan
 from dee.records import ConsentRecord, Suppression
+from dee.shell.numbers import Listed, Listing, channel_scope
 from dee.shell.store import EnrolmentFacts, NewRun, OutboxItem, Queued, policy_facts
 
 FLAGS = ("unsubscribed", "bounced")
@@ -43,6 +44,9 @@ class MemoryStore:
         self.outbox: deque[tuple[int, OutboxItem]] = deque()
         self.contacts: dict[str, dict[str, bool]] = {}  # contact id -> its contact-level flags
         self.suppressions: list[Suppression] = []
+        self.suppressed_as: set[tuple[str, str, str | None]] = set()  # (contact id, level, channel) of every suppression
+        self.numbers: dict[str, dict[tuple[str, str | None], Listing]] = {}  # E.164 -> (level, channel) -> its listing
+        self.phones: dict[str, dict[str, int]] = defaultdict(dict)  # E.164 -> contact id -> partition, of enrolled contacts
         self.consents: list[ConsentRecord] = []
         self.sends: dict[str, dict[str, tuple[int, SentMark]]] = defaultdict(dict)  # contact -> message id -> (partition, mark)
         self.received: dict[str, wire.Reply | None] = {}
@@ -73,6 +77,17 @@ class MemoryStore:
                 return wake if up_to is None or wake <= up_to else None
             heapq.heappop(heap)
         return None
+
+    def list_numbers(self, listing: Listing, numbers: Sequence[str]) -> Listed:
+        """List the numbers (each once per level and channel) and find their contacts."""
+        new = 0
+        for number in numbers:
+            listed = self.numbers.setdefault(number, {})
+            if (listing.level, listing.channel) not in listed:
+                listed[(listing.level, listing.channel)] = listing
+                new += 1
+        found = {contact_id for number in numbers for contact_id in self.phones.get(number, {})}
+        return Listed(new, len(found), sorted(c for c in found if (c, listing.level, listing.channel) not in self.suppressed_as))
 
     def set_timer(self, state: RunState) -> None:
         if state.wake_tick is not None and state.status != "paused":
@@ -142,7 +157,8 @@ class MemoryPartitionStore:
             flags[contact_id] = (known.get("unsubscribed", False), known.get("bounced", False))
         for s in self.store.suppressions:  # the first one recorded wins, as in PostgreSQL
             if s.contact_id in wanted and s.contact_id not in suppressed and (
-                s.level in ("global", "regulatory") or (s.level == "plan" and s.plan_id == plan_id)
+                (s.level in ("global", "regulatory") and channel_scope(s.level, s.channel) is None)
+                or (s.level == "plan" and s.plan_id == plan_id)
             ):
                 suppressed[s.contact_id] = (s.level, s.reason)
         return EnrolmentFacts(enrolled, suppressed, flags, await self.policy_facts(sorted(wanted)))
@@ -152,8 +168,18 @@ class MemoryPartitionStore:
             raise ValueError(f"unknown contact flag {flag!r}")
         self.store.contacts.setdefault(contact_id, {})[flag] = True
 
+    async def listed_numbers(self, phones: Sequence[tuple[str, str]]) -> dict[str, list[Listing]]:
+        found: dict[str, list[Listing]] = {}
+        for contact_id, number in sorted(set(phones)):
+            self.store.phones[number][contact_id] = self.partition
+            for key, listing in sorted(self.store.numbers.get(number, {}).items(), key=lambda item: (item[0][0], item[0][1] or "")):
+                if (contact_id, *key) not in self.store.suppressed_as:
+                    found.setdefault(contact_id, []).append(listing)
+        return found
+
     async def add_suppression(self, suppression: Suppression) -> None:
         self.store.suppressions.append(suppression)
+        self.store.suppressed_as.add((suppression.contact_id, suppression.level, suppression.channel))
 
     async def add_consent(self, consent: ConsentRecord) -> None:
         self.store.consents.append(consent)
@@ -185,8 +211,9 @@ class MemoryPartitionStore:
             if c.contact_id in wanted:
                 consents.setdefault(c.contact_id, []).append(c)
         for s in self.store.suppressions:
-            if s.contact_id in wanted and s.level == "channel" and s.channel:
-                channels.setdefault(s.contact_id, []).append(s.channel)
+            scope = channel_scope(s.level, s.channel)
+            if s.contact_id in wanted and scope:
+                channels.setdefault(s.contact_id, []).append(scope)
         return {cid: policy_facts(consents.get(cid, ()), channels.get(cid, ())) for cid in sorted(consents.keys() | channels.keys())}
 
     # ---- runs and their inputs ----------------------------------------------------------

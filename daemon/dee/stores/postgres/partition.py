@@ -15,8 +15,10 @@ from dee.kernel.policy import PolicyFacts, SentMark
 from dee.kernel.state import RunState
 from dee.plan.compiled import CompiledPlan
 from dee.records import ConsentRecord, Suppression
+from dee.shell.numbers import Listing
 from dee.shell.store import EnrolmentFacts, NewRun, OutboxItem, Queued, policy_facts
-from dee.stores.postgres import rows
+from dee.stores.postgres import numbers, rows
+from dee.stores.postgres.numbers import CHANNEL_SCOPED, EVERY_CHANNEL
 from dee.stores.postgres.plans import PlanCache
 
 _decode_reply = msgspec.json.Decoder(wire.Reply).decode
@@ -96,7 +98,7 @@ class PostgresPartitionStore:
             r["contact_id"]: (r["level"], r["reason"])
             for r in await self.conn.fetch(
                 "SELECT DISTINCT ON (contact_id) contact_id, level, reason FROM suppressions WHERE contact_id = ANY($1::text[]) "
-                "AND (level IN ('global', 'regulatory') OR (level = 'plan' AND plan_id = $2)) ORDER BY contact_id, id", ids, plan_id)
+                f"AND ({EVERY_CHANNEL} OR (level = 'plan' AND plan_id = $2)) ORDER BY contact_id, id", ids, plan_id)
         }  # fmt: skip
         flags = {
             r["contact_id"]: (r["unsubscribed"], r["bounced"])
@@ -106,6 +108,9 @@ class PostgresPartitionStore:
                 sorted(set(ids)), self.partition)
         }  # fmt: skip
         return EnrolmentFacts(enrolled, suppressed, flags, await self.policy_facts(ids))
+
+    async def listed_numbers(self, phones: Sequence[tuple[str, str]]) -> dict[str, list[Listing]]:
+        return await numbers.record_phones(self.conn, self.partition, phones)
 
     async def flag_contact(self, contact_id: str, flag: str, tick: int) -> None:
         if flag not in FLAGS:
@@ -127,7 +132,7 @@ class PostgresPartitionStore:
         rows = await self.conn.fetch(
             "SELECT id, contact_id, channel, status, source, tick, expires_tick FROM consents WHERE contact_id = ANY($1::text[]) "
             "UNION ALL SELECT id, contact_id, channel, NULL, '', tick, NULL FROM suppressions "
-            "WHERE level = 'channel' AND channel IS NOT NULL AND contact_id = ANY($1::text[]) ORDER BY contact_id, tick, id",
+            f"WHERE {CHANNEL_SCOPED} AND contact_id = ANY($1::text[]) ORDER BY contact_id, tick, id",
             list(contact_ids),
         )  # fmt: skip
         consents: dict[str, list[ConsentRecord]] = {}
