@@ -141,6 +141,7 @@ class Reply(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
     run_id: str | None = None
     runs: list[str] = []
     skipped: list[str] = []
+    restricted: list[str] = []  # a suppression naming its channel: the runs going on without that channel
     details: dict[str, Any] = {}
 
 

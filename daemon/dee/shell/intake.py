@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
@@ -33,15 +33,15 @@ from dee.kernel.inputs import (
 )  # fmt: skip
 from dee.kernel.machine import contact_flag
 from dee.kernel.policy import Consent, PolicyFacts
-from dee.records import ConsentRecord, Suppression
+from dee.records import ConsentRecord, Suppression, SuppressionLevel
 from dee.routing import partition_for
 from dee.shell.enrol import enrol
+from dee.shell.numbers import channel_scope
 from dee.shell.store import NewRun, PartitionStore, Queued
 
 # a recipient who marked the mail as spam, or unsubscribed, is suppressed at once: every run of
 # the contact stops and the suppression is on record (and in the compliance report)
 SUPPRESSING_EVENTS = {"email.complained": "complaint", "email.unsubscribed": "unsubscribe"}
-SuppressionLevel = Literal["global", "channel", "plan", "regulatory"]
 
 
 @dataclass
@@ -65,9 +65,11 @@ class Intake:
     # contact id -> its active runs here as (run id, plan id) by run id, looked up once per batch
     # (and runs enrolled earlier in the batch): what a later message of the batch reaches
     active: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    looked_up: set[str] = field(default_factory=set)  # the contacts whose active runs `active` holds in full
     # contact id -> its policy facts, looked up once per batch for consents and channel
     # suppressions, and kept current as the batch records more
     facts: dict[str, PolicyFacts] = field(default_factory=dict)
+    facts_read: set[str] = field(default_factory=set)  # the contacts whose facts were read (`facts` omits those with none)
     enrolments: list[tuple[wire.Execute | wire.ExecuteBatch, list[str]]] = field(default_factory=list)  # and the runs made
     history_ticks: int = 0  # how far back new runs get the contact's sends (`KernelEnvs.history_ticks`)
 
@@ -194,12 +196,24 @@ async def _look_up(store: PartitionStore, intake: Intake, messages: Sequence[wir
             intake.known[run_id], intake.contact_of[run_id] = partition, contact_id
     contacts = sorted({m.contact_id for m in messages if isinstance(m, wire.Suppress | wire.Consent) or (isinstance(m, wire.Event) and (
         m.run_id is None or contact_flag(m.event_type, m.data) or m.event_type in SUPPRESSING_EVENTS))})  # fmt: skip
-    if contacts:
-        intake.active.update(await store.active_runs(contacts))
     policy = sorted({m.contact_id for m in messages
-                     if isinstance(m, wire.Consent) or (isinstance(m, wire.Suppress) and m.level == "channel")})  # fmt: skip
+                     if isinstance(m, wire.Consent) or (isinstance(m, wire.Suppress) and channel_scope(m.level, m.channel))})  # fmt: skip
+    await _read_contacts(store, intake, contacts, policy)
+
+
+async def _read_contacts(store: PartitionStore, intake: Intake, active: Sequence[str], facts: Sequence[str]) -> None:
+    """Read the active runs and the policy facts of contacts not read yet in this batch; runs
+    enrolled earlier in the batch stay in `active`."""
+    runs = sorted(set(active) - intake.looked_up)
+    if runs:
+        found = await store.active_runs(runs)
+        for contact_id in runs:
+            intake.active[contact_id] = sorted([*found.get(contact_id, []), *intake.active.get(contact_id, [])])
+        intake.looked_up.update(runs)
+    policy = sorted(set(facts) - intake.facts_read)
     if policy:
         intake.facts.update(await store.policy_facts(policy))
+        intake.facts_read.update(policy)
 
 
 async def _accept_one(store: PartitionStore, intake: Intake, message: wire.Inbound, stamp: str, new_id: Callable[[], str]) -> None:
@@ -258,6 +272,8 @@ async def _execute(
     pairs = [(item.run_id, item.contact) for item in items]
     done = await enrol(store, intake.tick, compiled, pairs, dict(m.variables), start_tick, key, stamp, new_id, intake.enrolled,
                       intake.history_ticks)  # fmt: skip
+    if done.listed:
+        await _listed_at_enrolment(store, intake, done.listed)
     if isinstance(m, wire.Execute) and done.refused:
         _, error = done.refused[0]
         intake.refuse(m, error, getattr(error, "run_id", None))
@@ -334,8 +350,10 @@ async def _event(store: PartitionStore, intake: Intake, m: wire.Event) -> None:
 
 async def _suppress(store: PartitionStore, intake: Intake, m: wire.Suppress) -> None:
     """Record a suppression and cancel the runs it covers: every run of the contact for the
-    global and regulatory levels, the plan's runs for a plan-level one (which must name its
-    plan), none for a channel-level one (its channel's sends are refused instead)."""
+    global level and a regulatory one without a channel, the plan's runs for a plan-level one
+    (which must name its plan), none for one that names its channel (channel level, or
+    regulatory: a do-not-call list): that channel's sends are refused instead. The reply lists
+    the runs cancelled, or the runs told of the channel (`restricted`)."""
     if m.level == "plan" and not m.plan_id:
         intake.refuse(m, DeeError("a plan-level suppression needs a planId"))
         return
@@ -343,7 +361,21 @@ async def _suppress(store: PartitionStore, intake: Intake, m: wire.Suppress) -> 
         intake.refuse(m, DeeError("a channel-level suppression needs a channel"))
         return
     targets = await _suppress_contact(store, intake, m.contact_id, m.level, m.reason, m.source, m.channel, m.plan_id)
-    intake.reply(m, wire.Reply(m.command_id, True, runs=targets))
+    if channel_scope(m.level, m.channel):
+        intake.reply(m, wire.Reply(m.command_id, True, restricted=_targets(intake, m.contact_id)))
+    else:
+        intake.reply(m, wire.Reply(m.command_id, True, runs=targets))
+
+
+async def _listed_at_enrolment(store: PartitionStore, intake: Intake, suppressions: Sequence[Suppression]) -> None:
+    """A contact enrolled with a listed number is suppressed as the listing says, like any
+    suppression (recorded; its runs enrolled before, with another number, cancelled or told);
+    the enrolment already applied it to the new run (started with the channel suppressed, or
+    refused). Before the batch's new runs join `active`, so they are not told twice."""
+    scoped = {s.contact_id for s in suppressions if channel_scope(s.level, s.channel)}
+    await _read_contacts(store, intake, sorted({s.contact_id for s in suppressions}), sorted(scoped))
+    for s in suppressions:
+        await _suppress_contact(store, intake, s.contact_id, s.level, s.reason, s.source, s.channel)
 
 
 async def _suppress_contact(
@@ -355,9 +387,10 @@ async def _suppress_contact(
         contact_id=contact_id, level=level, reason=reason, source=source, channel=channel, plan_id=plan_id, tick=intake.tick,
     ))  # fmt: skip
     targets: list[str] = []
-    if level == "channel" and channel:  # its sends are refused by the gates, the runs go on
+    scope = channel_scope(level, channel)
+    if scope:  # its sends are refused by the gates, the runs go on
         _policy_changed(intake, contact_id, lambda f: msgspec.structs.replace(
-            f, suppressed_channels=tuple(sorted({*f.suppressed_channels, channel}))))  # fmt: skip
+            f, suppressed_channels=tuple(sorted({*f.suppressed_channels, scope}))))  # fmt: skip
     elif level != "channel":
         targets = _targets(intake, contact_id, plan_id if level == "plan" else None)
     cancel = Suppressed(intake.tick, level, reason, source)
