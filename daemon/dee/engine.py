@@ -30,13 +30,14 @@ from dee.kernel.recorded import entered_contexts
 from dee.kernel.replay import ReplayResult, inputs_of
 from dee.kernel.timeline import TimelineEntry, timeline
 from dee.plan.model import Plan
-from dee.plugin.manager import PluginManager
+from dee.plugin.manager import CHANNELS, PluginManager
 from dee.project.templates import ChainedTemplateStore, load_directory
-from dee.records import BulkError, BulkResult, ConsentRecord, ExecutionRun, RunPage, Suppression
+from dee.records import BulkError, BulkResult, ConsentRecord, ExecutionRun, NumberImport, RunPage, Suppression
 from dee.redact import redact
 from dee.reports.compliance import RUN_ENDINGS, CallingRules, ComplianceReport, Reading, RunFacts, build_report, run_facts, step_channels
 from dee.reports.export import ExportFormat
 from dee.reports.export import render as render_export
+from dee.shell.numbers import Listing
 from dee.shell.replayer import Replayer
 
 CHAINS_PER_READ = 500  # runs whose audit logs verify_audit_chains reads in one go
@@ -288,6 +289,24 @@ class Engine:
             {"contact_id": contact_id, "level": level, "reason": reason, "source": source,
              "channel": channel, "plan_id": plan_id}, Suppression)  # fmt: skip
         return await self._backend.suppress(entry)
+
+    async def suppress_numbers(
+        self, numbers: Iterable[str], level: str = "regulatory", channel: str | None = "voice", source: str = "dnc",
+        reason: str = "do-not-call list",
+    ) -> NumberImport:  # fmt: skip
+        """List phone numbers (a do-not-call list: E.164, or any form with its country code;
+        `dee.ops.dnc_file` reads files) and suppress every contact with one of them, enrolled
+        before or after. With a channel (voice, the default) that channel's sends are refused
+        and the runs go on (a do-not-call list forbids calls, not emails); with `channel=None`
+        the contacts are suppressed on every channel: their runs cancelled, new ones refused.
+
+        Idempotent: a number listed before (same level and channel) is counted as listed, and a
+        contact suppressed before is not suppressed again, so importing a list twice changes
+        nothing; an import cut short is finished by running it again. The numbers are read in
+        batches (a national list streams through); a number that is not one raises
+        InvalidNumberError before anything of its batch is listed."""
+        listing = Listing.of(level, channel, source, reason, CHANNELS)
+        return await self._backend.suppress_numbers(numbers, listing)
 
     async def record_consent(self, record: ConsentRecord) -> None:
         """Store a consent record (enforced by the policy gates)."""

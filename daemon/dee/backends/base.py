@@ -7,6 +7,7 @@ holds everything that is the same for both: argument handling, replay, timelines
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -16,7 +17,8 @@ from dee.kernel.contact import Contact
 from dee.kernel.replay import ReplayResult
 from dee.plan.compiled import CompiledPlan
 from dee.plan.model import Plan
-from dee.records import BulkResult, ConsentRecord, ExecutionRun, RunPage, Suppression
+from dee.records import BulkResult, ConsentRecord, ExecutionRun, NumberImport, RunPage, Suppression
+from dee.shell.numbers import Listing
 
 
 class Backend(Protocol):
@@ -49,6 +51,7 @@ class Backend(Protocol):
         run_id: str | None, step_id: str | None, event_id: str | None, message_id: str | None,
     ) -> list[str]: ...  # fmt: skip
     async def suppress(self, entry: Suppression) -> int: ...
+    async def suppress_numbers(self, numbers: Iterable[str], listing: Listing) -> NumberImport: ...
     async def record_consent(self, record: ConsentRecord) -> None: ...
     async def audit_entries(self, run_id: str) -> list[AuditEntry]: ...
     async def audit_query(

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from dee.backends.numbers import suppress_numbers
 from dee.bus import messages as wire
 from dee.config import EngineConfig
 from dee.errors import EngineUnavailableError, InvalidTransitionError, RunNotFoundError, rebuild_error
@@ -22,8 +23,9 @@ from dee.ids import MonotonicUlid, ulid
 from dee.kernel.contact import Contact
 from dee.kernel.replay import ReplayResult
 from dee.plugin.contracts import ChannelAdapter
-from dee.records import BulkError, BulkResult, ConsentRecord, RunPage, Suppression
+from dee.records import BulkError, BulkResult, ConsentRecord, NumberImport, RunPage, Suppression
 from dee.routing import partition_for
+from dee.shell.numbers import Listed, Listing
 
 # a command refused because its run ended meanwhile: bulk_cancel skips it, not counted
 ENDED_MEANWHILE = (InvalidTransitionError, RunNotFoundError)
@@ -51,6 +53,15 @@ class Publisher(ABC):
         self, statuses: list[str] | None, plan_id: str | None, contact_id: str | None,
         started_after: int | datetime | None, started_before: int | datetime | None, limit: int, offset: int,
     ) -> RunPage: ...  # fmt: skip
+
+    @abstractmethod
+    async def now_tick(self) -> int:
+        """The deployment's current tick."""
+
+    @abstractmethod
+    async def list_numbers(self, listing: Listing, numbers: Sequence[str], tick: int) -> Listed:
+        """List E.164 numbers at `tick` and find the contacts enrolled with them (one step:
+        race-free against enrolments, see `dee.stores.postgres.numbers`)."""
 
     @property
     @abstractmethod
@@ -163,6 +174,9 @@ class Publisher(ABC):
             source=entry.source, channel=entry.channel, plan_id=entry.plan_id,
         )  # fmt: skip
         return len((await self.ask(partition_for(entry.contact_id, self.partitions), message)).runs)
+
+    async def suppress_numbers(self, numbers: Iterable[str], listing: Listing) -> NumberImport:
+        return await suppress_numbers(self, numbers, listing)
 
     async def record_consent(self, record: ConsentRecord) -> None:
         message = wire.Consent(

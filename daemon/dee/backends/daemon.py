@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -41,7 +42,9 @@ from dee.scheduler.clock import DeploymentClock
 from dee.scheduler.outages import Outages
 from dee.shell.enrol import enrol
 from dee.shell.envs import history_ticks
+from dee.shell.numbers import Listed, Listing
 from dee.stores.postgres import connect as postgres
+from dee.stores.postgres import numbers as numbers_sql
 from dee.stores.postgres import rows
 from dee.stores.postgres.migrate import check_constants, pending_migrations
 from dee.stores.postgres.partition import PostgresPartitionStore
@@ -241,7 +244,9 @@ class DaemonBackend(Publisher):
 
     async def _bulk_copy(self, plan_id: str, version: int, contacts: list[Contact], variables: dict[str, Any]) -> BulkResult:
         """Enrol with batched reads and COPY, one transaction per partition, all at once; then
-        wake the partitions, whose workers start the new runs at their tick."""
+        wake the partitions, whose workers start the new runs at their tick. A contact whose
+        number is listed and not yet applied to it is enrolled by its partition instead (as a
+        message), which suppresses it with its other runs."""
         assert self.clock is not None and self.redis is not None
         compiled = await self.compiled(plan_id, version)
         by_partition: dict[int, list[tuple[str, Contact]]] = defaultdict(list)
@@ -250,26 +255,34 @@ class DaemonBackend(Publisher):
             by_partition[partition_for(contact.id, self.partitions)].append((self.new_run_id(), contact))
         stamp = now_iso()
 
-        async def one(partition: int, items: list[tuple[str, Contact]]) -> tuple[list[str], list[str]]:
+        async def one(partition: int, items: list[tuple[str, Contact]]) -> tuple[list[str], list[str], list[Contact]]:
             async with self.db.acquire() as conn, conn.transaction():
                 tick = await self.clock.tick(conn, partition)  # type: ignore[union-attr]
                 assert self.clock is not None
                 store = PostgresPartitionStore(conn, partition, self.plans, self.clock.epoch_ms)
                 done = await enrol(store, tick, compiled, items, variables, tick, None, stamp, self.new_run_id,
-                                   history_ticks=history)  # fmt: skip
+                                   history_ticks=history, defer_listed=True)  # fmt: skip
                 inserted = await store.add_runs(done.runs, done.audit)
             created = set(done.created)
             lost = [contact.id for run_id, contact in items if run_id in created and run_id not in inserted]
-            return [r for r in done.created if r in inserted], [c for c, _ in done.refused] + lost
+            return [r for r in done.created if r in inserted], [c for c, _ in done.refused] + lost, [c for _, c in done.deferred]
 
         results = await asyncio.gather(*(one(p, items) for p, items in sorted(by_partition.items())))
         async with self.redis.pipeline(transaction=False) as pipe:
             for partition in sorted(by_partition):
                 pipe.xadd(self.keys.inbound(partition), {FIELD: wire.encode(wire.Wake(command_id="wake"))})
             await pipe.execute()
-        created = [run_id for ids, _ in results for run_id in ids]
-        skipped = sum(len(refused) for _, refused in results)
-        return BulkResult(len(created), skipped, [], sorted(created))
+        created = [run_id for ids, _, _ in results for run_id in ids]
+        skipped = sum(len(refused) for _, refused, _ in results)
+        deferred = [contact for _, _, later in results for contact in later]
+        if not deferred:
+            return BulkResult(len(created), skipped, [], sorted(created))
+        rest = await self._bulk_messages(plan_id, version, deferred, variables, 100)
+        return BulkResult(len(created) + rest.created, skipped + rest.skipped, rest.errors, sorted([*created, *rest.run_ids]))
+
+    async def list_numbers(self, listing: Listing, numbers: Sequence[str], tick: int) -> Listed:
+        async with self.db.acquire() as conn:
+            return await numbers_sql.list_numbers(conn, listing, numbers, tick)
 
     async def partition_of_run(self, run_id: str) -> int:
         partition = await self.db.fetchval("SELECT partition FROM runs WHERE run_id = $1", run_id)

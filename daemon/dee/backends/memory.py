@@ -36,6 +36,7 @@ from dee.records import ConsentRecord, ExecutionRun, RunPage, Suppression, run_v
 from dee.shell import dispatch
 from dee.shell.envs import KernelEnvs
 from dee.shell.intake import accept
+from dee.shell.numbers import Listed, Listing
 from dee.shell.tick import Advanced, advance_due
 from dee.stores.memory import MemoryStore
 
@@ -73,6 +74,9 @@ class MemoryBackend(Publisher):
 
     async def now_tick(self) -> int:
         return self.current_tick
+
+    async def list_numbers(self, listing: Listing, numbers: Sequence[str], tick: int) -> Listed:
+        return self.store.list_numbers(listing, numbers)
 
     # ---- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
