@@ -25,7 +25,7 @@ from typing import NoReturn
 
 from dee.config import EngineConfig
 from dee.errors import DeeError, EngineUnavailableError, ServiceUnavailableError
-from dee.ops.cli import audit, deployment, project, runs, tools
+from dee.ops.cli import audit, deployment, project, runs, suppress, tools
 from dee.ops.logs import configure
 from dee.redact import redact_text
 
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="dee", description="DEE, the Deterministic Execution Engine", parents=[common])
     parser.add_argument("--version", action="version", version=f"dee {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
-    for module in (project, deployment, runs, audit, tools):
+    for module in (project, deployment, runs, audit, suppress, tools):
         module.add_commands(sub, common)
     return parser
 
