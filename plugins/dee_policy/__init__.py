@@ -52,9 +52,10 @@ class ConsentGate(PolicyGate):
 
 
 class SuppressionGate(PolicyGate):
-    """A contact suppressed on a channel gets nothing on that channel. (A global, regulatory or
-    plan-level suppression cancels the contact's runs when it is recorded, and refuses new
-    enrolments; this gate covers the channel level, which stops sends but not runs.)"""
+    """A contact suppressed on a channel gets nothing on that channel. (A global or plan-level
+    suppression, or a regulatory one without a channel, cancels the contact's runs when it is
+    recorded, and refuses new enrolments; this gate covers suppressions naming their channel,
+    channel-level or regulatory such as a do-not-call list, which stop sends but not runs.)"""
 
     name = "suppression"
 
