@@ -23,7 +23,9 @@ from dee.errors import (
     ContactSuppressedError,
     DeeError,
     EngineUnavailableError,
+    InvalidNumberError,
     InvalidTransitionError,
+    NumberFileError,
     PlanFileError,
     PlanProblem,
     PlanValidationError,
@@ -42,7 +44,7 @@ from dee.kernel.timeline import TimelineEntry
 from dee.plan import steps, transitions
 from dee.plan.model import Condition, Duration, Edge, ExitCondition, Plan, Step, Tracking, Voicemail
 from dee.project.plans import create_plan, load_plan
-from dee.records import BulkError, BulkResult, ConsentRecord, ExecutionRun, RunPage, Suppression
+from dee.records import BulkError, BulkResult, ConsentRecord, ExecutionRun, NumberImport, RunPage, Suppression
 from dee.routing import partition_for
 
 __all__ = [
@@ -72,8 +74,11 @@ __all__ = [
     "EngineUnavailableError",
     "ExecutionRun",
     "ExitCondition",
+    "InvalidNumberError",
     "InvalidTransitionError",
     "MetricsConfig",
+    "NumberFileError",
+    "NumberImport",
     "Plan",
     "PlanFileError",
     "PlanProblem",

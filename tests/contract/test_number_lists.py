@@ -10,10 +10,8 @@ from typing import Any
 
 import pytest
 
-from dee import ContactSuppressedError, DeeError, Engine
-from dee.errors import InvalidNumberError
+from dee import ContactSuppressedError, DeeError, Engine, InvalidNumberError, NumberImport
 from dee.plan.model import Plan
-from dee.records import NumberImport
 from tests.contract.scenarios import DAY, VARS, channels_dispatched, contact, may_call, outputs, refusal, view
 
 END = 10 * DAY
