@@ -337,6 +337,21 @@ async def test_a_recorded_replay_reissues_the_original_keys_and_appends_one_veri
     assert again.identical is True  # the journal entry itself is not part of the trace
 
 
+async def test_a_recorded_what_if_replay_never_sends_what_the_run_did_not(counted: Any) -> None:
+    """Without the open, the run would have taken the cold branch: its email is a first send no
+    gate of today has asked about, and is not issued; the answered ones are re-issued."""
+    engine, adapters = counted
+    run_id = await outreach_run(engine)
+    _, recorded = inputs_of(await engine.audit.get_by_run(run_id))
+    without_open = [i for i in recorded if not (isinstance(i, Event) and i.type == "email.opened")]
+    sent_before = [*adapters["email"].sent, *adapters["voice"].sent]
+    result = await engine.replay(run_id, dry_run=False, inputs=without_open)
+    assert result.identical is False
+    assert [*adapters["email"].sent, *adapters["voice"].sent] == sent_before  # nothing new went out
+    assert {d.idempotency_key for d in result.dispatches} <= set(sent_before)
+    assert (await engine.audit.get_by_run(run_id))[-1].output["reissued"] == len(result.dispatches)  # type: ignore[index]
+
+
 async def test_a_recorded_replay_of_a_divergent_run_names_the_fields(engine: Engine) -> None:
     run_id = await outreach_run(engine)
     directory = engine.templates.stores[0]

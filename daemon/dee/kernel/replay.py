@@ -58,7 +58,7 @@ class ReplayResult(msgspec.Struct, frozen=True):
     steps: list[ReplayStep]
     diffs: list[ReplayDiff]
     state: RunState | None = None
-    dispatches: list[DispatchRequest] = []
+    dispatches: list[DispatchRequest] = []  # the answered actions a recorded replay re-issues
 
 
 def trace(entries: Sequence[EntryLike]) -> list[StepResult]:
@@ -108,7 +108,11 @@ def replay_entries(
     now = max([entries[-1].tick, *(i.tick for i in feed)])
     replayed = advance(first.state, feed, now, env)
     result = compare(trace(entries), trace([*first.entries, *replayed.entries]), replayed.state)
-    sends = [e for e in replayed.effects if isinstance(e, DispatchRequest)]
+    # what a recorded replay may re-issue: only actions the run's log shows answered, which the
+    # adapters answer again from what they recorded; never a first send (a what-if's new action,
+    # or one still in flight), which no gate of today has asked about
+    answered = {e.input.get("idempotencyKey") for e in entries if e.input is not None and e.input.get("kind") == "result"}
+    sends = [e for e in replayed.effects if isinstance(e, DispatchRequest) and e.idempotency_key in answered]
     return msgspec.structs.replace(result, dispatches=sends)
 
 
