@@ -63,10 +63,29 @@ class Window:
         day = local.date() if local.time() < self.start else local.date() + timedelta(days=1)
         for _ in range(MAX_DAYS_AHEAD):
             if self.closed_on(day) is None:
-                opening = datetime.combine(day, self.start, zone)
-                return opening.astimezone(UTC), why
+                opening = first_moment(day, self.start, zone)
+                if opening.astimezone(zone).time() < self.end:  # else a DST change skips the whole window that day
+                    return opening, why
             day += timedelta(days=1)
         raise ValueError("the calling window never opens: check its days and holidays")
+
+
+def first_moment(day: date, wall: time, zone: ZoneInfo) -> datetime:
+    """The first moment (UTC) at which the clock on the wall in `zone` shows `day` at `wall` or
+    later. Where a DST change skips `wall` that day (02:30 when clocks jump from 02:00 to
+    03:00), that is the moment of the jump, not `datetime.combine`'s reading of a time that
+    does not exist (which lands as far after the jump as `wall` is after 02:00)."""
+    naive = datetime.combine(day, wall)
+    moment = naive.replace(tzinfo=zone).astimezone(UTC)
+    if moment.astimezone(zone).replace(tzinfo=None) == naive:
+        return moment
+    # in the gap: fold=1 reads the missing time with the offset after the jump, a moment before it
+    before, after = int(naive.replace(tzinfo=zone, fold=1).timestamp()), int(moment.timestamp())
+    while after - before > 1:  # the clock shows a time before `wall` at `before`, `wall` or later at `after`
+        middle = (before + after) // 2
+        shown = datetime.fromtimestamp(middle, UTC).astimezone(zone).replace(tzinfo=None)
+        before, after = (before, middle) if shown >= naive else (middle, after)
+    return datetime.fromtimestamp(after, UTC)
 
 
 @lru_cache(maxsize=256)

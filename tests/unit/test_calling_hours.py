@@ -127,3 +127,13 @@ def test_a_send_window_holds_email_and_leaves_calls_to_the_calling_hours() -> No
     saturday = window.check(request(5 * 86_400, berlin, channel="email"))
     assert (saturday.reason, saturday.until_tick) == ("send window: closed on sat", 7 * 86_400 - 4 * 3600)
     assert window.check(request(5 * 3600, berlin)).verdict == "allow"  # a call is the calling hours' business
+
+
+def test_a_window_opening_in_the_hour_dst_skips_opens_when_the_clock_jumps() -> None:
+    # 2024-03-31 in Berlin the clock jumps from 02:00 to 03:00: a 02:30-05:00 window opens at
+    # 03:00, not at "02:30" read with the winter offset (03:30); 2024-03-10 in New York, a
+    # 02:01-03:01 window is open from 03:00 to 03:01 that day (the next day's opening is too late)
+    assert opening(BERLIN, "2024-03-31T00:00", Window("02:30", "05:00"))[0] == "2024-03-31T03:00+02:00"
+    assert opening(NEW_YORK, "2024-03-09T19:00", Window("02:01", "03:01"))[0] == "2024-03-10T03:00-04:00"
+    # a window the jump skips whole does not open that day (Lord Howe jumps from 02:00 to 02:30)
+    assert opening("Australia/Lord_Howe", "2024-10-05T23:00", Window("02:00", "02:20"))[0] == "2024-10-07T02:00+11:00"
