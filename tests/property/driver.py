@@ -2,10 +2,11 @@
 
 `drive` plays the shell: at each step it takes the earliest thing that is due (an external
 input, an answer from the world, or the run's own timer), calls `advance` with every input of
-that tick, and hands the `DispatchRequest` effects to the world, which schedules their answers
-as new inputs (as does the world's operator, who retries failed runs). It records every call,
-so the exact inputs the kernel saw (with their ticks) can be fed again in other batch
-compositions (`feed`), replayed, or compared.
+that tick (then, in a second call, the scenario's `late` inputs due by then), and hands the
+`DispatchRequest` effects to the world, which schedules their answers as new inputs (as does
+the world's operator, who retries failed runs). It records every call, so the exact inputs
+the kernel saw (with their ticks) can be fed again in other batch compositions (`feed`),
+replayed, or compared.
 
 Cycles in a plan (through a wait) can make a run last forever: after `max_calls` calls the
 driver finishes the current tick and stops there; `final_now` is the tick everything was
@@ -105,6 +106,7 @@ def drive_steps(
     first = start_run(scenario.start)
     state = first.state
     external = list(scenario.script)
+    late = list(scenario.late)
     answers: list[tuple[int, int, AnyInput]] = []  # heap of (tick, arrival, input)
     arrival = itertools.count()
     serial = itertools.count()
@@ -128,22 +130,28 @@ def drive_steps(
             batch.append(heapq.heappop(answers)[2])
         while external and external[0].tick == now:
             batch.append(external.pop(0))
-        result = advance_fn(state, batch, now, env)
-        call = Call(state, tuple(batch), now, result)
-        calls.append(call)
-        state = result.state
-        failures += sum(1 for _, to in result.transitions if to == "failed")
-        failed_now = result.state.status == "failed" and any(to == "failed" for _, to in result.transitions)
-        if failed_now and failures <= len(scenario.world.retries):
-            at = now + scenario.world.retries[failures - 1]
-            heapq.heappush(answers, (at, next(arrival), Retry(at, command_id=f"operator-retry-{failures}")))
-        for effect in result.effects:
-            if isinstance(effect, DispatchRequest):
-                index = dispatched.get(effect.channel, 0)
-                dispatched[effect.channel] = index + 1
-                for inp in _answers(scenario, effect, index, serial):
-                    heapq.heappush(answers, (inp.tick, next(arrival), inp))
-        yield call
+        batches = [batch]
+        if late and late[0].tick <= now:  # in a call of their own, after the tick's first one
+            batches.append([])
+            while late and late[0].tick <= now:
+                batches[-1].append(msgspec.structs.replace(late.pop(0), tick=now))
+        for inputs in batches:
+            result = advance_fn(state, inputs, now, env)
+            call = Call(state, tuple(inputs), now, result)
+            calls.append(call)
+            state = result.state
+            failures += sum(1 for _, to in result.transitions if to == "failed")
+            failed_now = result.state.status == "failed" and any(to == "failed" for _, to in result.transitions)
+            if failed_now and failures <= len(scenario.world.retries):
+                at = now + scenario.world.retries[failures - 1]
+                heapq.heappush(answers, (at, next(arrival), Retry(at, command_id=f"operator-retry-{failures}")))
+            for effect in result.effects:
+                if isinstance(effect, DispatchRequest):
+                    index = dispatched.get(effect.channel, 0)
+                    dispatched[effect.channel] = index + 1
+                    for inp in _answers(scenario, effect, index, serial):
+                        heapq.heappush(answers, (inp.tick, next(arrival), inp))
+            yield call
         if cut is None and len(calls) >= max_calls:
             cut = now
     final_now = cut if cut is not None else scenario.horizon

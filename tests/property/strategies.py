@@ -331,7 +331,11 @@ def worlds(draw: st.DrawFn) -> World:
 
 @dataclass(frozen=True)
 class Scenario:
-    """One run: plan, start input, external inputs (sorted by tick), world, time horizon."""
+    """One run: plan, start input, external inputs (sorted by tick), world, time horizon.
+
+    `late` inputs (sorted by tick) reach the run right after its first `advance` call at or
+    after their tick, in a call of their own, stamped with that call's tick: a policy fact that
+    comes in after the timers of its tick fired."""
 
     plan: Plan
     start: Start
@@ -339,6 +343,7 @@ class Scenario:
     world: World
     horizon: int
     tick_interval_ms: int
+    late: tuple[AnyInput, ...] = ()
 
     def env(self) -> KernelEnv:
         return make_env(self.plan, self.tick_interval_ms)
@@ -385,6 +390,15 @@ def _wait_ticks(plan: Plan, tick_interval_ms: int) -> list[int]:
     return [Duration(**s.params["duration"]).to_ticks(tick_interval_ms) for s in plan.steps if s.type == WAIT]
 
 
+def interesting_ticks(plan: Plan, tick_interval_ms: int, start_tick: int, horizon: int) -> list[int]:
+    """The ticks around which a linear reading of the plan has a timer fire (each, one before
+    and one after), within [0, horizon]: inputs drawn there often share a tick with a timer."""
+    marks = [0, start_tick]
+    for w in _wait_ticks(plan, tick_interval_ms):
+        marks.append(marks[-1] + w)
+    return sorted({t + d for t in marks for d in (-1, 0, 1) if 0 <= t + d <= horizon})
+
+
 TICK_INTERVALS = (1000, 1000, 60_000)
 
 
@@ -406,10 +420,7 @@ def scenarios(
     start_tick = draw(st.integers(0, 5))
     slack = pick(draw, [0, 60, 3600, 86_400]) * 1000 // tick_ms
     horizon = start_tick + sum(waits) + slack + 2
-    marks = [0, start_tick]
-    for w in waits:
-        marks.append(marks[-1] + w)
-    interesting = sorted({t + d for t in marks for d in (-1, 0, 1) if 0 <= t + d <= horizon})
+    interesting = interesting_ticks(plan, tick_ms, start_tick, horizon)
     ticks = sorted(
         pick(draw, interesting) if chance(draw, 2) else draw(st.integers(0, horizon))
         for _ in range(draw(st.integers(0, 14)))
