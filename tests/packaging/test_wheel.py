@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -103,7 +104,9 @@ async def test_read_only_commands_need_no_local_templates(installed: Path, tmp_p
 def test_the_sendgrid_plugin_installs_beside_it_and_is_listed(installed: Path, tmp_path: Path) -> None:
     """`pip install ./contrib/dee-sendgrid` is all a deployment does: its entry point makes
     `dee plugins` list the adapter (and asking with the plugin selected but no key names it)."""
-    uv("pip", "install", "--quiet", "--no-deps", "--python", installed / "python", ROOT / "contrib" / "dee-sendgrid")
+    source = tmp_path / "dee-sendgrid"  # a copy: building leaves build/ and *.egg-info beside the sources
+    shutil.copytree(ROOT / "contrib" / "dee-sendgrid", source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    uv("pip", "install", "--quiet", "--no-deps", "--python", installed / "python", source)
     done = run(installed, tmp_path, "plugins", "--json")
     assert done.returncode == 0, done.stdout + done.stderr
     rows = {row["name"]: row for row in json.loads(done.stdout)}
