@@ -101,14 +101,14 @@ async def test_when_the_one_transaction_fails_the_batch_is_taken_in_two(worker: 
     async def fails_once(conn: Any, store: Any, tick: int, report: TickReport, fresh: list[Any]) -> Any:
         calls.append(len(fresh))
         if len(calls) == 1:
-            report.processed, report.transitions, report.entries = 99, 99, 99  # counted, then rolled back
+            report.processed, report.tally.transitions, report.entries = 99, 99, 99  # counted, then rolled back
             raise RuntimeError("injected failure inside the combined transaction")
         return await original(conn, store, tick, report, fresh)
 
     monkeypatch.setattr(w, "_advance", fails_once)
     report = await w.iterate([entry(await opened(db, r)) for r in runs[:CAP]])
     assert calls == [CAP, 0]  # the second try took the batch through the inbox
-    assert (report.processed, report.transitions) == (CAP, 0)
+    assert (report.processed, report.tally.transitions) == (CAP, 0)
     assert await received(db) == {r: [report.tick] for r in runs[:CAP]}
     assert await inbox(db) == []
     assert await db.fetchval("SELECT count(*) FROM received WHERE message_id LIKE 'open-%'") == CAP

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 
 from dee.config import EngineConfig
+from dee.metrics import Metrics
 from dee.scheduler.outages import TRANSIENT_ERRORS, Outages
 
 log = logging.getLogger("dee.coordinator")
@@ -65,7 +66,7 @@ class Coordinator:
     def __init__(
         self, instance: str, config: EngineConfig, pool: asyncpg.Pool,
         start: Callable[[int, int], Awaitable[None]], stop: Callable[[int], Awaitable[None]],
-        outages: Outages | None = None,
+        outages: Outages | None = None, metrics: Metrics | None = None,
     ) -> None:  # fmt: skip
         self.instance = instance
         self.config = config
@@ -73,6 +74,7 @@ class Coordinator:
         self._start = start
         self._stop = stop
         self.outages = outages or Outages()
+        self.metrics = metrics
         self.owned: dict[int, int] = {}
         self.lease_losses = 0
         self.ttl_ms = config.scheduler.lease_ttl_ms
@@ -125,9 +127,10 @@ class Coordinator:
                 )  # fmt: skip
                 lost = set(self.owned) - {r["partition"] for r in kept}
                 for partition in sorted(lost):
+                    if self.owned.pop(partition, None) is None:
+                        continue  # its worker, fenced out meanwhile, found the loss first (and counted it)
                     log.warning("lost the lease of partition %s", partition)
-                    self.lease_losses += 1
-                    self.owned.pop(partition)
+                    self.lost()
                     await self._stop(partition)
             for partition in sorted(want - set(self.owned)):
                 epoch = await conn.fetchval(
@@ -139,6 +142,13 @@ class Coordinator:
                 if epoch is not None:
                     self.owned[partition] = epoch
                     await self._start(partition, epoch)
+
+    def lost(self) -> None:
+        """A lease was lost: not renewed in time (found here), or fenced out at commit (found
+        by its worker)."""
+        self.lease_losses += 1
+        if self.metrics is not None:
+            self.metrics.lease_losses.inc()
 
     async def release(self, partition: int) -> None:
         """Drain then hand back: the next owner may take it at once instead of waiting the TTL."""

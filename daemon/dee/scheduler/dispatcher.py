@@ -50,6 +50,8 @@ class ChannelDispatch:
         self.in_flight: dict[bytes, asyncio.Task[None]] = {}  # stream entry id -> its send
         self.answered: dict[bytes, tuple[int, wire.Result]] = {}  # sent; (partition, result) not yet published
         self._wake = asyncio.Event()
+        # exported at 0 from the start; no partition: an entry that is no channel action names none
+        self.dead_letters = dispatcher.metrics.dead_letters.labels("", "dispatch") if dispatcher.metrics is not None else None
 
     async def serve(self) -> None:
         """Until stopped: read as many actions as there is room for, send them, publish what is
@@ -144,6 +146,8 @@ class ChannelDispatch:
         try:
             await dead_letter(self.d.redis, self.d.keys.dispatch_dead(self.channel), self.stream, entry, reason)
             await self.reader.ack([entry[0]])
+            if self.dead_letters is not None:
+                self.dead_letters.inc()
         finally:
             del self.in_flight[entry[0]]
 

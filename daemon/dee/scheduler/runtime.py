@@ -26,10 +26,12 @@ from dee.limits.rules import Rules
 from dee.limits.shared import RedisLimiter
 from dee.metrics import Metrics
 from dee.plugin.contracts import ChannelAdapter
+from dee.scheduler.backlog import BacklogSampler
 from dee.scheduler.clock import DeploymentClock
 from dee.scheduler.coordinator import Coordinator
 from dee.scheduler.dispatcher import Dispatcher
 from dee.scheduler.outages import Outages
+from dee.scheduler.runcounts import Census
 from dee.scheduler.worker import PartitionWorker
 from dee.stores.postgres.plans import PlanCache
 
@@ -57,11 +59,14 @@ class Runtime:
         self.metrics = metrics
         self.outages = outages or Outages()
         self.workers: dict[int, tuple[PartitionWorker, asyncio.Task[None]]] = {}
-        self.coordinator = Coordinator(self.instance, config, pool, self._start_worker, self._stop_worker, self.outages)
+        self.coordinator = Coordinator(self.instance, config, pool, self._start_worker, self._stop_worker, self.outages, metrics)
         self.keys = Keys(config.namespace)
         self.result_key = result_key
         self.dispatcher = Dispatcher(self.instance, redis, adapters, config.scheduler.lease_ttl_ms, self.keys, metrics, self.outages,
                                      result_key=result_key, limits=self._limiter())  # fmt: skip
+        self.census = Census(pool) if metrics is not None else None
+        if metrics is not None:  # read when scraped: right whichever way a partition came or went
+            metrics.partitions_owned.set_function(lambda: len(self.coordinator.owned))
         self._tasks: list[asyncio.Task[None]] = []
 
     def _limiter(self) -> RedisLimiter | None:
@@ -81,6 +86,10 @@ class Runtime:
             self._task(self.coordinator.run(), "dee-coordinator"),
             self._task(self.dispatcher.run(), "dee-dispatcher"),
         ]
+        if self.metrics is not None and self.census is not None:
+            sampler = BacklogSampler(self.redis, self.keys, self.metrics, lambda: self.coordinator.owned.keys(),
+                                     sorted(self.dispatcher.adapters), self.outages)  # fmt: skip
+            self._tasks += [self._task(self.census.run(), "dee-census"), self._task(sampler.run(), "dee-backlog")]
 
     def _task(self, work: Coroutine[Any, Any, None], name: str, partition: int | None = None) -> asyncio.Task[None]:
         """A task whose log records name this instance (and its partition, for a worker)."""
@@ -106,24 +115,17 @@ class Runtime:
     async def _start_worker(self, partition: int, epoch: int) -> None:
         worker = PartitionWorker(
             partition, epoch, self.instance, self.config, self.pool, self.redis, self.plans, self.clock, self.metrics,
-            self.outages, result_key=self.result_key,
+            self.outages, result_key=self.result_key, census=self.census,
         )
         self.workers[partition] = (worker, self._task(self._run_worker(worker), f"dee-p{partition}", partition))
-        self._gauge()
-
-    def _gauge(self) -> None:
-        if self.metrics is not None:
-            self.metrics.partitions_owned.set(len(self.coordinator.owned))
 
     async def _run_worker(self, worker: PartitionWorker) -> None:
         try:
             await worker.run()
         except LeaseLostError as exc:
             log.warning("%s; the worker stops", exc)
-            self.coordinator.owned.pop(worker.partition, None)
-            self.coordinator.lease_losses += 1
-            if self.metrics is not None:
-                self.metrics.lease_losses.inc()
+            if self.coordinator.owned.pop(worker.partition, None) is not None:  # else the coordinator counted it
+                self.coordinator.lost()
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -136,7 +138,6 @@ class Runtime:
             return
         worker, task = entry
         worker.stop()
-        self._gauge()
         try:
             await asyncio.wait_for(task, timeout=max(5.0, self.config.scheduler.lease_ttl_ms / 1000))
         except TimeoutError:

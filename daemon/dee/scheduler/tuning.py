@@ -29,3 +29,12 @@ DISPATCH_BLOCK_MS = 20  # how long a read waits for new actions when nothing is 
 # ones answer at once: this only bounds memory); real adapters take theirs from their config
 DISPATCH_IN_FLIGHT = 500
 DISPATCH_TRIM_EVERY_ROUNDS = 1000
+
+# ---- sampled metrics -----------------------------------------------------------------------
+# stream backlogs: one pipelined XINFO GROUPS per owned partition and dispatch stream; a second
+# is finer than any scrape interval and costs Redis a few microseconds per stream
+BACKLOG_SAMPLE_S = 1.0
+# runs by status are counted when a partition is acquired and again this often (one scan of the
+# runs table per daemon), which bounds the drift of runs removed outside the tick
+RECOUNT_S = 600.0
+RECOUNT_RETRY_S = 5.0  # after a failed count (storage away)

@@ -24,7 +24,6 @@ import asyncio
 import logging
 import re
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -42,10 +41,13 @@ from dee.ids import MonotonicUlid, now_iso
 from dee.metrics import Metrics
 from dee.scheduler import tuning
 from dee.scheduler.clock import DeploymentClock
+from dee.scheduler.observer import WorkerObserver
 from dee.scheduler.outages import TRANSIENT_ERRORS, Outages, describe
+from dee.scheduler.runcounts import Census
 from dee.shell.envs import KernelEnvs
 from dee.shell.intake import Intake, accept
 from dee.shell.store import OutboxItem, Queued
+from dee.shell.tally import Tally
 from dee.shell.tick import Advanced, advance_due
 from dee.stores.postgres import rows
 from dee.stores.postgres.partition import PostgresPartitionStore
@@ -90,9 +92,7 @@ class TickReport:
     accepted: int = 0
     processed: int = 0
     entries: int = 0
-    transitions: int = 0
-    dead: int = 0
-    denials: Counter[tuple[str, str]] = field(default_factory=Counter)  # (gate, verdict) of refused sends
+    tally: Tally = field(default_factory=Tally)  # what the runs did, new runs included
 
 
 @dataclass
@@ -120,7 +120,7 @@ class PartitionWorker:
     def __init__(
         self, partition: int, epoch: int, instance: str, config: EngineConfig, pool: asyncpg.Pool,
         redis: aioredis.Redis, plans: PlanCache, clock: DeploymentClock, metrics: Metrics | None = None,
-        outages: Outages | None = None, *, result_key: bytes,
+        outages: Outages | None = None, *, result_key: bytes, census: Census | None = None,
     ) -> None:  # fmt: skip
         self.partition = partition
         self.epoch = epoch
@@ -130,7 +130,7 @@ class PartitionWorker:
         self.redis = redis
         self.plans = plans
         self.clock = clock
-        self.metrics = metrics
+        self.observer = WorkerObserver(metrics, partition, clock, census)
         self.outages = outages or Outages()
         self.result_key = result_key
         self.keys = Keys(config.namespace)
@@ -151,6 +151,13 @@ class PartitionWorker:
         self._stop.set()
 
     async def run(self) -> None:
+        self.observer.started()
+        try:
+            await self._run()
+        finally:
+            self.observer.stopped()
+
+    async def _run(self) -> None:
         while not self._stop.is_set() and not await self._unless_away(self._start):
             pass
         iterations = 0
@@ -162,6 +169,7 @@ class PartitionWorker:
                 continue  # Redis is away (the outage is logged): read again
             if not entries and not busy and self.clock.cached(last_tick):
                 continue  # nothing arrived, the clock did not move, nothing left over: no transaction
+            await self.observer.before_iteration()
             report = await self.guarded(entries)
             # after any activity look once more: new runs, fanned-out inputs or leftovers may be due
             busy = bool(entries) or report.processed > 0 or report.tick < 0
@@ -226,7 +234,8 @@ class PartitionWorker:
             reason = f"refused at commit: {type(exc).__name__}: {exc}"
             await dead_letter(self.redis, self.keys.dead(self.partition), self.reader.stream, entries[0], reason)
             await self.reader.ack([entries[0][0]])
-            return TickReport(tick=-1, dead=1)
+            self.observer.dead_letters("inbound", 1)
+            return TickReport(tick=-1)
         self.outages.recovered("PostgreSQL")
         self._last_failure = ""
         return report
@@ -245,7 +254,7 @@ class PartitionWorker:
             await self._bury(batch)
             await self._deliver([], [], batch.acks)
             report = await self._tick_guarded(started, probe_first=True)
-            report.accepted, report.dead = len(batch.messages), len(batch.dead)
+            report.accepted = len(batch.messages)
             return report
         if batch.enrolments_only and self._enrolments_deferred < tuning.MAX_DEFERRED_TICKS:
             self._enrolments_deferred += 1
@@ -266,7 +275,7 @@ class PartitionWorker:
         try:
             async with self.pool.acquire() as conn:
                 tick = await self.clock.tick(conn, self.partition)
-                report = TickReport(tick, accepted=len(batch.messages), dead=len(batch.dead))
+                report = TickReport(tick, accepted=len(batch.messages))
                 async with conn.transaction():
                     store = await self._fenced_store(conn)
                     intake = await self._intake(store, tick, batch, report)
@@ -284,6 +293,7 @@ class PartitionWorker:
         writes.replies[:0] = [*intake.replies, *intake.duplicates]
         writes.refused[:0] = self._refusals(intake)
         self._committed(tick)
+        self.observer.committed(report)
         await self._bury(batch)
         await self._after_commit(writes, report, started, batch.acks)
         return report
@@ -292,11 +302,12 @@ class PartitionWorker:
         """Accept the batch on its own (its inputs to `inbox`), answer and acknowledge it."""
         async with self.pool.acquire() as conn:
             tick = await self.clock.tick(conn, self.partition)
-            report = TickReport(tick, accepted=len(batch.messages), dead=len(batch.dead))
+            report = TickReport(tick, accepted=len(batch.messages))
             async with conn.transaction():
                 store = await self._fenced_store(conn)
                 intake = await self._intake(store, tick, batch, report)
                 await store.queue(intake.inputs)
+        self.observer.committed(report)
         await self._bury(batch)
         await self._deliver([*intake.replies, *intake.duplicates], [], batch.acks, self._refusals(intake))
         self._observe(report, started)
@@ -319,12 +330,14 @@ class PartitionWorker:
             report = TickReport(tick)
             if probe_first and not await rows.anything_due(conn, self.partition, tick):
                 await self._drop_published(conn)
+                self.observer.processed(tick)
                 self._observe(report, started)
                 return report
             async with conn.transaction():
                 store = await self._fenced_store(conn)
                 writes = await self._advance(conn, store, tick, report, [])
         self._committed(tick)
+        self.observer.committed(report)
         await self._after_commit(writes, report, started, [])
         return report
 
@@ -344,6 +357,7 @@ class PartitionWorker:
                               self.result_key, self.envs.history_ticks)  # fmt: skip
         inserted = await store.add_runs(intake.runs, intake.audit)
         intake.settle(inserted)
+        report.tally.moves["pending"] += len(inserted)  # a new run is pending until its start tick
         report.entries += sum(1 for row in intake.audit if row.run_id in inserted)
         await store.store_replies([reply for _, reply in intake.replies])
         return intake
@@ -357,8 +371,8 @@ class PartitionWorker:
         if dropped:
             await rows.delete_outbox(conn, self._published)
         done: Advanced = await advance_due(store, self.envs, tick, self.cap, fresh, now_iso(), self._new_id)
-        report.processed, report.transitions = len(done.states), report.transitions + done.transitions
-        report.denials.update(done.denials)
+        report.processed = len(done.states)
+        report.tally.update(done.tally)
         await store.append_audit(done.audit)
         report.entries += len(done.audit)
         seqs = await store.add_outbox(done.outbox)
@@ -374,6 +388,7 @@ class PartitionWorker:
         with the rest of the batch, so they never block the entries behind them)."""
         for entry, reason in batch.dead:
             await dead_letter(self.redis, self.keys.dead(self.partition), self.reader.stream, entry, reason)
+        self.observer.dead_letters("inbound", len(batch.dead))
 
     def _refusals(self, intake: Intake) -> list[Record]:
         return [refusal_record(self.reader.stream, wire.encode(m), why) for m, why in intake.refused]
@@ -383,12 +398,12 @@ class PartitionWorker:
 
     async def _after_commit(self, writes: TickWrites, report: TickReport, started: float, acks: list[bytes]) -> None:
         del self._published[: writes.dropped]
+        self.observer.processed(report.tick)
         await self._deliver(writes.replies, writes.outbox, acks, writes.refused)
         self._observe(report, started)
 
     def _observe(self, report: TickReport, started: float) -> None:
-        if self.metrics is not None:
-            self.metrics.observe_tick(self.partition, report, time.perf_counter() - started)
+        self.observer.iteration(report, time.perf_counter() - started)
 
     async def _deliver(
         self, replies: Replies, outbox: list[tuple[int, OutboxItem]], acks: list[bytes], refused: Sequence[Record] = ()
@@ -411,6 +426,7 @@ class PartitionWorker:
                 if acks:
                     pipe.xack(self.reader.stream, self.reader.group, *acks)
                 await pipe.execute()
+            self.observer.dead_letters("refused", len(refused))
         except BaseException:
             # committed but perhaps not published (the entries, not acknowledged, come back and
             # are answered again; the channel actions have only their outbox rows)

@@ -16,7 +16,7 @@ others; and it is kept in the store for the contact's later enrolments.
 from __future__ import annotations
 
 import logging
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +33,7 @@ from dee.kernel.policy import SentMark
 from dee.kernel.state import RunState
 from dee.shell.envs import KernelEnvs
 from dee.shell.store import OutboxItem, PartitionStore, Queued
+from dee.shell.tally import Tally
 
 log = logging.getLogger("dee.tick")
 
@@ -46,8 +47,7 @@ class Advanced:
     outbox: list[OutboxItem] = field(default_factory=list)
     replies: list[tuple[str, wire.Reply]] = field(default_factory=list)
     refused: list[wire.Reply] = field(default_factory=list)  # every command a run refused, replyTo or not
-    transitions: int = 0
-    denials: Counter[tuple[str, str]] = field(default_factory=Counter)  # (gate, verdict) of refused sends
+    tally: Tally = field(default_factory=Tally)  # what the runs did, for the metrics
 
 
 async def advance_due(
@@ -80,6 +80,7 @@ async def advance_due(
             log.exception("run %s: advance raised; the run is stopped", state.run_id, extra={"run_id": state.run_id})
             result = quarantine(state, f"{type(exc).__name__}: {exc}", tick)
         _collect(done, state, result, items, stamp, new_id, store.partition, flagged)
+        done.tally.add(result, env.plan)
         if sends.horizon:
             sends.sent_by(state, result)
     await store.consume([seq for seq, _ in pending])
@@ -135,11 +136,6 @@ def _collect(
     sealed = seal_rows(result.entries, state.audit_head, stamp, new_id)
     done.states.append(msgspec.structs.replace(result.state, audit_head=sealed[-1].checksum) if sealed else result.state)
     done.audit.extend(sealed)
-    for e in result.entries:
-        if e.action == "step.entered":
-            done.transitions += 1
-        elif e.action == "policy.evaluated" and e.output and e.output.get("verdict") != "allow":
-            done.denials.update((g["gate"], g["verdict"]) for g in e.output.get("gates", ()) if g.get("verdict") != "allow")
     if result.rejected or any(item.reply_to for item in items):
         rejected = {getattr(r.input, "command_id", None): r for r in result.rejected}
         for item in items:
