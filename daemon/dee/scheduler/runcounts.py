@@ -110,7 +110,8 @@ class Census:
             await conn.execute("SELECT 1")  # the snapshot is taken at the transaction's first statement
             for counts, done in asked:
                 counts.snapshot_taken()
-                done.set_result(None)
+                if not done.done():  # a worker cancelled while it waited gave up its future
+                    done.set_result(None)
             rows = await conn.fetch(_COUNT, sorted({counts.partition for counts, _ in asked}))
         found: dict[int, dict[str, int]] = {}
         for row in rows:
