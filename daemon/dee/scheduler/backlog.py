@@ -2,9 +2,10 @@
 
 A stream's backlog is what its consumer group has not finished with: the entries not yet
 delivered to it (XINFO GROUPS `lag`, Redis 7) plus those delivered and not yet acknowledged
-(`pending`). When Redis cannot tell the lag (an entry was deleted from the middle of the
-stream, or Redis 6) the stream's length stands in for it: an upper bound, never an
-understatement. Every `tuning.BACKLOG_SAMPLE_S` one pipelined round trip asks about the
+(`pending`). When Redis cannot tell the lag (an entry deleted from the middle of the stream,
+which the daemons never do, or a Redis older than 7) the gauge is left without a value rather
+than given a wrong one; asking for the stream's length would need one more command in the
+daemon's ACL (docs/securing-redis.md). Every `tuning.BACKLOG_SAMPLE_S` one pipelined round trip asks about the
 partitions this process owns and about every dispatch stream (which every daemon reads, so
 each reports the same value for it: take the max over daemons, not the sum).
 """
@@ -23,13 +24,13 @@ from dee.scheduler import tuning
 from dee.scheduler.outages import TRANSIENT_ERRORS, Outages
 
 
-def backlog(groups: Any, group: str, length: int) -> int | None:
-    """The group's backlog from an XINFO GROUPS reply (None when the group does not exist)."""
+def backlog(groups: Any, group: str) -> int | None:
+    """The group's backlog from an XINFO GROUPS reply (None when the group does not exist or
+    Redis cannot tell its lag)."""
     for info in groups:
-        name = info.get("name")
-        if name in (group, group.encode()):
+        if info.get("name") in (group, group.encode()):
             lag = info.get("lag")
-            return int(info.get("pending") or 0) + (int(lag) if lag is not None else length)
+            return None if lag is None else int(info.get("pending") or 0) + int(lag)
     return None
 
 
@@ -63,10 +64,9 @@ class BacklogSampler:
         async with self.redis.pipeline(transaction=False) as pipe:
             for stream, _ in streams:
                 pipe.xinfo_groups(stream)
-                pipe.xlen(stream)
             replies = await pipe.execute(raise_on_error=False)
-        values = [None if isinstance(g, Exception) or isinstance(n, Exception) else backlog(g, group, n)
-                  for (_, group), g, n in zip(streams, replies[::2], replies[1::2], strict=True)]  # fmt: skip
+        values = [None if isinstance(reply, Exception) else backlog(reply, group)
+                  for (_, group), reply in zip(streams, replies, strict=True)]  # fmt: skip
         still = self.owned()  # a partition given up during the round trip is its new owner's to report
         for partition, value in zip(partitions, values, strict=False):
             if value is not None and partition in still:
