@@ -29,7 +29,7 @@ from dee.limits.settings import BudgetsConfig, DeliverabilityConfig
 
 SECRET_FIELDS = (
     "smtp_password", "auth_token", "signing_key", "previous_keys", "mailgun_signing_key", "postmark_password",
-    "standard_webhooks_secret", "inbound_mail_secret",
+    "standard_webhooks_secret", "inbound_mail_secret", "s3_access_key_id", "s3_secret_access_key",
 )  # fmt: skip  # never shown: repr prints *** for them
 
 
@@ -136,8 +136,44 @@ class ChannelsConfig(_Section, frozen=True):
 
 
 class AuditConfig(_Section, frozen=True):
+    """Retention of the audit log (`dee audit archive`): the log is partitioned by the start of
+    each run, `partition_days` of run starts a partition (fixed at the first migrate that
+    partitions it); a partition past `retention_days` whose runs all ended is written to
+    `archive_to` (`s3://bucket/prefix`), read back and verified, then dropped. Unset
+    `retention_days`: nothing is ever dropped. The S3 settings left unset come from the
+    standard AWS variables and files (`AWS_ACCESS_KEY_ID`, `AWS_REGION`, a profile, ...)."""
+
     retention_days: int | None = None
     archive_to: str | None = None
+    partition_days: int = 30
+    s3_endpoint_url: str | None = None  # an S3-compatible service (MinIO, Ceph, ...); unset: AWS
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.retention_days is not None and self.retention_days < 1:
+            raise ValueError("audit.retention_days: at least 1 (unset keeps the audit log in full)")
+        if self.partition_days < 1:
+            raise ValueError("audit.partition_days: at least 1")
+        if self.archive_to is not None:
+            bucket = self.archive_to.removeprefix("s3://").split("/", 1)[0]
+            if not self.archive_to.startswith("s3://") or not bucket:
+                raise ValueError(f"audit.archive_to: an S3 URI such as s3://bucket/prefix, not {self.archive_to!r}")
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError("audit.s3_access_key_id and audit.s3_secret_access_key go together")
+
+
+class BusConfig(_Section, frozen=True):
+    """`dedupe_days`: how long an accepted message's id is remembered (the `received` table), so
+    that a publisher's retry of it is answered and not applied again; `dee audit archive` forgets
+    older ids. Keep it longer than any publisher or webhook provider retries a message."""
+
+    dedupe_days: int = 30
+
+    def __post_init__(self) -> None:
+        if self.dedupe_days < 7:
+            raise ValueError("bus.dedupe_days: at least 7 (a publisher may retry a message for days)")
 
 
 class PolicyConfig(_Section, frozen=True):
@@ -323,6 +359,7 @@ class EngineConfig(_Section, frozen=True):
     scheduler: SchedulerConfig = SchedulerConfig()
     channels: ChannelsConfig = ChannelsConfig()
     audit: AuditConfig = AuditConfig()
+    bus: BusConfig = BusConfig()
     plugins: PluginsConfig = PluginsConfig()
     metrics: MetricsConfig = MetricsConfig()
     client: ClientConfig = ClientConfig()
@@ -407,7 +444,7 @@ class EngineConfig(_Section, frozen=True):
 
 
 CONFIG_FILE = "dee.toml"
-SECTIONS = ("scheduler", "channels", "audit", "plugins", "metrics", "client", "log", "ingress")
+SECTIONS = ("scheduler", "channels", "audit", "bus", "plugins", "metrics", "client", "log", "ingress")
 ENV_ALIASES = {"DATABASE_URL": ("database",), "REDIS_URL": ("redis",), "DEE_SCHEDULER_TICK_MS": ("scheduler", "tick_interval_ms")}
 
 

@@ -19,10 +19,13 @@ from dee.stores.postgres.migrate import migrate, migration_files, pending_migrat
 from tests.integration.conftest import deployment_config, replace_scheduler
 
 EXPECTED = ["0001_init.sql", "0002_run_indexes.sql", "0003_audit_tick_brin.sql", "0004_runs_inline_state.sql", "0005_bus_identity.sql",
-            "0006_contact_sends.sql", "0007_suppressed_numbers.sql"]  # fmt: skip
+            "0006_contact_sends.sql", "0007_suppressed_numbers.sql", "0008_audit_partitions.sql"]  # fmt: skip
 TABLES = {
     "dee_meta", "dee_migrations", "plans", "partitions", "instances", "contacts", "suppressions", "consents",
     "runs", "received", "inbox", "outbox", "audit_log", "contact_sends", "suppressed_numbers", "contact_phones",
+    "audit_archives", "audit_restored",
+    # the audit log's partitions: the default one, and 30 days of run starts each from the manual epoch on
+    "audit_log_default", "audit_log_20260105", "audit_log_20260204", "audit_log_20260306",
 }  # fmt: skip
 
 
@@ -64,7 +67,7 @@ async def test_a_fresh_database_gets_every_migration_once(fresh: EngineConfig) -
         assert await pending_migrations(conn) == []
         first = await state(fresh.database)
         assert first == {
-            "migrations": list(enumerate(EXPECTED, start=1)),
+            "migrations": [(int(name[:4]), name) for name in EXPECTED],
             "meta": [(1000, 4, 0)],
             "partitions": [0, 1, 2, 3],
             "tables": TABLES,
@@ -86,7 +89,7 @@ async def test_five_concurrent_migrations_apply_once_and_all_succeed(fresh: Engi
     assert [r for r in results if isinstance(r, BaseException)] == []
     assert sorted(results, key=len) == [[], [], [], [], EXPECTED]
     assert await state(fresh.database) == {
-        "migrations": list(enumerate(EXPECTED, start=1)),
+        "migrations": [(int(name[:4]), name) for name in EXPECTED],
         "meta": [(1000, 4, 0)],
         "partitions": [0, 1, 2, 3],
         "tables": TABLES,
@@ -150,7 +153,7 @@ async def test_the_audit_log_refuses_update_and_delete(deployment: EngineConfig)
                None, '{"status":"pending"}', None, "0" * 64, "f" * 64)  # fmt: skip
         await conn.execute(
             "INSERT INTO audit_log (run_id, seq, id, plan_id, step_id, tick, ts, action, input, output, context, "
-            "previous_checksum, checksum) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)", *row,
+            "previous_checksum, checksum, start_tick) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 0)", *row,
         )  # fmt: skip
         for statement in (
             "UPDATE audit_log SET action = 'run.completed' WHERE run_id = 'run-1'",
@@ -165,8 +168,8 @@ async def test_the_audit_log_refuses_update_and_delete(deployment: EngineConfig)
         assert [tuple(r) for r in stored] == [("run-1", 1, "run.started", "f" * 64)]
         # appending is what it is for
         await conn.execute(
-            "INSERT INTO audit_log (run_id, seq, id, plan_id, tick, ts, action, previous_checksum, checksum) "
-            "VALUES ('run-1', 2, '01ENTRY2', 'plan', 1, 'x', 'run.completed', $1, $2)", "f" * 64, "e" * 64,
+            "INSERT INTO audit_log (run_id, seq, id, plan_id, tick, ts, action, previous_checksum, checksum, start_tick) "
+            "VALUES ('run-1', 2, '01ENTRY2', 'plan', 1, 'x', 'run.completed', $1, $2, 0)", "f" * 64, "e" * 64,
         )  # fmt: skip
         assert await conn.fetchval("SELECT count(*) FROM audit_log") == 2
     finally:

@@ -22,7 +22,7 @@ from dee.ops.bench.workload import PATHS, path_of
 from dee.plugin.manager import PluginManager
 from dee.shell.replayer import Replayer
 from dee.stores.postgres.plans import PlanCache
-from dee.stores.postgres.rows import AUDIT_COLUMNS
+from dee.stores.postgres.rows import AUDIT_COLUMNS, AUDIT_COPY_COLUMNS
 
 RAW_RUNS_PER_TRANSACTION = 500
 REPLAY_ROWS_PER_READ = 2_000  # about 1.6 MB of rows: sorted within the default 4 MB work_mem
@@ -69,7 +69,7 @@ def _raw_batches(rows: int, runs: int, filler: str) -> list[list[tuple[object, .
         run, seq = divmod(n, per_run)
         records.append((f"01RAW{run:021d}", seq + 1, f"01ENTRY{n:019d}", "sales-outreach-v2", "initial-email",
                         seq * 3600, "2026-11-25T12:00:00.000+00:00", "step.entered", None, output, None,
-                        "0" * 64, "f" * 64))  # fmt: skip
+                        "0" * 64, "f" * 64, 0))  # fmt: skip
     size = per_run * RAW_RUNS_PER_TRANSACTION
     return [records[start : start + size] for start in range(0, rows, size)]
 
@@ -85,7 +85,7 @@ async def raw_write_seconds(database: str, rows: int, runs: int, row_bytes: int,
         await conn.execute("DROP TABLE IF EXISTS bench_raw_audit")
         await conn.execute("CREATE TABLE bench_raw_audit (LIKE audit_log INCLUDING ALL)")
         size_sql = "SELECT avg(pg_column_size(t.*))::int FROM bench_raw_audit t"
-        await conn.copy_records_to_table("bench_raw_audit", records=_raw_batches(1, 1, "")[0], columns=AUDIT_COLUMNS)
+        await conn.copy_records_to_table("bench_raw_audit", records=_raw_batches(1, 1, "")[0], columns=AUDIT_COPY_COLUMNS)
         filler = "x" * max(0, row_bytes - await conn.fetchval(size_sql))
         batches = _raw_batches(rows, runs, filler)
         best = float("inf")
@@ -94,7 +94,7 @@ async def raw_write_seconds(database: str, rows: int, runs: int, row_bytes: int,
             started = time.perf_counter()
             for batch in batches:
                 async with conn.transaction():
-                    await conn.copy_records_to_table("bench_raw_audit", records=batch, columns=AUDIT_COLUMNS)
+                    await conn.copy_records_to_table("bench_raw_audit", records=batch, columns=AUDIT_COPY_COLUMNS)
             best = min(best, time.perf_counter() - started)
         written = await conn.fetchval(size_sql)
         await conn.execute("DROP TABLE bench_raw_audit")

@@ -12,8 +12,10 @@ from dee.ops.cli.output import emit
 
 
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
-    sub.add_parser("migrate", parents=[common], help="create the database if needed and apply migrations"
-                   ).set_defaults(func=cmd_migrate)  # fmt: skip
+    migrate = sub.add_parser("migrate", parents=[common], help="create the database if needed and apply migrations")
+    migrate.add_argument("--daemon-role", metavar="ROLE", help="make ROLE (if needed) the daemons' role: every table but "
+                         "the audit log, which it may only append to and read; kept up to date by later migrates")  # fmt: skip
+    migrate.set_defaults(func=cmd_migrate)
     sub.add_parser("run", parents=[common], help="run the daemon (SIGTERM drains and exits 0)").set_defaults(func=cmd_run)
     sub.add_parser("ingress", parents=[common], help="serve the HTTP ingress: opens, clicks, unsubscribes, webhooks, "
                    "call status callbacks, inbound mail").set_defaults(func=cmd_ingress)  # fmt: skip
@@ -31,7 +33,7 @@ def cmd_migrate(args: argparse.Namespace, config: EngineConfig) -> int:
         await ensure_database(config.database)
         conn = await connect(config.database)
         try:
-            return await migrate(conn, config)
+            return await migrate(conn, config, args.daemon_role)
         finally:
             await conn.close()
 

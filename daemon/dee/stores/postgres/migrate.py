@@ -14,6 +14,8 @@ import asyncpg
 
 from dee.config import EngineConfig
 from dee.errors import ConfigError
+from dee.stores.postgres.audit_partitions import current_tick, ensure_partitions, fix_partition_days
+from dee.stores.postgres.roles import grant_daemon_role, record_daemon_role
 
 LOCK_KEY = 0x0DEE_0001
 
@@ -28,8 +30,10 @@ def migration_files() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-async def migrate(conn: asyncpg.Connection, config: EngineConfig) -> list[str]:
-    """Apply pending migrations and fix or check the deployment constants; returns what ran."""
+async def migrate(conn: asyncpg.Connection, config: EngineConfig, daemon_role: str | None = None) -> list[str]:
+    """Apply pending migrations and fix or check the deployment constants, make the audit log's
+    partitions due by now, and grant the daemon role (`daemon_role`, or the one recorded
+    before) its privileges; returns the migrations that ran."""
     applied: list[str] = []
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)
@@ -45,6 +49,11 @@ async def migrate(conn: asyncpg.Connection, config: EngineConfig) -> list[str]:
             await conn.execute("INSERT INTO dee_migrations (number, name) VALUES ($1, $2)", number, name)
             applied.append(name)
         await fix_constants(conn, config)
+        await fix_partition_days(conn, config)
+        await ensure_partitions(conn, await current_tick(conn, config.scheduler.clock))
+        if daemon_role is not None:
+            await record_daemon_role(conn, daemon_role)
+        await grant_daemon_role(conn)
     return applied
 
 

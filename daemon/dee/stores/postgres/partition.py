@@ -31,6 +31,7 @@ class PostgresPartitionStore:
         self.partition = partition
         self.plans = plans
         self.epoch_ms = epoch_ms
+        self._starts: dict[str, int] = {}  # start tick of each run this transaction read or made: its audit rows' partition
 
     async def plan(self, plan_id: str, version: int) -> CompiledPlan:
         return await self.plans.get(self.conn, plan_id, version)
@@ -176,6 +177,7 @@ class PostgresPartitionStore:
     # ---- runs and their inputs ----------------------------------------------------------
     async def add_runs(self, runs: Sequence[NewRun], audit: Sequence[AuditRow]) -> set[str]:
         records = [rows.run_record(run.state, self.partition, run.idempotency_key) for run in runs]
+        self._starts.update((run.state.run_id, run.state.start_tick) for run in runs)
         return await rows.insert_new_runs(self.conn, records, audit)
 
     async def queue(self, inputs: Sequence[Queued]) -> None:
@@ -195,6 +197,7 @@ class PostgresPartitionStore:
 
     async def due(self, tick: int, cap: int, fresh: Sequence[str]) -> tuple[list[RunState], set[str]]:
         states, queued = await rows.due_runs(self.conn, self.partition, tick, cap, fresh)
+        self._starts.update((state.run_id, state.start_tick) for state in states)
         return states, set(queued)
 
     async def queued(self, run_ids: Sequence[str]) -> list[tuple[int, Queued]]:
@@ -217,7 +220,13 @@ class PostgresPartitionStore:
 
     # ---- what a tick wrote --------------------------------------------------------------
     async def append_audit(self, audit: Sequence[AuditRow]) -> None:
-        await rows.copy_audit(self.conn, audit)
+        """The rows of runs this transaction advanced (read by `due`); any other run's start is
+        read from its row."""
+        unknown = sorted({row.run_id for row in audit} - self._starts.keys())
+        if unknown:
+            found = await self.conn.fetch("SELECT run_id, start_tick FROM runs WHERE run_id = ANY($1::text[])", unknown)
+            self._starts.update((r["run_id"], r["start_tick"]) for r in found)
+        await rows.copy_audit(self.conn, audit, self._starts)
 
     async def add_outbox(self, items: Sequence[OutboxItem]) -> list[int]:
         return await rows.add_outbox(self.conn, self.partition, items)

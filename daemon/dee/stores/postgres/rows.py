@@ -6,7 +6,7 @@ Writes are batched per tick, never per entry: audit rows go in with COPY, run up
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -25,6 +25,8 @@ AUDIT_COLUMNS = (
     "run_id", "seq", "id", "plan_id", "step_id", "tick", "ts", "action", "input", "output", "context",
     "previous_checksum", "checksum",
 )  # fmt: skip
+# what is written: a row also carries its run's start tick, the audit log's partition key
+AUDIT_COPY_COLUMNS = (*AUDIT_COLUMNS, "start_tick")
 RUN_COLUMNS = (
     "run_id", "partition", "plan_id", "plan_version", "contact_id", "status", "current_step", "wake_tick",
     "awaiting", "start_tick", "current_tick", "steps_completed", "outcome", "seq", "head", "idempotency_key",
@@ -69,10 +71,11 @@ async def insert_new_runs(conn: asyncpg.Connection, records: Sequence[tuple[Any,
     Returns the ids of the runs inserted."""
     if not records:
         return set()
+    starts = {record[0]: record[RUN_COLUMNS.index("start_tick")] for record in records}
     try:
         async with conn.transaction():  # a savepoint: the common case is one plain COPY
             await conn.copy_records_to_table("runs", records=records, columns=RUN_COLUMNS)
-            await copy_audit(conn, audit)
+            await copy_audit(conn, audit, starts)
             return {record[0] for record in records}
     except asyncpg.UniqueViolationError:
         pass
@@ -84,7 +87,7 @@ async def insert_new_runs(conn: asyncpg.Connection, records: Sequence[tuple[Any,
         for r in await conn.fetch(f"INSERT INTO runs ({columns}) SELECT {columns} FROM new_runs ON CONFLICT DO NOTHING RETURNING run_id")
     }
     await conn.execute("DELETE FROM new_runs")
-    await copy_audit(conn, [e for e in audit if e.run_id in inserted])
+    await copy_audit(conn, [e for e in audit if e.run_id in inserted], starts)
     return inserted
 
 
@@ -111,9 +114,11 @@ async def update_runs(conn: asyncpg.Connection, states: Sequence[RunState]) -> N
     )  # fmt: skip
 
 
-async def copy_audit(conn: asyncpg.Connection, rows: Sequence[AuditRow]) -> int:
+async def copy_audit(conn: asyncpg.Connection, rows: Sequence[AuditRow], starts: Mapping[str, int]) -> int:
+    """COPY sealed rows, each with its run's start tick from `starts` (by run id)."""
     if rows:
-        await conn.copy_records_to_table("audit_log", records=rows, columns=AUDIT_COLUMNS)
+        records = [(*row, starts[row.run_id]) for row in rows]
+        await conn.copy_records_to_table("audit_log", records=records, columns=AUDIT_COPY_COLUMNS)
     return len(rows)
 
 
