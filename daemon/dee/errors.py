@@ -216,3 +216,8 @@ def rebuild_error(name: str, message: str, fields: dict[str, object]) -> DeeErro
         except TypeError:
             pass
     return DeeError(f"{name}: {message}")
+
+
+class ArchiveError(DeeError):
+    """An audit archive could not be written, read back, verified or restored (an object that
+    is missing, corrupt or not what was recorded). Nothing is dropped on its account."""

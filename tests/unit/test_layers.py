@@ -33,8 +33,9 @@ ALLOWED: dict[str, set[str]] = {
                         "shell", "limits"},
     "engine": BASE | {"config", "kernel", "plan", "plugin", "backends", "records", "reports", "project", "shell"},
     "ingress": BASE | {"config", "kernel", "plan", "plugin", "bus", "metrics", "records", "engine", "shell"},
+    "archive": BASE | {"config", "kernel", "stores"},
     "ops": BASE | {"config", "kernel", "plan", "plugin", "bus", "stores", "scheduler", "metrics", "records", "reports",
-                   "project", "backends", "engine", "shell", "ingress"},
+                   "project", "backends", "engine", "shell", "ingress", "archive"},
     "__init__": BASE | {"config", "engine", "kernel", "plan", "project", "records"},
     "__main__": {"ops"},
 }  # fmt: skip

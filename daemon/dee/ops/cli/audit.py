@@ -1,4 +1,5 @@
-"""`dee audit verify|export|compliance`: the audit log, read as a client of the daemons."""
+"""`dee audit verify|export|compliance`: the audit log, read as a client of the daemons (and
+`archive|restore`, in `dee.ops.cli.retention`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from dee.config import EngineConfig
 from dee.engine import Engine
 from dee.errors import ConfigError
+from dee.ops.cli import retention
 from dee.ops.cli.output import emit
 from dee.reports.compliance import render_text
 
@@ -19,6 +21,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     verify = audit.add_parser("verify", parents=[common], help="verify audit chains (every run when none is named)")
     verify.add_argument("run_ids", nargs="*")
     verify.add_argument("--json", action="store_true")
+    verify.add_argument("--archive", action="store_true", help="also the chains of archived partitions, read from S3")
     verify.set_defaults(func=cmd_verify)
     export = audit.add_parser("export", parents=[common], help="a run's audit log as JSON (chain included) or a PDF report")
     export.add_argument("run_id")
@@ -30,13 +33,23 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     compliance.add_argument("--to", dest="period_to", type=int, metavar="TICK", help="last tick (default: the current one)")
     compliance.add_argument("--json", action="store_true")
     compliance.set_defaults(func=cmd_compliance)
+    retention.add_commands(audit, common)
 
 
 def cmd_verify(args: argparse.Namespace, config: EngineConfig) -> int:
+    """Live chains; a run whose partition was archived is checked across the archive with
+    `--archive`, and without it is counted apart rather than as broken."""
+
     async def go() -> int:
         async with Engine(config, scheduler=False) as engine:
             ids = list(dict.fromkeys(args.run_ids)) or [r.id for r in (await engine.list_runs(limit=10**9)).runs]
-            verdicts = await engine.verify_audit_chains(ids)
+            archived, across = await retention.archived_share(config, ids, args.archive)
+            live = await engine.verify_audit_chains([i for i in ids if not (args.archive and i in archived)])
+        found = live | across.chains
+        verdicts = {i: found[i] for i in ids if i in found}
+        unchecked = [] if args.archive else [i for i, v in verdicts.items() if not v.valid and i in archived]
+        for run_id in unchecked:
+            del verdicts[run_id]
         broken = {run_id: v for run_id, v in verdicts.items() if not v.valid}
 
         def text() -> str:
@@ -46,10 +59,18 @@ def cmd_verify(args: argparse.Namespace, config: EngineConfig) -> int:
                     lines.append(f"{run_id}: BROKEN at seq {v.broken_at}: {v.reason}")
                 elif args.run_ids:
                     lines.append(f"{run_id}: valid ({v.entries} entries, ticks {v.first_tick}..{v.last_tick})")
-            return "\n".join([*lines, f"{len(ids) - len(broken)}/{len(ids)} chains valid"])
+            lines += [f"archive BROKEN: {why}" for why in across.archives]
+            total = f"{len(verdicts) - len(broken)}/{len(ids)} chains valid"
+            if unchecked:
+                total += f", {len(unchecked)} archived (dee audit verify --archive checks them)"
+            if across.unverifiable:
+                total += f", {len(across.unverifiable)} dropped without an archive"
+            return "\n".join([*lines, total])
 
-        emit({"valid": not broken, "runs": len(ids), "broken": len(broken), "chains": verdicts}, args.json, text)
-        return 1 if broken else 0
+        emit({"valid": not broken and not across.archives, "runs": len(ids), "broken": len(broken), "chains": verdicts,
+              "archived": unchecked, "unverifiable": across.unverifiable, "archive_problems": across.archives},
+             args.json, text)  # fmt: skip
+        return 1 if broken or across.archives else 0
 
     return asyncio.run(go())
 
