@@ -31,6 +31,11 @@ def with_archive(config: EngineConfig, endpoint: str, bucket: str, **audit: Any)
     return msgspec.structs.replace(config, audit=AuditConfig(**options))
 
 
+def bucket_of(config: EngineConfig) -> str:
+    assert config.audit.archive_to is not None
+    return config.audit.archive_to.removeprefix("s3://").split("/")[0]
+
+
 def environment(config: EngineConfig) -> dict[str, str]:
     """The configuration as `DEE_*` variables, for a `dee` process."""
     audit = config.audit

@@ -174,3 +174,52 @@ async def test_the_audit_log_refuses_update_and_delete(deployment: EngineConfig)
         assert await conn.fetchval("SELECT count(*) FROM audit_log") == 2
     finally:
         await conn.close()
+
+
+async def test_an_audit_log_with_rows_is_partitioned_by_its_runs_starts(fresh: EngineConfig) -> None:
+    """A deployment at migration 0006, with audit rows, migrated to the partitioned log: every
+    row moved, with its run's start tick, into its period's partition, in one migrate."""
+    from dee.stores.postgres.migrate import fix_constants
+
+    conn = await asyncpg.connect(fresh.database)
+    try:
+        async with conn.transaction():  # what a migrate of the release before did
+            await conn.execute("CREATE TABLE dee_migrations (number integer PRIMARY KEY, name text NOT NULL, "
+                               "applied_at timestamptz NOT NULL DEFAULT now())")  # fmt: skip
+            for number, name, sql in migration_files():
+                if number <= 6:
+                    await conn.execute(sql)
+                    await conn.execute("INSERT INTO dee_migrations (number, name) VALUES ($1, $2)", number, name)
+            await fix_constants(conn, fresh)
+        day = 86_400
+        for run_id, start in (("run-a", 5 * day), ("run-b", 40 * day)):
+            await conn.execute(
+                "INSERT INTO runs (run_id, partition, plan_id, plan_version, contact_id, status, start_tick, current_tick, seq, head, "
+                "state) VALUES ($1, 0, 'p', 1, $1, 'completed', $2, $2, 2, 'h', '')", run_id, start)  # fmt: skip
+        rows = [(run_id, seq, f"{run_id}-{seq}", "p", None, tick, "t", "step.entered", None, None, None, "0" * 64, "f" * 64)
+                for run_id, ticks in (("run-a", (5 * day, 6 * day)), ("run-b", (39 * day, 41 * day)), ("orphan", (70 * day,)))
+                for seq, tick in enumerate(ticks, start=1)]  # fmt: skip
+        await conn.copy_records_to_table("audit_log", records=rows, columns=[
+            "run_id", "seq", "id", "plan_id", "step_id", "tick", "ts", "action", "input", "output", "context",
+            "previous_checksum", "checksum"])  # fmt: skip
+
+        assert "0008_audit_partitions.sql" in await migrate(conn, fresh)
+        placed = [tuple(r) for r in await conn.fetch(
+            "SELECT tableoid::regclass::text, run_id, seq, start_tick, tick FROM audit_log ORDER BY run_id, seq")]  # fmt: skip
+        assert placed == [
+            ("audit_log_20260306", "orphan", 1, 70 * day, 70 * day),  # its run is missing: its first tick stands for its start
+            ("audit_log_20260105", "run-a", 1, 5 * day, 5 * day), ("audit_log_20260105", "run-a", 2, 5 * day, 6 * day),
+            ("audit_log_20260204", "run-b", 1, 40 * day, 39 * day), ("audit_log_20260204", "run-b", 2, 40 * day, 41 * day),
+        ]
+        assert await conn.fetchval("SELECT relkind::text FROM pg_class WHERE relname = 'audit_log'") == "p"
+        assert await conn.fetchval("SELECT count(*) FROM audit_log_default") == 0
+        assert await conn.fetchval("SELECT to_regclass('audit_log_unpartitioned')") is None
+        brin = await conn.fetch("SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                                "JOIN pg_am a ON a.oid = c.relam JOIN pg_class t ON t.oid = i.indrelid "
+                                "WHERE a.amname = 'brin' AND t.relname LIKE 'audit_log%'")  # fmt: skip
+        assert "audit_tick" in {r["relname"] for r in brin} and len(brin) >= 5  # the parent's, and one per partition
+        for statement in ("UPDATE audit_log SET action = 'x'", "DELETE FROM audit_log", "TRUNCATE audit_log_20260105"):
+            with pytest.raises(asyncpg.RaiseError, match="audit_log is append-only"):
+                await conn.execute(statement)
+    finally:
+        await conn.close()

@@ -138,8 +138,12 @@ async def drop(
 
 
 async def archive_partition(conn: asyncpg.Connection, bucket: Bucket, deployment: str, partition: Partition) -> Outcome:
+    """Steps 1 to 4 (an empty partition, which has nothing to lose, is dropped without an object)."""
     with tempfile.TemporaryDirectory(prefix="dee-archive-") as folder:
         dumped = await dump(conn, partition, Path(folder))
+        if dumped.tally.rows == 0:
+            kept = await drop(conn, partition, 0, None, None)
+            return Outcome(False, kept) if kept else Outcome(True, "empty: dropped")
         if dumped.broken:
             return Outcome(False, f"{len(dumped.broken)} chains do not verify ({'; '.join(dumped.broken[:3])}); "
                                   "see dee audit verify")  # fmt: skip
