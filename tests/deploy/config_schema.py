@@ -40,6 +40,11 @@ CHART_MANAGED = {
     "ingress.port": "the chart: ingress.port",
     "scheduler.partition_key": "the chart: daemon.partitionKeyFromOrdinal",
 }
+# secrets only `dee audit archive` reads, which the chart does not run: kept out of its ConfigMap
+NOT_IN_CHART = {
+    "audit.s3_access_key_id": "a secret of `dee audit archive` (not run by the chart): give its job AWS_ACCESS_KEY_ID or a role",
+    "audit.s3_secret_access_key": "a secret of `dee audit archive` (not run by the chart): give its job AWS_SECRET_ACCESS_KEY or a role",
+}
 
 
 def config_schema() -> dict[str, Any]:
@@ -51,6 +56,8 @@ def config_schema() -> dict[str, Any]:
         _refuse(schema, path, f"a secret: set {target} (or the key {target.split('.')[1]} of secrets.existingSecret)")
     for path, owner in CHART_MANAGED.items():
         _refuse(schema, path, f"set by {owner}")
+    for path, why in NOT_IN_CHART.items():
+        _refuse(schema, path, why)
     return schema
 
 
