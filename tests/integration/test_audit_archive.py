@@ -392,3 +392,20 @@ async def test_a_large_object_goes_up_in_parts_and_reads_back_whole(
     async with s3_client(s3_endpoint) as client:
         head = await client.head_object(Bucket=bucket, Key="x/big")
     assert head["ETag"].strip('"').endswith("-3")  # a multipart upload of three parts
+
+
+async def test_an_archive_altered_in_s3_fails_verification_and_restores_nothing(cli_env: EngineConfig) -> None:
+    config = cli_env
+    endpoint, bucket, before = await one_partition_due(config)
+    assert (await dee("audit", "archive"))[0] == 0
+    [key] = [k for k in await keys_in(endpoint, bucket) if k.endswith(".jsonl.gz")]
+    async with s3_client(endpoint) as client:
+        lines = gzip.decompress(await (await client.get_object(Bucket=bucket, Key=key))["Body"].read()).splitlines(keepends=True)
+        edited = lines[2].replace(b'"ts":"', b'"ts":"9')  # the entry's time, which its checksum covers
+        assert edited != lines[2]
+        await client.put_object(Bucket=bucket, Key=key, Body=gzip.compress(b"".join([*lines[:2], edited, *lines[3:]])))
+    code, out = await dee("audit", "verify", "--archive")
+    assert code == 1 and f"archive BROKEN: s3://{bucket}/{key}: " in out and "BROKEN at seq 3: checksum does not match" in out, out
+    code, out = await dee("audit", "restore", "audit_log_20260105")
+    assert code == 1 and "but the archive recorded" in out and "not restored" in out, out
+    assert await audit_rows(config.database) == [] and before

@@ -13,7 +13,7 @@ from dee.archive.restore import restore
 from dee.archive.s3 import open_bucket
 from dee.archive.verify import Verified, archived_runs, verify_archived
 from dee.config import EngineConfig
-from dee.errors import ConfigError
+from dee.errors import ArchiveError, ConfigError
 from dee.ops.cli.output import emit
 from dee.stores.postgres.audit_partitions import current_tick
 
@@ -60,7 +60,12 @@ def cmd_restore(args: argparse.Namespace, config: EngineConfig) -> int:
         async with deployment(config, exclusive=True) as conn, open_bucket(config.audit) as bucket:
             return await restore(conn, bucket, await current_tick(conn, config.scheduler.clock), args.partition, args.run_id)
 
-    done = asyncio.run(go())
+    try:
+        done = asyncio.run(go())
+    except ArchiveError as exc:  # an object that is not what was recorded: the check failed, nothing restored
+        from dee.ops.cli import CHECK_FAILED, fail
+
+        return fail(str(exc), CHECK_FAILED)
     emit(done._asdict(), args.json, lambda: (
         f"{done.partition}: {done.rows:,} rows restored from {done.archives} archive{'s' if done.archives != 1 else ''} "
         f"({done.present:,} already there); "
