@@ -84,8 +84,8 @@ class Bucket:
     async def stream(self, key: str) -> AsyncIterator[bytes]:
         """The object's bytes in chunks, as S3 holds them."""
         async with self._calling(key):
-            answer = await self._client.get_object(Bucket=self.location.bucket, Key=key)
-            async with answer["Body"] as body:
+            body = (await self._client.get_object(Bucket=self.location.bucket, Key=key))["Body"]
+            async with body:  # (older aiobotocore's StreamingBody enters as its raw response: not `as`)
                 while chunk := await body.read(READ_CHUNK):
                     yield chunk
 
