@@ -16,7 +16,7 @@ class SendGridSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     max_in_flight: int = 32  # requests at once (the dispatcher hands at most this many)
 
     def __repr__(self) -> str:
-        return f"SendGridSettings(base_url={self.base_url!r}, api_key={'***' if self.key else ''!r})"
+        return f"SendGridSettings(base_url={self.base_url!r}, api_key={'***' if self.api_key or self.api_key_file else ''!r})"
 
     @property
     def key(self) -> str:
