@@ -169,3 +169,24 @@ async def test_channel_actions_committed_while_redis_failed_are_published_once_i
     assert await dispatched() == before | {late.run_id}
     await w.guarded([])  # idle: the published row is dropped
     assert await db.fetchval("SELECT count(*) FROM outbox") == 0
+
+
+@pytest.mark.deployment(partitions=1, max_runs_per_tick=CAP)
+async def test_a_revocation_in_the_batch_that_enrols_the_contact_refuses_its_first_email(worker: Any) -> None:
+    # the run is started and its first email is due at the batch's tick; the revocation, later
+    # in the same batch, reaches the new run before any timer of that tick fired: in time
+    w, db, _ = worker
+    plan_id, version = await db.fetchrow("SELECT plan_id, version FROM plans")
+    new = wire.BatchItem(ulid(), workload.contact(RUNS))
+    revoke = wire.Consent(command_id=ulid(), contact_id=new.contact["id"], channel="email", status="revoked", source="test")
+    await w.iterate([entry(wire.ExecuteBatch(command_id=ulid(), plan_id=plan_id, plan_version=version,
+                                             variables={"product": "DEE"}, items=[new])), entry(revoke)])  # fmt: skip
+    while (await w.iterate([])).processed:
+        pass
+    rows = await db.fetch("SELECT action, input FROM audit_log WHERE run_id = $1 ORDER BY seq", new.run_id)
+    actions = [r["action"] for r in rows]
+    assert "step.dispatched" not in actions and "step.skipped" in actions
+    [fact] = [r for r in rows if r["action"] == "event.received"]
+    assert "afterTimers" not in msgspec.json.decode(fact["input"])  # in force from its tick
+    sent = {msgspec.json.decode(f[FIELD], type=OutboxItem).request.run_id for _, f in await w.redis.xrange(w.keys.dispatch("email"))}
+    assert new.run_id not in sent and len(sent) == RUNS  # the fixture's five first emails, not this one

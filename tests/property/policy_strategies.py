@@ -193,7 +193,7 @@ def _facts(draw: st.DrawFn, near: list[int], horizon: int, hot: list[int]) -> Po
 
 
 def _fact_input(draw: st.DrawFn, index: int, near: list[int], horizon: int, hot: list[int], tick_ms: int) -> AnyInput:
-    tick = _tick(draw, near, horizon)
+    tick = _tick(draw, near, horizon, low=0)  # from the enrolment's tick: in force ahead of its first timer
     if chance(draw, 3):
         return SendsNoted(tick, _marks(draw, tick, tick_ms, f"noted-{index}"))
     facts = _facts(draw, near, horizon, [tick, tick, tick + 1, *hot])

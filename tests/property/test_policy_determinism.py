@@ -30,7 +30,7 @@ from test_determinism import SETTINGS, examples, splits
 from dee.kernel.audit import EntryDraft, seal
 from dee.kernel.effects import DispatchRequest
 from dee.kernel.inputs import AnyInput, PolicyChanged, SendsNoted, input_from_builtins
-from dee.kernel.machine import advance, in_kernel_order, start_run
+from dee.kernel.machine import advance, in_kernel_order, settled_tick, start_run
 from dee.kernel.policy import Consent, SentMark
 from dee.kernel.replay import inputs_of
 from dee.kernel.state import ZERO_CHECKSUM
@@ -228,7 +228,7 @@ def test_runs_under_policy_follow_the_status_table_and_mutate_nothing(scenario: 
     env = scenario.env()
     for call in drive(scenario, env).calls:
         kernel_properties.check_transitions(call.state, call.result)
-        kept = in_kernel_order(call.inputs, call.state.current_tick)  # what was refused: these, late facts marked
+        kept = in_kernel_order(call.inputs, settled_tick(call.state))  # what was refused: these, late facts marked
         for refused in call.result.rejected:
             kept.remove(refused.input)
         unrefused = msgspec.structs.replace(call.result, rejected=[])
@@ -261,14 +261,15 @@ def test_the_sealed_log_replays_every_decision_and_the_chain_verifies(scenario: 
 
 def kernel_inputs(rec: Recording) -> list[AnyInput]:
     """Every input in the order `advance` applied it, a late fact marked as the kernel marked it."""
-    return [i for call in rec.calls for i in in_kernel_order(call.inputs, call.state.current_tick)]
+    return [i for call in rec.calls for i in in_kernel_order(call.inputs, settled_tick(call.state))]
 
 
 def as_the_kernel_reads(batches: Sequence[tuple[Sequence[AnyInput], int]], start_tick: int) -> list[AnyInput]:
     """The inputs of `batches`, each fact in force from its tick that a batch feeds after an
     earlier call already advanced the run to that tick marked `after_timers`: the timers of its
-    tick fired before it came."""
-    settled, out = start_tick, []
+    tick fired before it came. The run's own start tick is not settled until a call advances it:
+    a fact of that tick fed in the start's first call still comes ahead of the start's timer."""
+    settled, out = start_tick - 1, []
     for inputs, now in batches:
         out += [msgspec.structs.replace(i, after_timers=True) if in_force_from_its_tick(i) and i.tick <= settled else i
                 for i in inputs]  # fmt: skip

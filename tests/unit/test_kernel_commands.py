@@ -145,7 +145,7 @@ def test_refused_command_changes_nothing(status: str, command: str) -> None:
     state = d.state
     inp = COMMANDS[command](state.current_tick)
     result = checked_advance(state, [inp], state.current_tick, d.env)
-    assert encoded(result.state) == encoded(state)
+    assert encoded(result.state) == encoded(checked_advance(state, [], state.current_tick, d.env).state)  # as if never sent
     assert result.entries == [] and result.effects == [] and result.transitions == []
     assert len(result.rejected) == 1
     rejection = result.rejected[0]

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import msgspec
+
 from dee import EngineConfig
 from dee.config import PolicyConfig
 from dee.kernel.audit import EntryDraft
 from dee.kernel.debug import Debugger
 from dee.kernel.inputs import AnyInput, ChannelResult, PolicyChanged, Resume, SendsNoted, Start
-from dee.kernel.machine import KernelEnv
+from dee.kernel.machine import KernelEnv, settled_tick
 from dee.kernel.policy import Consent, PolicyFacts, SentMark
 from dee.kernel.replay import replay_entries
 from dee.kernel.state import RunState
@@ -50,6 +52,19 @@ def test_a_fact_in_time_refuses_the_send_of_its_tick() -> None:
     _, entries = live([([PolicyChanged(100, REVOKED)], 100)])
     assert actions(entries) == ["event.received", "step.skipped"]
     assert entries[1].input is not None and "afterTimers" not in entries[1].input  # in force from its tick: not marked
+    replays_identically(entries)
+
+
+def test_a_fact_at_a_new_runs_own_tick_refuses_its_first_send() -> None:
+    # enrolled at tick 100 with its first step due at once; the revocation stamped 100 comes in
+    # the run's first call: none of tick 100's timers has fired, so it is still in time
+    first = checked_start(msgspec.structs.replace(START, tick=100))
+    assert settled_tick(first.state) == 99
+    result = checked_advance(first.state, [PolicyChanged(100, REVOKED)], 100, kernel_env())
+    entries = [*first.entries, *result.entries]
+    assert actions(entries) == ["event.received", "step.skipped"]
+    assert entries[1].input is not None and "afterTimers" not in entries[1].input
+    assert settled_tick(result.state) == 100  # advanced: a fact of tick 100 from now on is late
     replays_identically(entries)
 
 

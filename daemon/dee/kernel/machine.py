@@ -59,6 +59,12 @@ def is_early_fact(inp: AnyInput) -> bool:
     return isinstance(inp, FACT_INPUTS) and not inp.after_timers
 
 
+def settled_tick(state: RunState) -> int:
+    """The last tick whose timers and inputs `advance` has applied to the run: its current tick,
+    or the one before for a run only just started (its start tick's timers have not fired)."""
+    return state.current_tick - 1 if state.unadvanced else state.current_tick
+
+
 def in_kernel_order(inputs: Sequence[AnyInput], settled: int) -> list[AnyInput]:
     """`inputs` (ordered by tick) in the order `advance` applies them, for a run already advanced
     to tick `settled`.
@@ -139,7 +145,7 @@ def start_run(start: Start) -> Advance:
         run_id=start.run_id, plan_id=start.plan_id, plan_version=start.plan_version,
         contact=start.contact, variables=dict(start.variables), status="pending",
         start_tick=start.start_tick, current_tick=start.tick, wake_tick=start.start_tick, timer="start", facts=start.facts,
-        epoch_ms=start.epoch_ms, recorded=ContextMark(contact=True),
+        epoch_ms=start.epoch_ms, recorded=ContextMark(contact=True), unadvanced=True,
     )  # fmt: skip
     run = _Run(state, None)
     run.entry("run.started", None, start.tick, input=msgspec.to_builtins(start),
@@ -155,7 +161,7 @@ def advance(state: RunState, inputs: Sequence[AnyInput], now: int, env: KernelEn
             raise ValueError("inputs must be ordered by tick")
     if inputs and inputs[-1].tick > now:
         raise ValueError(f"an input at tick {inputs[-1].tick} is after now ({now})")
-    pending = in_kernel_order(inputs, state.current_tick)
+    pending = in_kernel_order(inputs, settled_tick(state))
     index = 0
     while True:
         wake = run.s.wake_tick
@@ -168,7 +174,7 @@ def advance(state: RunState, inputs: Sequence[AnyInput], now: int, env: KernelEn
             index += 1
         else:
             break
-    run.s = msgspec.structs.replace(run.s, current_tick=max(run.s.current_tick, now))
+    run.s = msgspec.structs.replace(run.s, current_tick=max(run.s.current_tick, now), unadvanced=False)
     return run.finish()
 
 

@@ -92,6 +92,9 @@ class RunState(msgspec.Struct, frozen=True):
     facts: PolicyFacts = PolicyFacts()  # the contact's consents and channel suppressions, as journaled
     epoch_ms: int = 0  # the deployment's tick 0 (Unix ms), journaled with the run's start
     recorded: ContextMark = ContextMark()  # what of the context the audit log already holds
+    # written by `start_run` and not advanced since: nothing of its start tick has been applied
+    # yet, so a fact of that tick still comes ahead of the tick's timers (`settled_tick`)
+    unadvanced: bool = False
 
     @property
     def terminal(self) -> bool:
