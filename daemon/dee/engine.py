@@ -149,6 +149,7 @@ class Engine:
         self.scheduler = memory if scheduler is None else scheduler
         self.plugins = plugins or PluginManager.load(disabled=self.config.plugins.disabled)
         self.templates = template_store(self.config, self.plugins)
+        self.plugins.webhook_receivers(self.config)  # served by the ingress; a broken one stops every start, as other hooks do
         # a client sends nothing itself (only a replay with dry_run=False does, and it asks then)
         adapters = self.plugins.selected_adapters(self.config) if self.scheduler else None
         self._adapters = adapters or {}

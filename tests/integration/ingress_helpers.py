@@ -19,6 +19,7 @@ from dee import Engine, EngineConfig, load_plan
 from dee.config import ChannelsConfig, EmailChannelConfig, IngressConfig, SenderConfig, VoiceChannelConfig
 from dee.ingress.app import serve_ingress
 from dee.ingress.server import Served
+from dee.plugin.manager import PluginManager
 from tests.peers.smtp import Recorder, free_port, smtp_server
 
 OUTREACH = "config/plans/sales-outreach-v2.yaml"
@@ -89,14 +90,15 @@ def ingress_config(base: EngineConfig, smtp_port: int, voice: VoiceChannelConfig
 
 
 @asynccontextmanager
-async def running(config: EngineConfig, voice: VoiceChannelConfig | None = None, **ingress: Any) -> AsyncIterator[Deployment]:
+async def running(config: EngineConfig, voice: VoiceChannelConfig | None = None, plugins: PluginManager | None = None,
+                  **ingress: Any) -> AsyncIterator[Deployment]:  # fmt: skip
     """A daemon sending to aiosmtpd and an ingress in front of it (on a free port, its public
-    URL that port unless given), with an HTTP client."""
+    URL that port unless given), with an HTTP client; `plugins`: the installed ones unless given."""
     port = free_port()
     ingress.setdefault("public_url", f"http://127.0.0.1:{port}")
     with smtp_server() as (mail, smtp_port):
         deployed = ingress_config(config, smtp_port, voice, **ingress)
-        async with Engine(deployed, scheduler=True) as engine:
+        async with Engine(deployed, scheduler=True, plugins=plugins) as engine:
             backend = engine._backend
             served = await serve_ingress(engine, backend.config, backend.metrics, "127.0.0.1", port)  # type: ignore[attr-defined]
             try:

@@ -333,6 +333,11 @@ class RecordingPlugin:
         return []
 
     @hookimpl
+    def dee_webhook_receivers(self, config: EngineConfig) -> list[Any]:
+        self.calls.append(("dee_webhook_receivers", config))
+        return []
+
+    @hookimpl
     def dee_startup(self, engine: Engine) -> None:
         self.calls.append(("dee_startup", engine))
 
@@ -370,7 +375,7 @@ async def test_every_hook_is_called_and_providers_get_the_deployments_config() -
     called = {name for name, _ in plugin.calls}
     assert called == set(hook_names())
     assert all(arg is config for name, arg in plugin.calls
-               if name in ("dee_channel_adapters", "dee_template_stores", "dee_policy_gates"))  # fmt: skip
+               if name in ("dee_channel_adapters", "dee_template_stores", "dee_policy_gates", "dee_webhook_receivers"))  # fmt: skip
     assert [arg for name, arg in plugin.calls if name in ("dee_startup", "dee_shutdown")] == [engine, engine]
 
 
@@ -381,6 +386,10 @@ class Returns:
     @hookimpl
     def dee_channel_adapters(self, config: EngineConfig) -> Any:
         return self.value if self.hook == "adapters" else []
+
+    @hookimpl
+    def dee_webhook_receivers(self, config: EngineConfig) -> Any:
+        return self.value if self.hook == "receivers" else []
 
     @hookimpl
     def dee_template_stores(self, config: EngineConfig) -> Any:
@@ -396,11 +405,33 @@ class NotAnAdapter:
         return None
 
 
+class Receiver:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def verify(self, headers: Any, body: bytes, url: str, now: float) -> None:
+        return None
+
+    def events(self, headers: Any, body: bytes) -> list[Any]:
+        return []
+
+
+def test_dee_plugins_lists_a_plugins_webhook_receivers() -> None:
+    manager = PluginManager.load(extra=[("dee_acme", Returns("receivers", [Receiver("acme-esp")]))])
+    [acme] = [p for p in manager.describe(EngineConfig()) if p["name"] == "dee_acme"]
+    assert acme["provides"] == ["webhook receiver acme-esp"]
+    assert list(manager.webhook_receivers(EngineConfig())) == ["acme-esp"]
+
+
 @pytest.mark.parametrize(("hook", "value", "says"), [
     ("adapters", [NotAnAdapter()], "needs `async def send(request)`"),
     ("adapters", "smtp", "must return a list"),
     ("stores", [object()], "needs `get(kind, template_id)` and `ids(kind)`"),
     ("raises", None, "dee_template_stores raised RuntimeError: cannot reach the template service"),
+    ("receivers", [object()], "needs `verify(headers, body, url, now)` and `events(headers, body)`"),
+    ("receivers", [Receiver("sendgrid")], "'sendgrid' is a provider the ingress knows itself"),
+    ("receivers", [Receiver("Acme/ESP")], "lowercase letters, digits and '-'"),
+    ("receivers", [Receiver("acme"), Receiver("acme")], "webhook receiver 'acme' is already provided by 'dee_acme'"),
 ])  # fmt: skip
 def test_what_a_plugin_returns_is_checked_and_the_error_names_the_plugin(hook: str, value: Any, says: str) -> None:
     manager = PluginManager.load(extra=[("dee_acme", Returns(hook, value))])

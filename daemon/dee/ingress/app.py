@@ -4,7 +4,7 @@
     GET  /c/{token}?u=URL        a tracked link, then 302 to URL -> email.clicked
     GET  /u/{token}              the unsubscribe confirmation page (records nothing)
     POST /u/{token}              RFC 8058 one-click unsubscribe  -> email.unsubscribed
-    POST /webhooks/{provider}    sendgrid, mailgun, ses, postmark, standard
+    POST /webhooks/{provider}    sendgrid, mailgun, ses, postmark, standard, a plugin's receiver
     POST /voice/twilio/status    Twilio's call status callbacks  -> call.*
     POST /inbound/email          replies and bounces             -> email.replied, email.bounced
     GET  /healthz                the process is alive

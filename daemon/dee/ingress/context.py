@@ -1,4 +1,5 @@
-"""What every ingress handler shares: the engine, the verifiers of the configured providers,
+"""What every ingress handler shares: the engine, the verifiers of the configured providers and
+the plugins' webhook receivers,
 the deliverer, and the few rules of answering (a page, 503 while the engine cannot accept)."""
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Ingress:
         self.clock = clock
         self.deliverer = Deliverer(engine, metrics)
         self.verifiers = verifiers(config)
+        self.receivers = engine.plugins.webhook_receivers(config)  # plugins' providers, by route name
         # inbound mail is parsed here, off the event loop (its work is bounded, not negligible)
         self.parsers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dee-inbound-mail")
 

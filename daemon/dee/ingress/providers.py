@@ -39,6 +39,9 @@ EventType = Literal[
 ]  # fmt: skip
 EVENT_TYPES: frozenset[str] = frozenset(get_args(EventType))
 CALL_OUTCOMES = ("answered", "voicemail", "no_answer", "busy", "failed", "declined")  # as `dee_voice` knows them
+# the providers the ingress knows itself (`/webhooks/{name}`, Twilio's status callbacks): a plugin's
+# webhook receiver takes another name
+BUILT_IN_PROVIDERS = ("sendgrid", "mailgun", "ses", "postmark", "standard", "twilio")
 # the sender's tag holding the email's Message-ID, where a provider echoes tags but no Message-ID
 # (a SendGrid custom argument, `X-SMTPAPI` unique_args over SMTP; Postmark metadata, `X-PM-Metadata-*`)
 MESSAGE_ID_TAG = "dee_message_id"

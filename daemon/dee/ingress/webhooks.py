@@ -1,5 +1,5 @@
-"""Providers' callbacks: email webhooks (`POST /webhooks/{provider}`) and Twilio's call status
-callbacks (`POST /voice/twilio/status`).
+"""Providers' callbacks: email webhooks (`POST /webhooks/{provider}`, the built-in providers and
+the plugins' webhook receivers) and Twilio's call status callbacks (`POST /voice/twilio/status`).
 
 A body is read whole (bounded, within the request timeout), its signature checked with the
 provider's own algorithm (`dee.ingress.signatures`) before a byte of it is interpreted, and
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import msgspec
 from aiohttp import web
 
 from dee.ingress import providers
@@ -23,6 +24,7 @@ from dee.ingress.providers import InboundEvent, PayloadError
 from dee.ingress.server import read_body
 from dee.ingress.signatures import SignatureError, UnreadableBody
 from dee.kernel.idempotency import RUN_ID
+from dee.plugin.contracts import WebhookReceiver
 
 Reader = Callable[[bytes, web.Request], list[InboundEvent]]
 READERS: dict[str, Reader] = {
@@ -54,6 +56,9 @@ async def _verified(request: web.Request, provider: str) -> bytes:
 
 async def webhook(request: web.Request) -> web.Response:
     provider = request.match_info["provider"]
+    receiver = request.app[INGRESS].receivers.get(provider)
+    if receiver is not None:
+        return await _received(request, receiver)
     if provider not in READERS:
         raise web.HTTPNotFound(text="not found\n")
     body = await _verified(request, provider)
@@ -67,6 +72,51 @@ async def webhook(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text=f"{exc}\n") from None
     outcome = await request.app[INGRESS].deliver([_delivery(provider, event) for event in events])
     return web.json_response({"accepted": outcome.accepted, "ignored": outcome.ignored})
+
+
+async def _received(request: web.Request, receiver: WebhookReceiver) -> web.Response:
+    """A plugin's provider: its `verify`, then its `events`; what else it raises or returns is
+    its own bug, a 500 (the provider retries), never an event."""
+    ingress: Ingress = request.app[INGRESS]
+    body = await read_body(request)
+    try:
+        receiver.verify(request.headers, body, ingress.public_url(request), ingress.clock())
+    except SignatureError as exc:
+        log.info("refused a %s callback: %s", receiver.name, exc.reason)
+        raise web.HTTPForbidden(text=f"{exc.reason}\n") from None
+    except Exception as exc:
+        raise _receiver_bug(receiver, f"verify raised {type(exc).__name__}") from None
+    try:
+        events = receiver.events(request.headers, body)
+    except PayloadError as exc:
+        raise web.HTTPBadRequest(text=f"{exc}\n") from None
+    except Exception as exc:
+        raise _receiver_bug(receiver, f"events raised {type(exc).__name__}") from None
+    if not isinstance(events, list | tuple) or not all(_well_formed(e) for e in events):
+        raise _receiver_bug(receiver, "events returned something other than a list of InboundEvent of known types")
+    outcome = await ingress.deliver([_delivery(receiver.name, event) for event in events])
+    return web.json_response({"accepted": outcome.accepted, "ignored": outcome.ignored})
+
+
+def _well_formed(event: object) -> bool:
+    """An `InboundEvent` as the built-in readers make them (a plugin's is built unvalidated)."""
+    return (isinstance(event, InboundEvent) and event.type in providers.EVENT_TYPES
+            and isinstance(event.provider_event_id, str) and bool(event.provider_event_id)
+            and all(isinstance(v, str | None) for v in (event.message_id, event.recipient, event.occurred_at))
+            and isinstance(event.data, dict) and _encodable(event.data))  # fmt: skip
+
+
+def _encodable(data: dict[str, object]) -> bool:
+    try:
+        msgspec.json.encode(data)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return True
+
+
+def _receiver_bug(receiver: WebhookReceiver, what: str) -> web.HTTPInternalServerError:
+    log.error("webhook receiver %s: %s; answered 500", receiver.name, what)  # the type only: no payload, no secret
+    return web.HTTPInternalServerError(text="the receiver failed; try again later\n")
 
 
 def _delivery(provider: str, event: InboundEvent) -> Delivery:

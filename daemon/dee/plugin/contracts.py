@@ -13,10 +13,13 @@ one place and the kernel depends on no plugin code.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
+from dee.ingress.providers import InboundEvent, PayloadError
+from dee.ingress.signatures import SignatureError
 from dee.kernel.context import StepContext
 from dee.kernel.effects import DispatchRequest
 from dee.kernel.inputs import ChannelResult
@@ -41,16 +44,20 @@ __all__ = [
     "Fail",
     "Finish",
     "GateRequest",
+    "InboundEvent",
+    "PayloadError",
     "PolicyFacts",
     "PolicyGate",
     "Send",
     "SentMark",
+    "SignatureError",
     "Sleep",
     "StepContext",
     "StepOutcome",
     "StepType",
     "TemplateStore",
     "Verdict",
+    "WebhookReceiver",
     "check_template",
     "link_token",
     "render_template",
@@ -80,3 +87,24 @@ class ChannelAdapter(Protocol):
     channel: str
 
     async def send(self, request: DispatchRequest) -> DispatchResponse: ...
+
+
+@runtime_checkable
+class WebhookReceiver(Protocol):
+    """Takes one provider's webhook at `POST /webhooks/{name}` on the ingress.
+
+    `verify` checks that a request is authentic before a byte of it is read, with the provider's
+    own algorithm (over the body exactly as received, the URL the provider called, and `now` in
+    Unix seconds for freshness); it raises `SignatureError` with a short reason naming no secret
+    for any other request. Only then `events` maps the body to the `InboundEvent`s it reports,
+    raising `PayloadError` for a body that is not what the provider documents. Both run on the
+    ingress's event loop: keep them quick and do no I/O. `provider_event_id` must be the
+    provider's own id of the event: a redelivered webhook is then recognised as the same event.
+    """
+
+    name: str
+
+    def verify(self, headers: Mapping[str, str], body: bytes, url: str, now: float) -> None: ...
+
+    def events(self, headers: Mapping[str, str], body: bytes) -> list[InboundEvent]: ...
+

@@ -34,7 +34,7 @@ from typing import Any
 import pluggy
 
 from dee.config import EngineConfig
-from dee.plugin.contracts import ChannelAdapter, PolicyGate, StepType, TemplateStore
+from dee.plugin.contracts import ChannelAdapter, PolicyGate, StepType, TemplateStore, WebhookReceiver
 
 hookspec = pluggy.HookspecMarker("dee")
 
@@ -96,6 +96,25 @@ def dee_template_stores(config: EngineConfig) -> list[TemplateStore]:
     They are asked after the project's own `templates/` and `scripts/`, in registration order;
     the first that knows an id answers. Lookups must be pure for a given content: replay renders
     with the current store, which is how an edited template shows up as a content-hash diff.
+    """
+
+
+@hookspec
+def dee_webhook_receivers(config: EngineConfig) -> list[WebhookReceiver]:
+    """Return webhook receivers (objects with `name`, `verify(headers, body, url, now)` and
+    `events(headers, body)`, see `dee.plugin.contracts.WebhookReceiver`) built from `config`:
+    how the ingress hears a provider it does not know of itself.
+
+    Each answers at `POST /webhooks/{name}` (a name of lowercase letters, digits and `-`, not one
+    of the built-in providers: sendgrid, mailgun, ses, postmark, standard, twilio). The ingress
+    reads the body (bounded by `[ingress] max_body_bytes`), calls `verify`, then `events`, and
+    delivers each event as the built-in providers' are: matched to the run by the email's
+    Message-ID (or the tag `dee_message_id` that the adapter set and the provider echoes),
+    deduplicated by (name, `provider_event_id`). A `SignatureError` is answered 403 and records
+    nothing; a `PayloadError` 400; anything else a receiver raises or returns (an event that is
+    not an `InboundEvent` of a known type) is the receiver's bug: 500, logged with the receiver's
+    name, and the provider retries later. An event about mail this deployment did not send is
+    ignored with a 2xx.
     """
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import inspect
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -15,11 +16,13 @@ from typing import Any
 import pluggy
 
 from dee.errors import ConfigError, PluginError
+from dee.ingress.providers import BUILT_IN_PROVIDERS
 from dee.plugin import hookspecs
-from dee.plugin.contracts import ChannelAdapter, PolicyGate, StepType, TemplateStore
+from dee.plugin.contracts import ChannelAdapter, PolicyGate, StepType, TemplateStore, WebhookReceiver
 
 ENTRY_POINT_GROUP = "dee"
 CHANNELS = ("email", "voice")  # the channels a deployment configures (`[channels.email]`, ...)
+RECEIVER_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")  # a path segment, the same in every URL form
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,10 @@ class PluginManager:
         """The gates by name, in registration order (the order the kernel asks them in)."""
         return self._collect("dee_policy_gates", "policy gate", _gate_problem, config=config)
 
+    def webhook_receivers(self, config: Any) -> dict[str, WebhookReceiver]:
+        """The receivers by name (each the route `/webhooks/{name}` of the ingress)."""
+        return self._collect("dee_webhook_receivers", "webhook receiver", _receiver_problem, config=config)
+
     def startup(self, engine: Any) -> None:
         self._call_each("dee_startup", engine=engine)
 
@@ -206,6 +213,8 @@ class PluginManager:
             provided[plugin_name] += [f"template store {getattr(i, 'name', i)}" for i in items]
         for plugin_name, items in self._per_plugin("dee_policy_gates", errors, config=config):
             provided[plugin_name] += [f"policy gate {getattr(i, 'name', i)}" for i in items]
+        for plugin_name, items in self._per_plugin("dee_webhook_receivers", errors, config=config):
+            provided[plugin_name] += [f"webhook receiver {getattr(i, 'name', i)}" for i in items]
         return [{"name": i.name, "source": i.source, "module": i.module, "provides": provided[i.name],
                  **({"error": errors[i.name]} if i.name in errors else {})} for i in self._info]  # fmt: skip
 
@@ -238,3 +247,15 @@ def _store_problem(item: Any) -> str | None:
     if not (callable(getattr(item, "get", None)) and callable(getattr(item, "ids", None))):
         return "a template store needs `get(kind, template_id)` and `ids(kind)`"
     return _named_problem(item)
+
+
+def _receiver_problem(item: Any) -> str | None:
+    if not (callable(getattr(item, "verify", None)) and callable(getattr(item, "events", None))):
+        return "a webhook receiver needs `verify(headers, body, url, now)` and `events(headers, body)`"
+    name = getattr(item, "name", None)
+    if not (isinstance(name, str) and RECEIVER_NAME.fullmatch(name)):
+        return "a webhook receiver's `name` is lowercase letters, digits and '-' (its route is /webhooks/{name})"
+    if name in BUILT_IN_PROVIDERS:
+        return f"{name!r} is a provider the ingress knows itself"
+    return None
+
