@@ -27,7 +27,7 @@ from dee.kernel.contact import Contact
 from dee.kernel.debug import Debugger
 from dee.kernel.inputs import AnyInput
 from dee.kernel.recorded import entered_contexts
-from dee.kernel.replay import ReplayResult, inputs_of
+from dee.kernel.replay import ReplayResult, start_of
 from dee.kernel.timeline import TimelineEntry, timeline
 from dee.plan.model import Plan
 from dee.plugin.manager import CHANNELS, PluginManager
@@ -352,8 +352,7 @@ class Engine:
 
     async def debug(self, run_id: str) -> Debugger:
         entries = await self._entries(run_id)
-        start, _ = inputs_of(entries)
-        env = await self.replayer.env_for(start)
+        env = await self.replayer.env_for(start_of(entries))
         return Debugger(entries, lambda _start: env)
 
     # ---- manual clock ------------------------------------------------------------------------

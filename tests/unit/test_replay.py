@@ -26,10 +26,11 @@ from dee import (
     VoiceChannelConfig,
     load_plan,
 )
+from dee.errors import AuditChainError
 from dee.kernel.effects import DispatchRequest
 from dee.kernel.inputs import AnyInput, Event, Start, input_from_builtins
 from dee.kernel.machine import KernelEnv
-from dee.kernel.replay import inputs_of, replay_entries, trace
+from dee.kernel.replay import inputs_of, replay_entries, start_of, trace
 from dee.plan.compiled import CompiledPlan
 from dee.plan.model import Condition, Plan
 from dee.plan.prepare import prepare_plan
@@ -532,3 +533,16 @@ async def test_a_run_replays_from_its_export_file_alone(tmp_path: Path) -> None:
     (tmp_path / "edited.json").write_text(json.dumps(tampered))
     assert await asyncio.to_thread(main, ["runs", "replay", "--export", str(tmp_path / "run.json")]) == 0
     assert await asyncio.to_thread(main, ["runs", "replay", "--export", str(tmp_path / "edited.json")]) == 1
+
+
+async def test_the_start_of_a_log_is_read_without_decoding_its_other_inputs(engine: Engine) -> None:
+    # what looks a run's plan version up before replaying it: the start input alone, so the
+    # others are decoded once, by the replay itself
+    entries = list(await engine.audit.get_by_run(await outreach_run(engine)))
+    start, _ = inputs_of(entries)
+    broken = [entries[0], msgspec.structs.replace(entries[1], input={"kind": "no-such-input"}), *entries[2:]]
+    assert start_of(broken) == start
+    with pytest.raises(msgspec.ValidationError):
+        inputs_of(broken)
+    with pytest.raises(AuditChainError, match=r"does not begin with run\.started"):
+        start_of(entries[1:])

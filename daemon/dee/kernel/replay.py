@@ -80,13 +80,19 @@ def trace(entries: Sequence[EntryLike]) -> list[StepResult]:
     return out
 
 
-def inputs_of(entries: Sequence[EntryLike]) -> tuple[Start, list[AnyInput]]:
-    """The start input and every later input, each at the tick it was applied."""
+def start_of(entries: Sequence[EntryLike]) -> Start:
+    """The start input alone (what picks a run's plan version), without decoding the others."""
     if not entries or entries[0].action != "run.started" or entries[0].input is None:
         raise AuditChainError("the audit log does not begin with run.started and its start input")
     start = input_from_builtins(entries[0].input)
     if not isinstance(start, Start):
         raise AuditChainError("run.started does not hold a start input")
+    return start
+
+
+def inputs_of(entries: Sequence[EntryLike]) -> tuple[Start, list[AnyInput]]:
+    """The start input and every later input, each at the tick it was applied."""
+    start = start_of(entries)
     later = [
         msgspec.structs.replace(input_from_builtins(e.input), tick=e.tick)
         for e in entries[1:]

@@ -21,7 +21,7 @@ from dee.errors import AuditChainError
 from dee.kernel.audit import AuditEntry
 from dee.kernel.inputs import AnyInput, Start
 from dee.kernel.machine import KernelEnv
-from dee.kernel.replay import EntryLike, ReplayResult, inputs_of, replay_entries
+from dee.kernel.replay import EntryLike, ReplayResult, replay_entries, start_of
 from dee.plan.compiled import CompiledPlan
 from dee.plan.files import plan_from_document
 from dee.plan.prepare import prepare_plan
@@ -44,15 +44,13 @@ class Replayer:
 
     async def replay_run(self, entries: Sequence[EntryLike], inputs: Sequence[AnyInput] | None = None) -> ReplayResult:
         """Replay one run from its entries; `inputs` replaces the recorded inputs (a what-if)."""
-        start, _ = inputs_of(entries)
-        env = await self.env_for(start)
+        env = await self.env_for(start_of(entries))  # replay_entries decodes the other inputs
         return replay_entries(entries, lambda _start: env, inputs)
 
     async def replay_runs(self, chains: AsyncIterable[Sequence[EntryLike]]) -> AsyncIterator[tuple[str, ReplayResult]]:
         """Replay every chain as it arrives: (run id, result) pairs, in the order given."""
         async for entries in chains:
-            start, _ = inputs_of(entries)
-            yield start.run_id, await self.replay_run(entries)
+            yield start_of(entries).run_id, await self.replay_run(entries)
 
     async def replay_export(self, document: bytes | str | os.PathLike[str]) -> ReplayResult:
         """Replay a run from a `dee.audit-export/1` document (bytes, or a file's path) alone:
