@@ -11,6 +11,9 @@ from __future__ import annotations
 import msgspec
 import pytest
 
+from dee.kernel.contact import Contact
+from dee.kernel.context import StepContext
+from dee.kernel.idempotency import idempotency_key, message_id
 from dee.kernel.inputs import ChannelResult, ContactChanged, Event, Pause, Resume
 from dee.kernel.machine import advance
 from dee.kernel.recorded import entered_contexts
@@ -482,3 +485,11 @@ def test_entries_carry_run_and_plan_ids_and_the_step_context() -> None:
     assert context["variables"] == {"product": "DEE", "n": 2}
     assert context["contact"]["id"] == "c1"
     assert d.entries[0].input is not None and d.entries[0].input["runId"] == "run-xyz"
+
+
+def test_a_step_context_derives_its_key_and_message_id_once() -> None:
+    ctx = StepContext("run-1", "p", 1, "email", "send_email", 10, 7, Contact("c1"), {}, (), (), 1, "dee.test", 1000, None, {},
+                      lambda _source: None)  # type: ignore[arg-type,return-value]  # fmt: skip
+    assert ctx.idempotency_key == idempotency_key("run-1", "email", 7)
+    assert ctx.message_id == message_id(ctx.idempotency_key, "dee.test", "run-1")
+    assert ctx.idempotency_key is ctx.idempotency_key and ctx.message_id is ctx.message_id  # kept, not derived again

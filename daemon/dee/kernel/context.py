@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import cached_property
 from typing import Any
 
 import msgspec
@@ -13,13 +14,14 @@ from dee.kernel.state import StepResult
 from dee.plan.conditions import CompiledCondition, ConditionSnapshot, VisibleEvent
 
 
-class StepContext(msgspec.Struct, frozen=True):
+class StepContext(msgspec.Struct, frozen=True, dict=True):
     """Run, contact, visible events, variables and the tick, as of this moment of the run.
 
     `idempotency_key` and `message_id` identify this execution of the step (the same across its
-    retries; derived on access, since only channel steps need them); `settings` are the plugin's
-    own deployment settings (sender address, tracking domain), which are configuration and
-    therefore the same in replay as in the original run.
+    retries; derived on first access, since only channel steps need them, then kept: a channel
+    step reads them several times); `settings` are the plugin's own deployment settings (sender
+    address, tracking domain), which are configuration and therefore the same in replay as in
+    the original run.
     """
 
     run_id: str
@@ -40,11 +42,11 @@ class StepContext(msgspec.Struct, frozen=True):
     settings: Mapping[str, Any]
     compiled: Callable[[str], CompiledCondition]
 
-    @property
+    @cached_property
     def idempotency_key(self) -> str:
         return idempotency_key(self.run_id, self.step_id, self.step_tick, self.key_attempt)
 
-    @property
+    @cached_property
     def message_id(self) -> str:
         return message_id(self.idempotency_key, self.message_domain, self.run_id)
 

@@ -548,7 +548,8 @@ class _Run:
             self.set(facts=self.s.facts.noting(marks, at - horizon))
 
     def send(self, step_id: str, pending: PendingDispatch, at: int) -> None:
-        self.note([SentMark(at, pending.channel, pending.message_id, self.s.plan_id)], at)
+        if self.kernel_env.history_ticks:  # a mark only when some gate reads sends back
+            self.note([SentMark(at, pending.channel, pending.message_id, self.s.plan_id)], at)
         self.entry("step.dispatched", step_id, at, output={
             "channel": pending.channel, "idempotencyKey": pending.idempotency_key,
             "messageId": pending.message_id, "contentHash": pending.content_hash, "attempt": pending.attempt,
