@@ -11,13 +11,12 @@ gates are built once per such plan and each request is answered by its plan's ga
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from dee.plugin import hookimpl
 from dee.plugin.contracts import GateRequest, PolicyGate, Verdict
 from dee_policy.caps import FrequencyCapGate
-from dee_policy.hours import Window, next_opening, zones_for
+from dee_policy.hours import Openings, Window, zones_for
 
 
 def refusal(action: str, reason: str, **facts: object) -> Verdict:
@@ -80,19 +79,19 @@ class CallingHoursGate(PolicyGate):
     def __init__(self, window: Window, default_timezone: str) -> None:
         self.window = window
         self.default_timezone = default_timezone
+        self.openings = Openings(window)
 
     def check(self, request: GateRequest) -> Verdict:
         if request.channel not in self.channels:
             return Verdict.allow()
         contact = request.contact
         zones = zones_for(contact.timezone, contact.phone, self.default_timezone)
-        at = datetime.fromtimestamp(request.moment_ms / 1000, UTC)
-        opening, why = next_opening(self.window, at, zones)
-        facts = {"zones": list(zones), "at": at.isoformat()}
+        at, why, opening, wait_s = self.openings.at(request.moment_ms, zones)
+        facts = {"zones": list(zones), "at": at}
         if why is None:
             return Verdict.allow(**facts)
-        until = request.tick + math.ceil((opening - at).total_seconds() * 1000 / request.tick_interval_ms)
-        return Verdict.defer(max(until, request.tick + 1), f"{self.label}: {why}", opensAt=opening.isoformat(), **facts)
+        until = request.tick + math.ceil(wait_s * 1000 / request.tick_interval_ms)
+        return Verdict.defer(max(until, request.tick + 1), f"{self.label}: {why}", opensAt=opening, **facts)
 
 
 class SendWindowGate(CallingHoursGate):

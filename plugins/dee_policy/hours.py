@@ -136,3 +136,33 @@ def next_opening(window: Window, at: datetime, zones: Sequence[str]) -> tuple[da
             return moment, first_reason
         moment = latest
     raise ValueError("no moment opens the calling window in every zone of the contact")
+
+
+class Openings:
+    """The window's next opening from a moment in some zones, as the gate states it (the moment
+    and the opening in ISO form, why it was closed, the seconds to wait), worked out once per
+    moment and zones: the runs of a campaign call at the same ticks, and most contacts of a
+    deployment share a handful of zones, so the calendar arithmetic would otherwise be done
+    again for every one of them. A pure function of its arguments, kept by the gate that owns
+    it and forgotten whole once it holds `KEPT` answers."""
+
+    KEPT = 4096
+
+    def __init__(self, window: Window) -> None:
+        self.window = window
+        self._known: dict[tuple[int, tuple[str, ...]], tuple[str, str | None, str, float]] = {}
+
+    def at(self, moment_ms: int, zones: tuple[str, ...]) -> tuple[str, str | None, str, float]:
+        key = (moment_ms, zones)
+        known = self._known.get(key)
+        if known is None:
+            at = datetime.fromtimestamp(moment_ms / 1000, UTC)
+            opening, why = next_opening(self.window, at, zones)
+            known = (at.isoformat(), why, opening.isoformat(), (opening - at).total_seconds())
+            if len(self._known) >= self.KEPT:
+                self._known.clear()
+            self._known[key] = known
+        return known
+
+    def __len__(self) -> int:
+        return len(self._known)

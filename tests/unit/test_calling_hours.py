@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+import msgspec
 import pytest
 
 from dee import EngineConfig
@@ -15,7 +16,7 @@ from dee.errors import ConfigError
 from dee.kernel.contact import Contact
 from dee.kernel.policy import GateRequest, PolicyFacts
 from dee_policy import CallingHoursGate, dee_policy_gates
-from dee_policy.hours import Window, next_opening, zones_for
+from dee_policy.hours import Openings, Window, next_opening, zones_for
 
 NEW_YORK, BERLIN, TOKYO = "America/New_York", "Europe/Berlin", "Asia/Tokyo"
 
@@ -100,6 +101,28 @@ def test_the_gate_defers_to_the_tick_the_window_opens_and_leaves_email_alone() -
     assert gate.check(request(11 * 3600, tokyo)).verdict == "allow"
     assert gate.check(request(0, tokyo, channel="email")).verdict == "allow"
     assert gate.check(request(0, Contact("c2", timezone=BERLIN))).verdict == "allow"  # 13:00 in Berlin
+
+
+def test_an_opening_worked_out_once_answers_each_request_in_its_own_zones_and_ticks() -> None:
+    gate = CallingHoursGate(Window("08:00", "21:00"), "UTC")
+    tokyo, berlin = Contact("c1", phone="+81312345678"), Contact("c2", timezone=BERLIN)
+    assert gate.check(request(0, tokyo)).until_tick == 11 * 3600
+    assert gate.check(request(0, berlin)).verdict == "allow"  # the same moment in other zones
+    assert gate.check(request(0, tokyo)).until_tick == 11 * 3600
+    half = msgspec.structs.replace(request(0, tokyo), tick_interval_ms=500)  # the same moment, half-second ticks
+    assert gate.check(half).until_tick == 22 * 3600
+    assert len(gate.openings) == 2
+
+
+def test_openings_are_forgotten_whole_once_full() -> None:
+    openings = Openings(Window("08:00", "21:00"))
+    openings.KEPT = 3
+    for hour in range(7):
+        openings.at(parse_epoch("2026-01-05T00:00:00Z") + hour * 3_600_000, (BERLIN,))
+        assert len(openings) <= 3
+    at, why, opens, wait_s = openings.at(parse_epoch("2026-01-05T06:00:00Z"), (BERLIN,))  # 07:00 in Berlin
+    assert (at, why, opens, wait_s) == ("2026-01-05T06:00:00+00:00", "outside 08:00-21:00 (local 07:00)",
+                                        "2026-01-05T07:00:00+00:00", 3600.0)  # fmt: skip
 
 
 def test_the_deployments_epoch_and_the_builtin_gate_configuration() -> None:
