@@ -26,40 +26,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal, get_args
+from typing import Any
 from urllib.parse import parse_qsl
 
 import msgspec
 
 from dee.ingress.signatures import is_sns_url
 
-EventType = Literal[
-    "email.delivered", "email.bounced", "email.complained", "email.opened", "email.clicked", "email.unsubscribed",
-    "email.replied", "call.initiated", "call.ringing", "call.answered", "call.completed", "call.failed", "call.voicemail",
-]  # fmt: skip
-EVENT_TYPES: frozenset[str] = frozenset(get_args(EventType))
+# the types a plugin's receiver shares, here for the built-in readers and their callers
+from dee.plugin.webhooks import EVENT_TYPES as EVENT_TYPES
+from dee.plugin.webhooks import EventType as EventType
+from dee.plugin.webhooks import InboundEvent as InboundEvent
+from dee.plugin.webhooks import PayloadError as PayloadError
+
 CALL_OUTCOMES = ("answered", "voicemail", "no_answer", "busy", "failed", "declined")  # as `dee_voice` knows them
-# the providers the ingress knows itself (`/webhooks/{name}`, Twilio's status callbacks): a plugin's
-# webhook receiver takes another name
-BUILT_IN_PROVIDERS = ("sendgrid", "mailgun", "ses", "postmark", "standard", "twilio")
 # the sender's tag holding the email's Message-ID, where a provider echoes tags but no Message-ID
 # (a SendGrid custom argument, `X-SMTPAPI` unique_args over SMTP; Postmark metadata, `X-PM-Metadata-*`)
 MESSAGE_ID_TAG = "dee_message_id"
-
-
-class InboundEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """One provider event as DEE sees it (what becomes the wire `event` message's body)."""
-
-    type: EventType
-    provider_event_id: str
-    message_id: str | None = None
-    recipient: str | None = None
-    data: dict[str, Any] = {}
-    occurred_at: str | None = None
-
-
-class PayloadError(ValueError):
-    """A payload that is not what the provider documents; the reason is short and quotes no body."""
 
 
 # --- shared readers -----------------------------------------------------------------------------

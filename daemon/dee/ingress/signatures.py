@@ -34,16 +34,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
+from dee.plugin.webhooks import SignatureError as SignatureError  # shared with plugins' receivers
+
 DEFAULT_TOLERANCE = 300.0  # seconds either side of `now` a signed timestamp may be
-
-
-class SignatureError(ValueError):
-    """A request that is not authentic, with a short reason that names no secret and no signature
-    (it may be logged, and answered as the reason of a 4xx)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class UnreadableBody(SignatureError):

@@ -18,8 +18,6 @@ from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
-from dee.ingress.providers import InboundEvent, PayloadError
-from dee.ingress.signatures import SignatureError
 from dee.kernel.context import StepContext
 from dee.kernel.effects import DispatchRequest
 from dee.kernel.inputs import ChannelResult
@@ -33,6 +31,7 @@ from dee.kernel.steps import StepType
 from dee.kernel.tokens import make as link_token
 from dee.kernel.tokens import strip_signatures
 from dee.plan.spec import TemplateStore
+from dee.plugin.webhooks import InboundEvent, PayloadError, SignatureError
 
 __all__ = [
     "ChannelAdapter",

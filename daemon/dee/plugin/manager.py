@@ -16,9 +16,9 @@ from typing import Any
 import pluggy
 
 from dee.errors import ConfigError, PluginError
-from dee.ingress.providers import BUILT_IN_PROVIDERS
 from dee.plugin import hookspecs
 from dee.plugin.contracts import ChannelAdapter, PolicyGate, StepType, TemplateStore, WebhookReceiver
+from dee.plugin.webhooks import BUILT_IN_PROVIDERS
 
 ENTRY_POINT_GROUP = "dee"
 CHANNELS = ("email", "voice")  # the channels a deployment configures (`[channels.email]`, ...)
