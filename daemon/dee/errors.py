@@ -221,3 +221,13 @@ def rebuild_error(name: str, message: str, fields: dict[str, object]) -> DeeErro
 class ArchiveError(DeeError):
     """An audit archive could not be written, read back, verified or restored (an object that
     is missing, corrupt or not what was recorded). Nothing is dropped on its account."""
+
+
+class ScratchInUseError(DeeError):
+    """A scratch database (`dee bench`, the tests) that another process is using right now: making
+    it afresh would drop that process's database under it, so nothing is dropped."""
+
+    def __init__(self, database: str) -> None:
+        super().__init__(f"scratch database {database} is in use by another process (another dee bench?); "
+                         "wait for it or choose another server or database name")  # fmt: skip
+        self.database = database

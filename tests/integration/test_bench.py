@@ -4,6 +4,7 @@ is checked (speed targets are for the benchmark itself, run by hand: see the REA
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -37,3 +38,17 @@ def test_dee_bench_at_a_small_n_reports_a_correct_run() -> None:
     # stored audit bytes per transition, ids and checksums included: about 1,950 (whole contexts
     # in every step.entered made it about 2,700, and more the longer a run)
     assert 1_000 < figures["audit_bytes_per_transition"] < 2_300
+
+
+def test_the_daemons_run_on_the_benchs_own_settings() -> None:
+    """The policy gates disabled in the bench's environment only: replay, which runs on the bench's
+    settings, finds every run identical, so the daemons ran without the gates too."""
+    database = with_database(PG_DSN, f"dee_test_{uuid.uuid4().hex[:12]}")
+    done = subprocess.run(
+        [sys.executable, "-m", "dee", "bench", "--contacts", "60", "--daemons", "1", "--database", database,
+         "--redis", REDIS_URL, "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "DEE_PLUGINS_DISABLED": "dee_policy"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["correct"] is True and figures["replay_identical"] == 60

@@ -6,6 +6,7 @@ outcomes never depend on what an earlier run left behind.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,7 +14,9 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from dee.config import EngineConfig
-from dee.stores.postgres.admin import drop_database, recreate_database
+from dee.errors import ScratchInUseError
+from dee.stores.postgres.admin import database_name, drop_database, recreate_database, with_database
+from dee.stores.postgres.connect import connect
 from dee.stores.postgres.migrate import migrate
 
 
@@ -46,9 +49,26 @@ async def destroy_deployment(config: EngineConfig) -> None:
 
 @asynccontextmanager
 async def scratch_deployment(config: EngineConfig) -> AsyncIterator[EngineConfig]:
-    """A fresh deployment for the duration of a block, dropped afterwards even on failure."""
-    await create_deployment(config)
+    """A fresh deployment for the duration of a block, dropped afterwards even on failure.
+
+    The block holds a session advisory lock named after the database on the server's `postgres`
+    database: a second block for the same database (two `dee bench` on one server) refuses with
+    `ScratchInUseError` instead of dropping the first one's database in the middle of its run."""
+    name = database_name(config.database)
+    admin = await connect(with_database(config.database, "postgres"))
     try:
-        yield config
+        if not await admin.fetchval("SELECT pg_try_advisory_lock($1)", _lock_key(name)):
+            raise ScratchInUseError(name)
+        await create_deployment(config)
+        try:
+            yield config
+        finally:
+            await destroy_deployment(config)
     finally:
-        await destroy_deployment(config)
+        await admin.close()  # ends the session, and with it the lock
+
+
+def _lock_key(database: str) -> int:
+    """The advisory lock of a scratch database: 64 bits of a digest of its name."""
+    digest = hashlib.blake2b(f"dee scratch {database}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)

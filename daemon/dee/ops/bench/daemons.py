@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -41,15 +41,18 @@ def project_of(config: EngineConfig) -> Path:
 
 class DaemonProcess:
     """One `dee run` (or another long-running command: `dee ingress`) with its own instance
-    name, log file and metrics port; `env` adds settings of its own."""
+    name, log file and metrics port. The caller's environment goes along without its `DEE_*`
+    variables; `settings` are such variables it passes on (below what the process must have of
+    its own: servers, namespace, clock, instance, metrics port); `env` adds settings of its own."""
 
     def __init__(self, config: EngineConfig, instance: str, log_dir: Path, command: str = "run",
-                 env: dict[str, str] | None = None) -> None:  # fmt: skip
+                 env: dict[str, str] | None = None, settings: Mapping[str, str] | None = None) -> None:  # fmt: skip
         self.instance = instance
         self.command = command
         self.metrics_port = free_port()
         self.log_path = log_dir / f"{instance}.log"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("DEE_") and k not in ("DATABASE_URL", "REDIS_URL")}
+        self.env.update(settings or {})
         self.env.update({
             "DATABASE_URL": config.database, "REDIS_URL": config.redis, "DEE_NAMESPACE": config.namespace,
             "DEE_CONFIG_DIR": str(project_of(config).resolve()),
@@ -102,7 +105,10 @@ async def start_daemons(config: EngineConfig, count: int, log_dir: Path, timeout
     """Start `count` daemons and wait until the partitions are split as they will stay (the
     coordinators' own assignment): a workload started on the first split saw partitions
     change hands, and wait out the hand-over, in its first seconds."""
-    daemons = [DaemonProcess(config, f"bench-{k + 1}", log_dir) for k in range(count)]
+    # the bench's own settings go along (its `DEE_*` variables, `DEE_CONFIG`): the daemons run on
+    # the configuration the bench replays their runs with
+    settings = {k: v for k, v in os.environ.items() if k.startswith("DEE_")}
+    daemons = [DaemonProcess(config, f"bench-{k + 1}", log_dir, settings=settings) for k in range(count)]
     settled = assignment(config.scheduler.partitions, [d.instance for d in daemons])
     for daemon in daemons:
         daemon.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from typing import Any
 
@@ -57,6 +58,8 @@ def cmd_bench(args: argparse.Namespace, config: EngineConfig) -> int:
     from dee.ops.bench.run import run_bench
 
     gc_tuning.tune()
+    if getattr(args, "config", None):  # the daemons the bench starts read the same file (they inherit its environment)
+        os.environ["DEE_CONFIG"] = os.path.abspath(args.config)
     if args.database or args.redis:
         config = msgspec.structs.replace(config, database=args.database or config.database, redis=args.redis or config.redis)
     if args.suite == "ingress":
