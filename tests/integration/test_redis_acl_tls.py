@@ -59,7 +59,7 @@ DAEMON_COMMANDS = (
     "exists", "del",  # the manual clock's idle probe; the reply stream on close, send locks
     "get", "set", "hset", "hget", "hincrby",  # the adapters' send-once ledgers
     "incrby", "pexpire",  # the counters of deliverability limits and budgets (inside their script)
-    "evalsha", "script|load", "script|exists",  # the Lua scripts (the idle probe, the simulated ledger, admission)
+    "evalsha", "script|load",  # the Lua scripts (the idle probe, the simulated ledger, admission)
 )  # fmt: skip
 
 

@@ -24,6 +24,7 @@ from redis.typing import EncodableT, FieldT
 from dee.backends.client import Publisher
 from dee.bus import connect as redis_connect
 from dee.bus import messages as wire
+from dee.bus.scripts import PipelinedScript
 from dee.bus.streams import FIELD, Keys, StreamReply
 from dee.config import EngineConfig
 from dee.errors import ConfigError, EngineUnavailableError, RunNotFoundError
@@ -106,8 +107,8 @@ class DaemonBackend(Publisher):
         # blocking reads hold a connection each (one per partition worker, dispatch channel and the
         # reply reader); a bounded pool that waits for a free connection absorbs bursts of writes
         self.redis = redis_connect.client(self.config.redis, max_connections=2 * self.partitions + 48)
-        await redis_connect.ping(self.redis, self.config.redis)
-        self._stream_busy = self.redis.register_script(_STREAM_BUSY)
+        await redis_connect.ping(self.redis, self.config.redis, self.config.namespace)
+        self._stream_busy = PipelinedScript(self.redis, _STREAM_BUSY)
         async with self.pool.acquire() as conn:
             missing = await pending_migrations(conn)
             if missing:
@@ -136,7 +137,7 @@ class DaemonBackend(Publisher):
         if self.redis is not None:
             try:
                 await self.redis.delete(self.reply_stream)
-            except (aioredis.RedisError, OSError):
+            except redis_connect.ERRORS:
                 pass  # the stream expires with its namespace; nothing depends on it
             await self.redis.aclose()
         if self.pool is not None:
@@ -185,7 +186,7 @@ class DaemonBackend(Publisher):
         while not self._closing:
             try:
                 reply = cast(StreamReply, await self.redis.xread({self.reply_stream: last}, count=1000, block=250))
-            except (aioredis.RedisError, OSError) as exc:
+            except redis_connect.ERRORS as exc:
                 self.outages.failed(exc, "the client's reply reader")
                 await asyncio.sleep(0.2)
                 continue
@@ -464,10 +465,7 @@ class DaemonBackend(Publisher):
         # Redis (one script call per stream, one round trip): parsing XINFO replies in the
         # client cost a millisecond of CPU per poll
         streams = [self.keys.inbound(p) for p in range(self.partitions)] + [self.keys.dispatch(c) for c in CHANNELS]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for stream in streams:
-                await self._stream_busy(keys=[stream], client=pipe)
-            flags = await pipe.execute()
+        flags = await self._stream_busy.run_all([([stream], ()) for stream in streams])
         for index, flag in enumerate(flags):
             if flag:
                 stream = streams[index]

@@ -50,7 +50,8 @@ class Keys:
         return f"{self.ns}:reply:{client_id}"
 
     def simulated(self, channel: str, name: str) -> str:
-        return f"{self.ns}:sim:{channel}:{name}"
+        """A simulated channel's ledger hash (one hash tag per channel: its script writes three)."""
+        return f"{self.ns}:sim:{{{channel}}}:{name}"
 
     def limit(self, name: str) -> str:
         """A counter of `dee.limits` (one hash tag for all: one admission's keys share a slot)."""

@@ -15,6 +15,7 @@ from typing import Any, cast
 import msgspec
 
 from dee.bus import connect as redis_connect
+from dee.bus.scripts import PipelinedScript
 from dee.bus.streams import Keys
 from dee.plugin.contracts import DispatchResponse
 
@@ -46,14 +47,15 @@ class MemoryLedger:
 
 
 class RedisLedger:
-    """Hashes `<namespace>:sim:{channel}:answers|sends|requests`, keyed by idempotency key."""
+    """Hashes `<namespace>:sim:{<channel>}:answers|sends|requests` (one hash tag: the script
+    writes all three), keyed by idempotency key."""
 
     def __init__(self, url: str, channel: str, namespace: str = "dee") -> None:
         self.url = url
         self.keys = [Keys(namespace).simulated(channel, name) for name in ("answers", "sends", "requests")]
         # a bounded pool that waits for a free connection rather than failing a burst of sends
         self._redis = redis_connect.client(url, max_connections=16)
-        self._script = self._redis.register_script(_RECORD)
+        self._script = PipelinedScript(self._redis, _RECORD)
         self._waiting: list[tuple[str, bytes, asyncio.Future[bytes]]] = []
         self._flushes: set[asyncio.Future[None]] = set()
 
@@ -72,10 +74,7 @@ class RedisLedger:
     async def _flush(self) -> None:
         batch, self._waiting = self._waiting, []
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for key, answer, _ in batch:
-                    await self._script(keys=self.keys, args=[key, answer], client=pipe)
-                results = await pipe.execute()
+            results = await self._script.run_all([(self.keys, (key, answer)) for key, answer, _ in batch])
         except Exception as exc:  # every waiting send fails alike (the dispatcher retries them)
             for *_, future in batch:
                 if not future.done():
