@@ -1,5 +1,6 @@
 """Connecting to Redis: clients on a bounded pool, and a first ping whose failure is one
-`ServiceUnavailableError` naming the server (its password removed) and the reason."""
+`ServiceUnavailableError` naming the server (its password removed) and the reason. A cluster
+URL (`redis+cluster://`) gives a Redis Cluster client (`dee.bus.cluster`)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,16 @@ import ssl
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
 
+from dee.bus import cluster
 from dee.errors import ServiceUnavailableError
 from dee.redact import redact, redact_text
 
 SERVICE = "Redis"
 CONNECT_TIMEOUT_S = 10
 HEALTH_CHECK_S = 2
+# what a Redis client raises when Redis is away or refuses: a cluster client's own errors (no
+# reachable node, a slot no master serves) are not RedisErrors
+ERRORS: tuple[type[BaseException], ...] = (redis_errors.RedisError, redis_errors.RedisClusterException, OSError)
 
 
 def client(url: str, max_connections: int = 16, wait_s: float = 30) -> aioredis.Redis:
@@ -23,7 +28,11 @@ def client(url: str, max_connections: int = 16, wait_s: float = 30) -> aioredis.
     burst of commands. A connection idle for `HEALTH_CHECK_S` is checked (PING) before it is
     used again, so one that went stale in the pool (Redis restarted, a proxy dropped it) is
     replaced instead of failing a command. Commands are not retried by the client: a lost
-    XREADGROUP reply must be read again from the pending list, which the callers do."""
+    XREADGROUP reply must be read again from the pending list, which the callers do.
+
+    A cluster URL gives a RedisCluster (`dee.bus.cluster.cluster_client`)."""
+    if cluster.is_cluster(url):
+        return cluster.cluster_client(url, max_connections, CONNECT_TIMEOUT_S, HEALTH_CHECK_S)
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=max_connections, timeout=wait_s, socket_connect_timeout=CONNECT_TIMEOUT_S,
         health_check_interval=HEALTH_CHECK_S,
@@ -47,9 +56,18 @@ def unavailable(url: str, exc: BaseException) -> ServiceUnavailableError:
     return ServiceUnavailableError(SERVICE, redact(url), reason)
 
 
-async def ping(redis: aioredis.Redis, url: str) -> None:
+async def ping(redis: aioredis.Redis, url: str, namespace: str = "dee") -> None:
+    """Reach the server (for a cluster: learn its nodes and slots), and refuse a plain URL
+    whose server is a cluster node, or a cluster URL whose server is not one."""
     try:
         await redis.ping()
+        if not cluster.is_cluster(url):
+            await cluster.refuse_cluster_node(redis, url, namespace)
+    except redis_errors.RedisClusterException as exc:  # not a RedisError: the cluster client's own
+        refused = cluster.refused_kind(url, exc)
+        if refused is not None:
+            raise refused from None
+        raise unavailable(url, exc) from exc
     except (redis_errors.RedisError, OSError) as exc:
         raise unavailable(url, exc) from exc
 

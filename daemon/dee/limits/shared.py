@@ -47,9 +47,13 @@ class RedisLimiter(Limiter):
         self.keys = keys
         self._admit = redis.register_script(_ADMIT)
 
+    def admission_keys(self, mark: str, charges: Sequence[Charge]) -> list[str]:
+        """The script's KEYS: the mark, then the counters (all in one slot, see `Keys.limit`)."""
+        return [self.keys.limit(mark), *(self.keys.limit(c.key) for c in charges)]
+
     async def take(self, mark: str, charges: Sequence[Charge], now_ms: int) -> list[int]:
         args: list[EncodableT] = [MARK_TTL_MS]
         for charge in charges:
             args += [charge.amount, charge.limit, ttl_ms(charge, now_ms) or 0]
-        keys = [self.keys.limit(mark), *(self.keys.limit(c.key) for c in charges)]
+        keys = self.admission_keys(mark, charges)
         return [int(i) for i in cast(list[int], await self._admit(keys=keys, args=args))]

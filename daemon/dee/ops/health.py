@@ -27,14 +27,7 @@ async def check(config: EngineConfig) -> dict[str, Check]:
         report["plugins"] = Check(True, ", ".join(p.name for p in plugins.plugins))
     except DeeError as exc:
         report["plugins"] = Check(False, str(exc))
-    client = redis_connect.client(config.redis, max_connections=2)
-    try:
-        await redis_connect.ping(client, config.redis)
-        report["redis"] = Check(True, redact(config.redis))
-    except DeeError as exc:
-        report["redis"] = Check(False, str(exc))
-    finally:
-        await client.aclose()
+    report["redis"] = await redis_check(config)
     try:
         conn = await postgres.connect(config.database)
     except DeeError as exc:
@@ -61,3 +54,18 @@ async def check(config: EngineConfig) -> dict[str, Check]:
     finally:
         await conn.close()
     return report
+
+
+async def redis_check(config: EngineConfig) -> Check:
+    """Redis answers at the configured URL, the kind of server (cluster or not) it names."""
+    try:
+        client = redis_connect.client(config.redis, max_connections=2)
+    except DeeError as exc:  # a cluster URL that cannot work (a database number)
+        return Check(False, str(exc))
+    try:
+        await redis_connect.ping(client, config.redis, config.namespace)
+        return Check(True, redact(config.redis))
+    except DeeError as exc:
+        return Check(False, str(exc))
+    finally:
+        await client.aclose()

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
-import redis.asyncio as aioredis
 
+from dee.bus import connect as redis_connect
 from dee.config import EngineConfig
 from dee.errors import ScratchInUseError
 from dee.stores.postgres.admin import database_name, drop_database, recreate_database, with_database
@@ -21,8 +21,9 @@ from dee.stores.postgres.migrate import migrate
 
 
 async def clear_namespace(url: str, namespace: str) -> None:
-    """Delete every Redis key of a namespace."""
-    client = aioredis.from_url(url)
+    """Delete every Redis key of a namespace (on a cluster: SCAN asks every master, and the
+    DEL of a batch is split by slot)."""
+    client = redis_connect.client(url, max_connections=4)
     try:
         batch = [key async for key in client.scan_iter(match=f"{namespace}:*", count=1000)]
         for start in range(0, len(batch), 1000):

@@ -22,12 +22,14 @@ from dee.redact import redact_text
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
     redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.BusyLoadingError,
+    # a Redis Cluster between states: a failover under way, a slot moving, no node reachable yet
+    redis_errors.ClusterDownError, redis_errors.TryAgainError, redis_errors.RedisClusterException,
 )  # fmt: skip
 
 
 def service_of(exc: BaseException) -> str:
     """Which service an error came from: by its type, else by the library that raised it."""
-    if isinstance(exc, redis_errors.RedisError):
+    if isinstance(exc, redis_errors.RedisError | redis_errors.RedisClusterException):
         return "Redis"
     if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
         return "PostgreSQL"

@@ -15,8 +15,8 @@ import urllib.request
 from pathlib import Path
 
 import asyncpg
-import redis.asyncio as aioredis
 
+from dee.bus import connect as redis_connect
 from dee.bus import messages as wire
 from dee.bus.streams import FIELD, Keys
 from dee.config import EngineConfig
@@ -61,7 +61,7 @@ async def idle_tick_ms(config: EngineConfig, daemon: DaemonProcess) -> float:
     its own and not its share of 16 woken together); the daemon's histogram is read before and
     after only, since scraping it runs on the daemon's event loop too."""
     keys = Keys(config.namespace)
-    redis = aioredis.from_url(config.redis)
+    redis = redis_connect.client(config.redis, max_connections=2)
     db = await asyncpg.connect(config.database)
     wake = {FIELD: wire.encode(wire.Wake(command_id="wake"))}
     try:
