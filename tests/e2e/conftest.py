@@ -24,6 +24,8 @@ import asyncpg
 import pytest
 
 from dee import Engine
+from dee.bus import connect as redis_connect
+from dee.bus.streams import Keys
 from dee.config import EngineConfig
 from dee.ops.scratch import scratch_deployment
 from tests.integration.conftest import deployment_config
@@ -169,6 +171,20 @@ async def lease_table(database: str) -> list[asyncpg.Record]:
 async def owners(database: str) -> dict[int, str | None]:
     """partition -> owner holding an unexpired lease (None when free or expired)."""
     return {r["partition"]: (r["owner"] if r["live"] else None) for r in await lease_table(database)}
+
+
+async def simulated_sends(config: EngineConfig) -> dict[str, int]:
+    """Idempotency key -> how often the simulated email and voice adapters sent it (their
+    ledgers), through a client of the deployment's Redis (a single server or a cluster)."""
+    redis = redis_connect.client(config.redis, max_connections=4)
+    try:
+        sent: dict[str, int] = {}
+        for channel in ("email", "voice"):
+            raw = await redis.hgetall(Keys(config.namespace).simulated(channel, "sends"))
+            sent.update({k.decode().split("#")[0]: int(v) for k, v in raw.items()})
+        return sent
+    finally:
+        await redis.aclose()
 
 
 async def has_work(db: asyncpg.Pool | asyncpg.Connection) -> bool:

@@ -11,10 +11,8 @@ import time
 from collections import defaultdict
 
 import asyncpg
-import redis.asyncio as aioredis
 
 from dee import EngineConfig, load_plan
-from dee.bus.streams import Keys
 from dee.ops import consents
 from dee.routing import partition_for
 from dee.scheduler.coordinator import assignment
@@ -25,6 +23,7 @@ from tests.e2e.conftest import (
     engine_client,
     lease_table,
     owners,
+    simulated_sends,
     wait_for,
     when_busy,
 )  # fmt: skip
@@ -137,14 +136,7 @@ async def test_two_daemons_split_the_partitions_and_one_takes_over_when_the_othe
                     keys_of[(run_id, e.step_id)].add(e.output["idempotencyKey"])
         assert all(len(k) == 1 for k in keys_of.values())
         assert len(keys_of) == 4 * len(everything)  # initial, cold follow-up, call, breakup
-        redis = aioredis.from_url(config.redis)
-        try:
-            sent: dict[str, int] = {}
-            for channel in ("email", "voice"):
-                raw = await redis.hgetall(Keys(config.namespace).simulated(channel, "sends"))
-                sent.update({k.decode().split("#")[0]: int(v) for k, v in raw.items()})
-        finally:
-            await redis.aclose()
+        sent = await simulated_sends(config)
         assert set(sent) == set().union(*keys_of.values()) and set(sent.values()) == {1}
 
     # the last daemon: nobody can take its partitions, so what the table shows is its own release
