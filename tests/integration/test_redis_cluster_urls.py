@@ -3,23 +3,31 @@
 node of a real Redis Cluster (tests.peers.redis_cluster) is told to use `redis+cluster://`, a
 `redis+cluster://` URL that points at the single shared Redis is told to use `redis://`, and a
 cluster URL with a database number is refused before anything is sent. With the right scheme
-`dee health` reaches the cluster."""
+`dee health` reaches the cluster; and over TLS, as the ACL users docs/securing-redis.md sets up
+(with what it adds for a cluster), a daemon and a publisher run a workload through every code
+path that talks to Redis with nothing refused on any node."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
+from dee import Engine
 from dee.config import EngineConfig
 from dee.ops.cli import main
-from tests.integration.conftest import REDIS_URL
+from dee.ops.scratch import scratch_deployment
+from tests.integration.conftest import REDIS_URL, deployment_config
+from tests.integration.test_redis_acl_tls import DAEMON, DOC, EXPECTED, PUBLISHER, RULES, acl_file_line, new_users, workload
 from tests.peers.redis_cluster import RedisCluster, redis_cluster
 
 USAGE = 2
+CLUSTER_RULES = "+cluster|slots +command"  # what a user needs besides on a cluster (docs/securing-redis.md)
 
 
 @pytest.fixture
@@ -69,7 +77,31 @@ async def test_a_cluster_url_with_a_database_number_and_a_cluster_that_answers(
     assert code == USAGE and err.count("\n") == 1, err
     assert err.endswith(": a Redis Cluster has only database 0; drop /3 from the URL\n") and cluster.password not in err, err
     # the right scheme: `dee health` reaches Redis (the partitions are nobody's: no daemon runs)
-    code, out, err = await dee(monkeypatch, capsys, deployment, cluster.url(), "health")
+    _, out, err = await dee(monkeypatch, capsys, deployment, cluster.url(), "health")
     masked = re.escape(f"redis+cluster://:***@127.0.0.1:{cluster.nodes[0].port}")
     assert re.search(rf"^ok +redis +{masked}$", out, re.M), out + err
     assert cluster.password not in out + err
+
+
+async def test_over_tls_as_the_documented_acl_users(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    assert f"`{CLUSTER_RULES}`" in DOC.read_text()
+    config = deployment_config(f"dee_test_{uuid.uuid4().hex[:12]}")
+    users = new_users()
+    acl = [f"{acl_file_line(user, users[user], config.namespace)} {CLUSTER_RULES}" for user in RULES]
+    with redis_cluster(tmp_path / "cluster", tls=True, acl=acl) as cluster:
+        async with scratch_deployment(msgspec.structs.replace(config, redis=cluster.url())) as admin_config:
+            daemon, publisher = ({user: msgspec.structs.replace(admin_config, redis=cluster.url(user=user, password=users[user]))
+                                  for user in (DAEMON, PUBLISHER)}.values())  # fmt: skip
+            assert publisher.redis.startswith(f"rediss+cluster://{PUBLISHER}:") and "?ssl_ca_certs=" in publisher.redis
+            async with Engine(daemon, scheduler=True) as engine, Engine(publisher) as client:
+                seen = await workload(engine, client, "gone@fail.test")
+            assert seen == {**EXPECTED, "gone": ("failed", None)}, seen
+            for node in cluster.nodes:
+                with cluster.node_client(node) as admin:
+                    refused = [e for e in admin.execute_command("ACL LOG", 256) if e["username"] in RULES]
+                    assert refused == [], (node.port, refused)
+            _, out, err = await dee(monkeypatch, capsys, admin_config, publisher.redis, "health")  # the partitions are nobody's: exit 1
+            masked = re.escape(f"rediss+cluster://{PUBLISHER}:***@127.0.0.1:{cluster.nodes[0].port}?ssl_ca_certs=")
+            assert re.search(rf"^ok +redis +{masked}\S+$", out, re.M), out + err
+            assert users[PUBLISHER] not in out + err

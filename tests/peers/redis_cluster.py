@@ -3,7 +3,9 @@ processes on free ports of 127.0.0.1, each with its data dir under a test's tmp 
 slots split evenly between them (CLUSTER ADDSLOTSRANGE), introduced to each other (CLUSTER
 MEET), and ready once every node reports `cluster_state:ok` and knows all three. Every node's
 `default` user has the same random password (as a cluster of one operator has), so nothing
-reaches it unauthenticated and the URL's password is carried to every node."""
+reaches it unauthenticated and the URL's password is carried to every node. With `tls` every
+node speaks TLS only, to clients and on the cluster bus (the certificates of
+tests.peers.redis_server); `acl` adds the same ACL users to every node."""
 
 from __future__ import annotations
 
@@ -11,13 +13,15 @@ import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
 
+from tests.peers.redis_server import Pki, pki
 from tests.peers.smtp import free_port
 
 SLOTS = 16_384
@@ -39,26 +43,43 @@ class ClusterNode:
 class RedisCluster:
     nodes: list[ClusterNode]
     password: str
+    pki: Pki | None  # None: plaintext
 
-    def url(self, scheme: str = "redis+cluster") -> str:
-        """`redis+cluster://:password@127.0.0.1:<first node>` (another scheme names the same node)."""
-        return f"{scheme}://:{self.password}@127.0.0.1:{self.nodes[0].port}"
+    def url(self, scheme: str = "redis+cluster", user: str = "", password: str | None = None) -> str:
+        """`redis+cluster://:password@127.0.0.1:<first node>` (another scheme names the same node;
+        the `default` user's password unless a user is given); over TLS `rediss+cluster://` with
+        the CA in the query."""
+        secret = self.password if password is None and not user else password or ""
+        base = f"{quote(user, safe='')}:{quote(secret, safe='')}@127.0.0.1:{self.nodes[0].port}"
+        if self.pki is None:
+            return f"{scheme}://{base}"
+        return f"{scheme.replace('redis+', 'rediss+', 1)}://{base}?ssl_ca_certs={quote(str(self.pki.ca))}"
 
     def node_client(self, node: ClusterNode) -> redis.Redis:
-        """A plain client of one master: to count what it holds."""
-        return redis.Redis(host="127.0.0.1", port=node.port, password=self.password)
+        """A plain client of one master, as its `default` user: to count what it holds."""
+        if self.pki is None:
+            return redis.Redis(host="127.0.0.1", port=node.port, password=self.password)
+        return redis.Redis(host="127.0.0.1", port=node.port, password=self.password, ssl=True, ssl_ca_certs=str(self.pki.ca))
 
 
-def _node(folder: Path, binary: str, password: str) -> ClusterNode:
+def _node(folder: Path, binary: str, password: str, files: Pki | None, acl: Sequence[str]) -> ClusterNode:
     folder.mkdir(parents=True, exist_ok=True)
     port, bus_port = free_port(), free_port()
-    log = folder / "redis.log"
-    conf = folder / "redis.conf"
+    log, users, conf = folder / "redis.log", folder / "users.acl", folder / "redis.conf"
+    users.write_text("\n".join([f"user default on >{password} ~* &* +@all", *acl]) + "\n")
+    listen = [f"port {port}"]
+    if files is not None:
+        listen = [
+            "port 0", f"tls-port {port}", "tls-cluster yes", f"tls-cert-file {files.cert}", f"tls-key-file {files.key}",
+            f"tls-ca-cert-file {files.ca}", "tls-auth-clients no",
+            # the cluster bus always asks the connecting node for a client certificate
+            f"tls-client-cert-file {files.client_cert}", f"tls-client-key-file {files.client_key}",
+        ]  # fmt: skip
     conf.write_text("\n".join([
-        f"port {port}", "bind 127.0.0.1", f"dir {folder}", f"logfile {log}", 'save ""', "appendonly no",
+        *listen, "bind 127.0.0.1", f"dir {folder}", f"logfile {log}", 'save ""', "appendonly no", f"aclfile {users}",
         # the cluster bus on a port of its own (by default the port + 10,000, which a free port may not allow)
         "cluster-enabled yes", f"cluster-port {bus_port}", f"cluster-config-file {folder / 'nodes.conf'}", "cluster-node-timeout 5000",
-        f"requirepass {password}", f"masterauth {password}",
+        f"masterauth {password}",
     ]) + "\n")  # fmt: skip
     process = subprocess.Popen([binary, str(conf)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return ClusterNode(port, bus_port, process, log)
@@ -89,19 +110,22 @@ def _wait(check: object, what: str, nodes: list[ClusterNode]) -> None:
 
 
 @contextmanager
-def redis_cluster(folder: Path, masters: int = 3) -> Iterator[RedisCluster]:
-    """A Redis Cluster of `masters` masters (no replicas) until the block ends."""
+def redis_cluster(folder: Path, masters: int = 3, *, tls: bool = False, acl: Sequence[str] = ()) -> Iterator[RedisCluster]:
+    """A Redis Cluster of `masters` masters (no replicas) until the block ends; TLS only with
+    `tls`; `acl`: lines of every node's ACL file (`user NAME RULES...`)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed (these tests start a cluster of their own)")
     password = secrets.token_hex(16)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = pki(folder) if tls else None
     with ExitStack() as stack:
         nodes: list[ClusterNode] = []
         for index in range(masters):
-            node = _node(folder / f"node-{index}", binary, password)
+            node = _node(folder / f"node-{index}", binary, password, files, acl)
             stack.callback(_stop, node)
             nodes.append(node)
-        cluster = RedisCluster(nodes, password)
+        cluster = RedisCluster(nodes, password, files)
         clients = [stack.enter_context(cluster.node_client(node)) for node in nodes]
         _wait(lambda: all(c.ping() for c in clients), "every node answers", nodes)
         share = SLOTS // masters
