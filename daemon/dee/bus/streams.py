@@ -1,10 +1,14 @@
 """Redis Streams with consumer groups: reading (own pending first), acking, dead letters, trim.
 
 Each partition has one inbound stream `dee:{p}:in` read by the group `dee`; dispatch streams
-`dee:dispatch:{channel}` (`dee` being the deployment's namespace) are read by the group `dispatchers` from any number of processes. An
-entry is acknowledged only after what it caused is committed in Postgres, so a crash re-reads
-it (the commandId makes that harmless). A malformed entry is copied with its reason to the
-stream's dead-letter twin and acknowledged: it never blocks the entries behind it.
+`dee:dispatch:CHANNEL` (`dee` being the deployment's namespace) are read by the group
+`dispatchers` from any number of processes. An entry is acknowledged only after what it caused
+is committed in Postgres, so a crash re-reads it (the commandId makes that harmless). A
+malformed entry is copied with its reason to the stream's dead-letter twin and acknowledged: it
+never blocks the entries behind it.
+
+On a Redis Cluster the braces are hash tags: keys one command (a script) uses together carry
+the same tag, so they share a slot (tests/unit/test_key_slots.py checks every such call).
 """
 
 from __future__ import annotations
