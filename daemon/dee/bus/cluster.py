@@ -17,6 +17,8 @@ import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import parse_url
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from dee.bus.streams import Keys
 from dee.errors import ConfigError
@@ -60,6 +62,9 @@ def cluster_client(url: str, max_connections: int, connect_timeout_s: float, hea
     `max_connections` bounds each node's pool (a node serves a share of the keys, so the bound
     of one server is ample for it); unlike a single server's pool it does not wait for a free
     connection, a command past the bound fails (and is retried like any Redis hiccup).
+    Commands are not retried by the client, as on a single server (`connect.client`): a lost
+    XREADGROUP reply must be read again from the pending list, which the callers do; MOVED
+    and ASK redirections are still followed.
 
     Typed as `aioredis.Redis`: the daemon's modules speak to either through the same commands
     (streams, strings, hashes, scripts, non-transactional pipelines, SCAN), which RedisCluster
@@ -77,7 +82,7 @@ def cluster_client(url: str, max_connections: int, connect_timeout_s: float, hea
         raise ConfigError(f"redis = {redact(url)}: a Redis Cluster URL names one node by host and port")
     cluster = _Cluster.from_url(
         node_url, max_connections=max_connections, socket_connect_timeout=connect_timeout_s,
-        health_check_interval=health_check_s,
+        health_check_interval=health_check_s, retry=Retry(NoBackoff(), 0),
     )  # fmt: skip
     return cast(aioredis.Redis, cluster)
 
