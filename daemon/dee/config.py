@@ -141,7 +141,11 @@ class AuditConfig(_Section, frozen=True):
     partitions it); a partition past `retention_days` whose runs all ended is written to
     `archive_to` (`s3://bucket/prefix`), read back and verified, then dropped. Unset
     `retention_days`: nothing is ever dropped. The S3 settings left unset come from the
-    standard AWS variables and files (`AWS_ACCESS_KEY_ID`, `AWS_REGION`, a profile, ...)."""
+    standard AWS variables and files (`AWS_ACCESS_KEY_ID`, `AWS_REGION`, a profile, ...).
+
+    Signed checkpoints (`dee audit checkpoint`): `signing_key_file` is an Ed25519 private key
+    (PEM or 32 raw bytes) that signs them; `checkpoint_interval_s` > 0 has the daemons take one
+    that often (one daemon at a time), 0 leaves it to the command."""
 
     retention_days: int | None = None
     archive_to: str | None = None
@@ -150,8 +154,14 @@ class AuditConfig(_Section, frozen=True):
     s3_region: str | None = None
     s3_access_key_id: str | None = None
     s3_secret_access_key: str | None = None
+    signing_key_file: str | None = None
+    checkpoint_interval_s: int = 0
 
     def __post_init__(self) -> None:
+        if self.checkpoint_interval_s < 0:
+            raise ValueError("audit.checkpoint_interval_s: 0 (off) or more seconds")
+        if self.checkpoint_interval_s and self.signing_key_file is None:
+            raise ValueError("audit.checkpoint_interval_s needs audit.signing_key_file (the key that signs the checkpoints)")
         if self.retention_days is not None and self.retention_days < 1:
             raise ValueError("audit.retention_days: at least 1 (unset keeps the audit log in full)")
         if self.partition_days < 1:

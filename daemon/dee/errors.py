@@ -231,3 +231,8 @@ class ScratchInUseError(DeeError):
         super().__init__(f"scratch database {database} is in use by another process (another dee bench?); "
                          "wait for it or choose another server or database name")  # fmt: skip
         self.database = database
+
+
+class CheckpointError(DeeError):
+    """A signed audit checkpoint that does not open (malformed, or no valid signature by the
+    expected key), or a signing or verifier key that cannot be read. Never holds key material."""

@@ -34,8 +34,9 @@ ALLOWED: dict[str, set[str]] = {
     "engine": BASE | {"config", "kernel", "plan", "plugin", "backends", "records", "reports", "project", "shell"},
     "ingress": BASE | {"config", "kernel", "plan", "plugin", "bus", "metrics", "records", "engine", "shell"},
     "archive": BASE | {"config", "kernel", "stores"},
+    "checkpoint": BASE | {"config", "kernel", "stores"},
     "ops": BASE | {"config", "kernel", "plan", "plugin", "bus", "stores", "scheduler", "metrics", "records", "reports",
-                   "project", "backends", "engine", "shell", "ingress", "archive"},
+                   "project", "backends", "engine", "shell", "ingress", "archive", "checkpoint"},
     "__init__": BASE | {"config", "engine", "kernel", "plan", "project", "records"},
     "__main__": {"ops"},
 }  # fmt: skip

@@ -15,6 +15,7 @@ import signal
 import uvloop
 
 from dee.backends.daemon import DaemonBackend
+from dee.checkpoint.periodic import checkpoint_loop
 from dee.config import EngineConfig
 from dee.engine import Engine
 from dee.ingress.app import serve_ingress
@@ -36,6 +37,7 @@ async def serve_until_signalled(config: EngineConfig, *, scheduler: bool = True,
         backend = engine._backend
         assert isinstance(backend, DaemonBackend), "a daemon serves a PostgreSQL deployment (the commands refuse memory://)"
         servers: list[Served] = []
+        checkpoints = asyncio.create_task(checkpoint_loop(config)) if scheduler and config.audit.checkpoint_interval_s else None
         try:
             if config.metrics.enabled:
                 servers.append(await serve(config.metrics.host, config.metrics.port, backend.metrics, backend.ready))
@@ -47,6 +49,8 @@ async def serve_until_signalled(config: EngineConfig, *, scheduler: bool = True,
             await stop.wait()
             log.info("draining")
         finally:
+            if checkpoints is not None:
+                checkpoints.cancel()
             for server in reversed(servers):
                 await server.close()
     log.info("stopped")

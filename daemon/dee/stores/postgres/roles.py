@@ -16,7 +16,7 @@ from dee.errors import ConfigError
 
 # tables the daemons read but never write; the audit log's partitions are reached only through it
 READ_ONLY = ("dee_migrations", "audit_archives", "audit_restored")
-APPEND_ONLY = ("audit_log",)
+APPEND_ONLY = ("audit_log", "audit_checkpoint_leaves", "audit_checkpoints")
 
 
 def quoted(role: str) -> str:

@@ -1,0 +1,76 @@
+"""Checkpoints in PostgreSQL: the leaf log (`audit_checkpoint_leaves`) and the signed notes
+(`audit_checkpoints`), both append-only.
+
+Taking a checkpoint is one transaction under an advisory lock (one checkpoint at a time across
+daemons and commands): the runs whose row changed since their last leaf get a new leaf, in run
+id order, and the tree over the whole log is signed. Nothing changed: the last note stands.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+import msgspec
+
+from dee.checkpoint import merkle
+from dee.checkpoint.leaves import Leaf, leaf_hashes
+from dee.checkpoint.note import Checkpoint, Signer, sign_note
+
+LOCK_KEY = 0x0DEE_0C4B
+LEAF_COLUMNS = "run_id, seq, head, status, outcome, current_step"
+
+
+class Stored(msgspec.Struct, frozen=True):
+    size: int
+    root: str  # hex
+    note: str
+    created_at: str
+
+
+async def origin(conn: asyncpg.Connection) -> str:
+    """The checkpoints' origin line, which also names the signing key: unique per deployment."""
+    return f"dee.audit/{await conn.fetchval('SELECT deployment_id FROM dee_meta')}"
+
+
+async def load_leaves(conn: asyncpg.Connection, size: int | None = None) -> list[Leaf]:
+    found = await conn.fetch(f"SELECT idx, {LEAF_COLUMNS} FROM audit_checkpoint_leaves "
+                             "WHERE $1::bigint IS NULL OR idx < $1 ORDER BY idx", size)  # fmt: skip
+    return [Leaf(*list(r.values())[1:]) for r in found]
+
+
+async def stored_checkpoints(conn: asyncpg.Connection) -> list[Stored]:
+    found = await conn.fetch("SELECT size, root, note, created_at FROM audit_checkpoints ORDER BY size")
+    return [Stored(r["size"], r["root"], r["note"], r["created_at"].isoformat(timespec="seconds")) for r in found]
+
+
+async def latest(conn: asyncpg.Connection) -> Stored | None:
+    found = await stored_checkpoints(conn)
+    return found[-1] if found else None
+
+
+async def take_checkpoint(conn: asyncpg.Connection, signer: Signer, wait: bool = True) -> Stored | None:
+    """Append the changed heads and sign the tree; None when `wait` is false and another
+    checkpoint is being taken."""
+    async with conn.transaction():
+        if wait:
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)
+        elif not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", LOCK_KEY):
+            return None
+        base = await conn.fetchval("SELECT coalesce(max(idx) + 1, 0) FROM audit_checkpoint_leaves")
+        await conn.execute(
+            f"INSERT INTO audit_checkpoint_leaves (idx, {LEAF_COLUMNS}) "
+            f"SELECT $1 + row_number() OVER (ORDER BY r.run_id) - 1, r.run_id, r.seq, r.head, r.status, r.outcome, r.current_step "
+            "FROM runs r LEFT JOIN LATERAL (SELECT seq, head, status, outcome, current_step FROM audit_checkpoint_leaves l "
+            "WHERE l.run_id = r.run_id ORDER BY l.idx DESC LIMIT 1) l ON true "
+            "WHERE l.seq IS NULL OR (l.seq, l.head, l.status, l.outcome, l.current_step) "
+            "IS DISTINCT FROM (r.seq, r.head, r.status, r.outcome, r.current_step)",
+            base,
+        )  # fmt: skip
+        last = await latest(conn)
+        leaves = await load_leaves(conn)
+        if last is not None and last.size == len(leaves):
+            return last
+        tree = merkle.root(leaf_hashes(leaves))
+        note = sign_note(Checkpoint(await origin(conn), len(leaves), tree).text(), signer)
+        row = await conn.fetchrow("INSERT INTO audit_checkpoints (size, root, note) VALUES ($1, $2, $3) RETURNING created_at",
+                                  len(leaves), tree.hex(), note)  # fmt: skip
+        return Stored(len(leaves), tree.hex(), note, row["created_at"].isoformat(timespec="seconds"))
