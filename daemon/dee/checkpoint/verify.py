@@ -17,8 +17,8 @@ checkpoint taken before.
 from __future__ import annotations
 
 from collections import defaultdict
-from itertools import pairwise
 from collections.abc import Sequence
+from itertools import pairwise
 
 import asyncpg
 import msgspec
