@@ -100,6 +100,7 @@ def test_the_secret_keys_land_on_their_configuration_fields(release: Releases, t
     assert ingress.postmark_password == SECRET_VALUES["postmarkPassword"]
     assert ingress.standard_webhooks_secret == SECRET_VALUES["standardWebhooksSecret"]
     assert ingress.inbound_mail_secret == SECRET_VALUES["inboundMailSecret"]
+    assert config.audit.signing_key_file == "/var/run/secrets/dee/audit/signing-key"  # where the daemons mount it
 
 
 def test_the_rendered_dee_toml_is_the_configuration_given(release: Releases, tmp_path: Path) -> None:
@@ -120,6 +121,7 @@ def test_the_rendered_dee_toml_is_the_configuration_given(release: Releases, tmp
     assert policy.for_plan("sales-outreach-v2").calling_days == ("mon", "tue", "wed")
     defaults = loaded_config(release("defaults"), tmp_path, {"databaseUrl": "postgresql://db/dee", "redisUrl": "redis://cache/0"})
     assert defaults.config_dir == "/app"  # the image's starter project
+    assert defaults.audit.signing_key_file is None  # no key in the chart's Secret: no checkpoints
 
 
 def test_the_project_configmap_is_a_dee_project(release: Releases, tmp_path: Path) -> None:

@@ -301,3 +301,13 @@ def test_the_configuration_reference_documents_every_key_and_its_variable() -> N
         variable = variables.get(path, f"DEE_{'_'.join(path).upper()}")
         assert f"`{path[-1]}`" in reference, f"docs/configuration.md lacks the key {'.'.join(path)}"
         assert f"`{variable}`" in reference, f"docs/configuration.md lacks {variable}"
+
+
+def test_periodic_checkpoints_need_a_signing_key() -> None:
+    from dee.config import AuditConfig
+
+    with pytest.raises(ValueError, match=r"checkpoint_interval_s needs audit\.signing_key_file"):
+        AuditConfig(checkpoint_interval_s=60)
+    with pytest.raises(ValueError, match="checkpoint_interval_s"):
+        AuditConfig(checkpoint_interval_s=-1, signing_key_file="/k")
+    assert AuditConfig(checkpoint_interval_s=60, signing_key_file="/k").checkpoint_interval_s == 60

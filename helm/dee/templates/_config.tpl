@@ -1,6 +1,6 @@
 {{/*
 dee.toml: the `config` values with what the chart decides (where the project is, the metrics
-and ingress listeners). Written by a small TOML writer of our own rather than toToml: Helm reads
+and ingress listeners, the mounted audit signing key). Written by a small TOML writer of our own rather than toToml: Helm reads
 every number of the values as a float, which toToml writes as one (`partitions = 16.0`,
 `max_mail_bytes = 1.048576e+07`), a misleading dee.toml for whoever reads the ConfigMap.
 */}}
@@ -10,6 +10,10 @@ every number of the values as a float, which toToml writes as one (`partitions =
   "config_dir" $project
   "metrics" (dict "enabled" true "host" "0.0.0.0" "port" .Values.metrics.port)
   "ingress" (dict "host" "0.0.0.0" "port" .Values.ingress.port) }}
+{{- if .Values.secrets.auditSigningKey }}
+{{- /* the chart's Secret holds the checkpoint signing key: point the daemons at its mount */}}
+{{- $_ := set $managed "audit" (dict "signing_key_file" "/var/run/secrets/dee/audit/signing-key") }}
+{{- end }}
 {{- $config := mustMergeOverwrite (deepCopy .Values.config) $managed }}
 {{- include "dee.toml.table" (dict "table" $config "path" list) }}
 {{- end }}
