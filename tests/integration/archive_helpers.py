@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, redirect_stderr, redirect_stdout
+from io import StringIO
 from typing import Any
 
 import asyncpg
@@ -17,6 +18,7 @@ from aiohttp import ClientSession, web
 
 from dee import Duration, Engine, EngineConfig, create_plan, steps, transitions
 from dee.config import AuditConfig
+from dee.ops.cli import main
 from dee.plan.model import Plan
 
 DAY = 86_400  # ticks: the test deployments tick once a second
@@ -47,6 +49,18 @@ def environment(config: EngineConfig) -> dict[str, str]:
         "DEE_AUDIT_S3_ACCESS_KEY_ID": audit.s3_access_key_id or "", "DEE_AUDIT_S3_SECRET_ACCESS_KEY": audit.s3_secret_access_key or "",
     }  # fmt: skip
     return {k: v for k, v in env.items() if v}
+
+
+async def dee(*argv: str) -> tuple[int, str]:
+    """The CLI in a thread (its own event loop), with the environment as set; exit code and output."""
+    out = StringIO()
+
+    def call() -> int:
+        with redirect_stdout(out), redirect_stderr(out):
+            return main(list(argv))
+
+    code = await asyncio.to_thread(call)
+    return code, out.getvalue()
 
 
 async def new_bucket(endpoint: str) -> str:

@@ -4,11 +4,9 @@ in a thread, and tampering as the database superuser with the append-only trigge
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, redirect_stderr, redirect_stdout
-from io import StringIO
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -21,9 +19,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from dee import Duration, Engine, EngineConfig, create_plan, steps, transitions
 from dee.config import AuditConfig
 from dee.kernel.audit import AuditRow, row_checksum
-from dee.ops.cli import main
 from dee.stores.postgres.rows import AUDIT_COLUMNS, decode_state, encode_state
-from tests.integration.archive_helpers import DAY, contact
+from tests.integration.archive_helpers import DAY, contact, dee
 
 PLAN = create_plan(id="tamper", name="Tamper test", steps=[
     steps.send_email(id="hello", template_id="tmpl_welcome", subject="Hi {{ contact.attributes.first_name }}"),
@@ -54,18 +51,6 @@ def cli_environment(config: EngineConfig, monkeypatch: pytest.MonkeyPatch) -> No
            "DEE_AUDIT_SIGNING_KEY_FILE": config.audit.signing_key_file or ""}  # fmt: skip
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-
-
-async def dee(*argv: str) -> tuple[int, str]:
-    """The CLI in a thread (its own event loop); exit code and output."""
-    out = StringIO()
-
-    def call() -> int:
-        with redirect_stdout(out), redirect_stderr(out):
-            return main(list(argv))
-
-    code = await asyncio.to_thread(call)
-    return code, out.getvalue()
 
 
 async def verify(checkpoint: Path, *extra: str) -> tuple[int, dict[str, Any]]:

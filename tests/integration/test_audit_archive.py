@@ -23,13 +23,13 @@ from moto.server import ThreadedMotoServer
 
 from dee import Engine, EngineConfig
 from dee.archive.maintenance import run_archive
-from dee.ops.cli import main
 from tests.integration.archive_helpers import (
     DAY,
     PERIOD,
     audit_rows,
     bucket_of,
     contact,
+    dee,
     environment,
     keys_in,
     live_partitions,
@@ -56,21 +56,6 @@ def s3_endpoint() -> Iterator[str]:
 async def archived(deployment: EngineConfig, s3_endpoint: str) -> EngineConfig:
     """The test deployment with an archive in a bucket of its own, retention 30 days."""
     return with_archive(deployment, s3_endpoint, await new_bucket(s3_endpoint))
-
-
-async def dee(*argv: str) -> tuple[int, str]:
-    """The CLI in a thread (its own event loop), with the environment as set; exit code and output."""
-    from contextlib import redirect_stderr, redirect_stdout
-    from io import StringIO
-
-    out = StringIO()
-
-    def call() -> int:
-        with redirect_stdout(out), redirect_stderr(out):
-            return main(list(argv))
-
-    code = await asyncio.to_thread(call)
-    return code, out.getvalue()
 
 
 @pytest.fixture

@@ -130,3 +130,24 @@ async def test_the_periodic_checkpoint_runs_one_at_a_time(keyed: EngineConfig) -
     finally:
         await holder.close()
     assert note.splitlines()[2] == base64.b64encode(bytes.fromhex(root)).decode()
+
+
+async def test_a_rotated_key_signs_on_and_the_old_notes_still_verify_with_the_old_key(
+    keyed: EngineConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with Engine(keyed, scheduler=True) as engine:
+        await start(engine, 0, 2)
+        old_note = await take(tmp_path / "old.txt")
+        code, old_vkey = await dee("audit", "checkpoint", "--public-key")
+        monkeypatch.setenv("DEE_AUDIT_SIGNING_KEY_FILE", str(new_key(tmp_path / "new.pem")))
+        handover = await take(tmp_path / "handover.txt")  # the same tree, under the new key
+        assert handover != old_note and handover.split("\n\n")[0] == old_note.split("\n\n")[0]
+        await start(engine, 5, 1)
+        await take(tmp_path / "new.txt")
+    for note in ("handover.txt", "new.txt"):
+        code, report = await verify(tmp_path / note)  # the configured (new) key; the stored old-key note is no finding
+        assert (code, report["findings"]) == (0, []), note
+    code, report = await verify(tmp_path / "old.txt", "--public-key", old_vkey.strip())
+    assert (code, report["findings"]) == (0, [])
+    code, report = await verify(tmp_path / "old.txt")
+    assert code == 1 and [f["check"] for f in report["findings"]] == ["checkpoint.signature"]

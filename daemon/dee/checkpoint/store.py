@@ -3,7 +3,8 @@
 
 Taking a checkpoint is one transaction under an advisory lock (one checkpoint at a time across
 daemons and commands): the runs whose row changed since their last leaf get a new leaf, in run
-id order, and the tree over the whole log is signed. Nothing changed: the last note stands.
+id order, and the tree over the whole log is signed. Nothing changed: the last note stands
+(signed again, and not stored again, if another key signed it).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import msgspec
 
 from dee.checkpoint import merkle
 from dee.checkpoint.leaves import Leaf, leaf_hashes
-from dee.checkpoint.note import Checkpoint, Signer, sign_note
+from dee.checkpoint.note import Checkpoint, Signer, open_note, sign_note
+from dee.errors import CheckpointError
 
 LOCK_KEY = 0x0DEE_0C4B
 LEAF_COLUMNS = "run_id, seq, head, status, outcome, current_step"
@@ -68,9 +70,23 @@ async def take_checkpoint(conn: asyncpg.Connection, signer: Signer, wait: bool =
         last = await latest(conn)
         leaves = await load_leaves(conn)
         if last is not None and last.size == len(leaves):
-            return last
+            return last if _signed_by(last.note, signer) else _resigned(last, signer)
         tree = merkle.root(leaf_hashes(leaves))
         note = sign_note(Checkpoint(await origin(conn), len(leaves), tree).text(), signer)
         row = await conn.fetchrow("INSERT INTO audit_checkpoints (size, root, note) VALUES ($1, $2, $3) RETURNING created_at",
                                   len(leaves), tree.hex(), note)  # fmt: skip
         return Stored(len(leaves), tree.hex(), note, row["created_at"].isoformat(timespec="seconds"))
+
+
+def _signed_by(note: str, signer: Signer) -> bool:
+    try:
+        open_note(note, signer.verifier)
+    except CheckpointError:
+        return False
+    return True
+
+
+def _resigned(last: Stored, signer: Signer) -> Stored:
+    """The last tree signed by another key (after a rotation): the same body under this key,
+    not stored again (the stored note already holds this tree)."""
+    return Stored(last.size, last.root, sign_note(last.note[: last.note.rfind("\n\n") + 1], signer), last.created_at)
