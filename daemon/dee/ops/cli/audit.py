@@ -54,8 +54,11 @@ def cmd_verify(args: argparse.Namespace, config: EngineConfig) -> int:
     async def go() -> int:
         findings: list[Finding] = []
         async with Engine(config, scheduler=False) as engine:
-            runs = {r.id: r for r in (await engine.list_runs(limit=10**9)).runs}
-            ids = list(dict.fromkeys(args.run_ids)) or list(runs)
+            if args.run_ids:
+                runs = {i: await engine.get_run(i) for i in dict.fromkeys(args.run_ids)}
+            else:
+                runs = {r.id: r for r in (await engine.list_runs(limit=10**9)).runs}
+            ids = list(runs)
             archived, across = await retention.archived_share(config, ids, args.archive)
             live = {}
             async for run_id, entries, verdict in engine.read_chains([i for i in ids if not (args.archive and i in archived)]):
@@ -80,9 +83,14 @@ def cmd_verify(args: argparse.Namespace, config: EngineConfig) -> int:
         def text() -> str:
             lines = []
             for run_id, v in verdicts.items():
-                if v.valid and args.run_ids:
+                if not v.valid:
+                    lines.append(f"{run_id}: BROKEN at seq {v.broken_at}: {v.reason}")
+                elif args.run_ids:
                     lines.append(f"{run_id}: valid ({v.entries} entries, ticks {v.first_tick}..{v.last_tick})")
-            lines += [f"{f.check}: {f.run_id + ': ' if f.run_id else ''}{f.detail}" for f in findings]
+            lines += [f"archive BROKEN: {why}" for why in across.archives]
+            for f in findings:
+                if f.check not in ("chain", "archive"):  # said above, as before
+                    lines.append(f"{f.check}: {f.run_id + ': ' if f.run_id else ''}{f.detail}")
             total = f"{len(verdicts) - len(broken)}/{len(ids)} chains valid"
             if unchecked:
                 total += f", {len(unchecked)} archived (dee audit verify --archive checks them)"
