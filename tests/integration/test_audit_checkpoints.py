@@ -5,6 +5,7 @@ proof a run's JSON export carries, checked offline; the daemons' periodic checkp
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -18,7 +19,7 @@ from dee import Engine, EngineConfig
 from dee.archive.maintenance import run_archive
 from dee.checkpoint.keys import load_signer
 from dee.checkpoint.note import Checkpoint, sign_note
-from dee.checkpoint.periodic import checkpoint_once
+from dee.checkpoint.periodic import checkpoint_loop, checkpoint_once
 from dee.checkpoint.store import LOCK_KEY
 from tests.integration.archive_helpers import DAY, PERIOD, contact
 from tests.integration.checkpoint_helpers import PLAN, checks, cli_environment, dee, new_key, start, superuser, verify, with_key
@@ -130,6 +131,25 @@ async def test_the_periodic_checkpoint_runs_one_at_a_time(keyed: EngineConfig) -
     finally:
         await holder.close()
     assert note.splitlines()[2] == base64.b64encode(bytes.fromhex(root)).decode()
+
+    # the loop the daemons run: a checkpoint every interval, once something changed
+    async with Engine(config, scheduler=True) as engine:
+        await start(engine, 5, 1)
+    loop = asyncio.create_task(checkpoint_loop(msgspec.structs.replace(
+        config, audit=msgspec.structs.replace(config.audit, checkpoint_interval_s=1))))  # fmt: skip
+    try:
+        conn = await asyncpg.connect(config.database)
+        try:
+            for _ in range(100):
+                if await conn.fetchval("SELECT max(size) FROM audit_checkpoints") == 3:  # the new run added
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the periodic checkpoint did not come")
+        finally:
+            await conn.close()
+    finally:
+        loop.cancel()
 
 
 async def test_a_rotated_key_signs_on_and_the_old_notes_still_verify_with_the_old_key(

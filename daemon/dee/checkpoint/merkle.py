@@ -77,6 +77,14 @@ def _subproof(leaves: Sequence[bytes], m: int, complete: bool) -> list[bytes]:
     return [*_subproof(leaves[k:], m - k, False), root(leaves[:k])]
 
 
+def _to_right_child(fn: int, sn: int) -> tuple[int, int]:
+    """The RFC's "right-shift fn and sn equally until LSB(fn) is set or fn is 0"."""
+    while fn and not fn & 1:
+        fn >>= 1
+        sn >>= 1
+    return fn, sn
+
+
 def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes], expected_root: bytes) -> bool:
     """RFC 9162 section 2.1.3.2: does `proof` show the leaf hash at `index` in the tree of
     `size` leaves whose hash is `expected_root`?"""
@@ -89,10 +97,7 @@ def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes],
             return False
         if fn & 1 or fn == sn:
             node = node_hash(p, node)
-            if not fn & 1:
-                while fn and not fn & 1:
-                    fn >>= 1
-                    sn >>= 1
+            fn, sn = _to_right_child(fn, sn)
         else:
             node = node_hash(node, p)
         fn >>= 1
@@ -125,10 +130,7 @@ def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: 
         if fn & 1 or fn == sn:
             fr = node_hash(c, fr)
             sr = node_hash(c, sr)
-            if not fn & 1:
-                while fn and not fn & 1:
-                    fn >>= 1
-                    sn >>= 1
+            fn, sn = _to_right_child(fn, sn)
         else:
             sr = node_hash(sr, c)
         fn >>= 1

@@ -64,7 +64,7 @@ def cmd_verify(args: argparse.Namespace, config: EngineConfig) -> int:
             async for run_id, entries, verdict in engine.read_chains([i for i in ids if not (args.archive and i in archived)]):
                 live[run_id] = verdict
                 run = runs.get(run_id)
-                if run is not None and entries:
+                if run is not None and entries and entries[0].seq == 1:  # a whole chain (not the live segment of an archived one)
                     problems = row_problems(run.status, run.outcome, run.current_step, entries)
                     findings += [Finding("run_row", why, run_id) for why in problems]
         ckpt = await checkpoint.verify_against(config, args.checkpoint, args.public_key) if args.checkpoint else None
