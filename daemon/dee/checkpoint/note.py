@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from typing import NamedTuple
 
 from cryptography.exceptions import InvalidSignature
@@ -147,7 +148,7 @@ class Checkpoint(NamedTuple):
         if len(lines) < 3 or not lines[0]:
             raise CheckpointError("not a checkpoint: origin, tree size and root hash lines are needed")
         origin, size, root, *extensions = lines
-        if not size.isdigit() or (size.startswith("0") and size != "0"):
+        if not re.fullmatch(r"0|[1-9][0-9]*", size):
             raise CheckpointError(f"not a checkpoint: tree size {size!r} is not a decimal number")
         try:
             digest = base64.b64decode(root, validate=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from typing import Any
 
@@ -119,7 +118,7 @@ def cmd_export(args: argparse.Namespace, config: EngineConfig) -> int:
             document = await engine.audit.export(args.run_id, args.format, None)
         if args.format == "json":
             proof = await checkpoint.export_proof(config, args.run_id)
-            document = msgspec.json.format(json.dumps({**json.loads(document), "checkpoint": proof}).encode(), indent=2)
+            document = msgspec.json.format(msgspec.json.encode({**msgspec.json.decode(document), "checkpoint": proof}), indent=2)
         if args.output is not None:
             await asyncio.to_thread(_write, args.output, document)
         if args.output is None:
