@@ -148,12 +148,12 @@ async def verify_checkpoint(conn: asyncpg.Connection, note: str, verifier: Verif
             "SELECT r.run_id FROM runs r JOIN audit_archives a ON a.start_from <= r.start_tick AND r.start_tick < a.start_to "
             "WHERE r.run_id = ANY($1::text[])", batch)}  # fmt: skip
         for run_id in batch:
-            live = checksums.get(run_id)
-            if live is None and run_id in archived:
+            leaf = committed[run_id][1]
+            live: dict[int, str] | None = checksums.get(run_id, {})
+            if run_id in archived and (not live or min(live) > leaf.seq):  # its committed entry left with the archive
                 report.archived += 1
-            else:
-                live = live or {}
-            report.findings += check_run(committed[run_id][1], rows.get(run_id), live)
+                live = None
+            report.findings += check_run(leaf, rows.get(run_id), live)
             report.checked += 1
     report.newer = int(await conn.fetchval("SELECT count(*) FROM runs WHERE NOT run_id = ANY($1::text[])", ids))
     return report
