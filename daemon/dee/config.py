@@ -174,6 +174,21 @@ class AuditConfig(_Section, frozen=True):
             raise ValueError("audit.s3_access_key_id and audit.s3_secret_access_key go together")
 
 
+class PrivacyConfig(_Section, frozen=True):
+    """Contact data in audit entries is sealed with a key of the contact's own (AES-256-GCM),
+    each key wrapped by the master key: in `master_key_file` (made there, mode 0600, when absent;
+    relative to the config file's folder), or, unset, kept in the database. `key_cache`: the
+    unwrapped keys a partition (or a reader) keeps at most."""
+
+    encrypt_contact_data: bool = True
+    master_key_file: str | None = None
+    key_cache: int = 10_000
+
+    def __post_init__(self) -> None:
+        if self.key_cache < 0:
+            raise ValueError("privacy.key_cache: zero or more keys")
+
+
 class BusConfig(_Section, frozen=True):
     """`dedupe_days`: how long an accepted message's id is remembered (the `received` table), so
     that a publisher's retry of it is answered and not applied again; `dee audit archive` forgets
@@ -376,6 +391,7 @@ class EngineConfig(_Section, frozen=True):
     log: LogConfig = LogConfig()
     ingress: IngressConfig = IngressConfig()
     policy: PolicyConfig = PolicyConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
     config_dir: str | None = None  # None: the project found from the working directory, if any
     namespace: str = "dee"
     message_domain: str = "dee.local"
@@ -401,6 +417,9 @@ class EngineConfig(_Section, frozen=True):
                 raise ConfigError(f"{file}: {exc}") from exc
             folder = file.parent
             data["config_dir"] = str(folder / data["config_dir"]) if isinstance(data.get("config_dir"), str) else str(folder)
+            privacy = data.get("privacy")
+            if isinstance(privacy, dict) and isinstance(privacy.get("master_key_file"), str):
+                data["privacy"] = {**privacy, "master_key_file": str(folder / privacy["master_key_file"])}
         apply_env(data, env)
         return cls.from_dict(data)
 

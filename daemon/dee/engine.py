@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
+from itertools import groupby
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -21,7 +23,7 @@ import msgspec
 
 from dee.backends.base import Backend
 from dee.config import EngineConfig
-from dee.errors import ClockModeError, ConfigError, RunNotFoundError
+from dee.errors import ClockModeError, ConfigError, ContactErasedError, ErasureReasonError, RunNotFoundError
 from dee.kernel.audit import AuditEntry, ChainVerification, verify_chain
 from dee.kernel.contact import Contact
 from dee.kernel.debug import Debugger
@@ -32,7 +34,7 @@ from dee.kernel.timeline import TimelineEntry, timeline
 from dee.plan.model import Plan
 from dee.plugin.manager import CHANNELS, PluginManager
 from dee.project.templates import ChainedTemplateStore, load_directory
-from dee.records import BulkError, BulkResult, ConsentRecord, ExecutionRun, NumberImport, RunPage, Suppression
+from dee.records import BulkError, BulkResult, ConsentRecord, Erasure, ExecutionRun, NumberImport, RunPage, Suppression
 from dee.redact import redact
 from dee.reports.compliance import RUN_ENDINGS, CallingRules, ComplianceReport, Reading, RunFacts, build_report, run_facts, step_channels
 from dee.reports.export import ExportFormat
@@ -41,6 +43,7 @@ from dee.shell.numbers import Listing
 from dee.shell.replayer import Replayer
 
 CHAINS_PER_READ = 500  # runs whose audit logs verify_audit_chains reads in one go
+REASON_CODE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")  # an erasure's reason, journaled in clear
 
 ContactLike = Contact | Mapping[str, Any]
 
@@ -56,7 +59,25 @@ class AuditAccess:
         self._backend = engine._backend
 
     async def get_by_run(self, run_id: str) -> list[AuditEntry]:
-        return await self._backend.audit_entries(run_id)
+        """The run's entries, sealed contact data opened (`{"erased": true}` in its place once
+        the contact was erased)."""
+        entries, _ = await self.opened(run_id, await self._backend.audit_entries(run_id))
+        return entries
+
+    async def opened(self, run_id: str, entries: list[AuditEntry]) -> tuple[list[AuditEntry], bool]:
+        """A run's entries as readers see them, and whether its contact was erased."""
+        contact_id, wrapped = (await self._backend.run_keys([run_id])).get(run_id, (None, None))
+        return self._backend.vault.open(entries, contact_id, wrapped)
+
+    async def opened_many(self, entries: list[AuditEntry]) -> list[AuditEntry]:
+        """Entries of many runs (in runs' chain order) as readers see them."""
+        keys = await self._backend.run_keys(sorted({e.run_id for e in entries}))
+        out: list[AuditEntry] = []
+        for _, group in groupby(entries, key=lambda e: e.run_id):
+            chain = list(group)
+            contact_id, wrapped = keys.get(chain[0].run_id, (None, None))
+            out += self._backend.vault.open(chain, contact_id, wrapped)[0]
+        return out
 
     async def query(
         self,
@@ -65,25 +86,31 @@ class AuditAccess:
         from_tick: int | None = None,
         to_tick: int | None = None,
     ) -> list[AuditEntry]:
-        return await self._backend.audit_query(run_id, list(actions) if actions else None, from_tick, to_tick)
+        return await self.opened_many(await self._backend.audit_query(run_id, list(actions) if actions else None, from_tick, to_tick))
 
     async def get_context_at(self, run_id: str, step_id: str) -> dict[str, Any] | None:
         """The execution context the step saw when it was (last) entered (folded from the
-        records the log keeps of it: `dee.kernel.recorded`)."""
+        records the log keeps of it: `dee.kernel.recorded`); ContactErasedError once the
+        run's contact was erased."""
+        entries, gone = await self.opened(run_id, await self._backend.audit_entries(run_id))
+        if gone:
+            raise ContactErasedError(run_id)
         seen = None
-        for entry, context in entered_contexts(await self.get_by_run(run_id)):
+        for entry, context in entered_contexts(entries):
             if entry.step_id == step_id:
                 seen = context
         return seen
 
     async def export(self, run_id: str, format: ExportFormat = "json", output: str | os.PathLike[str] | None = None) -> bytes:
         """The run's audit log as JSON (every entry, the chain included) or as a PDF report (the
-        run, the chain's status, the timeline); also written to `output` when given."""
-        entries = await self.get_by_run(run_id)
+        run, the chain's status, the timeline); also written to `output` when given. The chain is
+        verified over the entries as stored (sealed); the document shows them opened."""
+        stored = await self._backend.audit_entries(run_id)
         run = await self._backend.get_run(run_id)
-        chain = verify_chain(entries, *await self._backend.chain_head(run_id))
+        chain = verify_chain(stored, *await self._backend.chain_head(run_id))
+        entries, _ = await self.opened(run_id, stored)
         plan = (await self._backend.compiled(run.plan_id, run.plan_version)).plan
-        document = render_export(format, run, chain, entries, plan)
+        document = render_export(format, run, chain, stored, plan, entries)
         if output is not None:
             await asyncio.to_thread(Path(output).write_bytes, document)
         return document
@@ -111,9 +138,11 @@ class ComplianceAccess:
         suppressions = await backend.suppressions_between(period_from, period_to)
         chains: dict[str, ChainVerification] = {}
         runs: dict[str, RunFacts] = {}
+        entries = await self._engine.audit.opened_many(entries)
+        endings = await self._engine.audit.opened_many(endings)
         async for run_id, log, verdict in self._engine.read_chains(run_ids):  # the epoch and later sends are there
             chains[run_id] = verdict
-            facts = run_facts(log)
+            facts = run_facts((await self._engine.audit.opened(run_id, log))[0])
             if facts is not None:
                 runs[run_id] = facts
         plans = sorted({(f.plan_id, f.plan_version) for f in runs.values()})
@@ -313,6 +342,17 @@ class Engine:
         """Store a consent record (enforced by the policy gates)."""
         await self._backend.record_consent(record)
 
+    async def erase_contact(self, contact_id: str, reason: str) -> Erasure:
+        """Erase the contact's personal data (GDPR art. 17) by destroying its key: its runs are
+        scrubbed (those still going cancelled, outcome `erased`), its audit entries stay sealed
+        and verifiable but unreadable, and each run journals `contact.erased` with the contact
+        id, `reason` (a code, never free text) and the tick. Erasing again changes nothing."""
+        if not REASON_CODE.fullmatch(reason):
+            raise ErasureReasonError(reason)
+        if not contact_id:
+            raise ValueError("name the contact to erase")
+        return await self._backend.erase_contact(contact_id, reason)
+
     # ---- audit, replay, debug ----------------------------------------------------------------
     async def get_timeline(self, run_id: str) -> list[TimelineEntry]:
         return timeline(await self.audit.get_by_run(run_id))
@@ -333,11 +373,11 @@ class Engine:
             for run_id, (entries, seq, head) in read.items():
                 yield run_id, entries, verify_chain(entries, seq, head)
 
-    async def _entries(self, run_id: str) -> list[AuditEntry]:
-        entries = await self.audit.get_by_run(run_id)
+    async def _entries(self, run_id: str) -> tuple[list[AuditEntry], bool]:
+        entries, gone = await self.audit.opened(run_id, await self._backend.audit_entries(run_id))
         if not entries:
             raise RunNotFoundError(run_id)
-        return entries
+        return entries, gone
 
     async def replay(self, run_id: str, dry_run: bool = True, inputs: Sequence[AnyInput] | None = None) -> ReplayResult:
         """Re-execute the run from its audit log with today's code and templates, and compare.
@@ -345,13 +385,18 @@ class Engine:
         `inputs` replaces the recorded inputs (a what-if); `dry_run=False` re-issues the channel
         actions with their original keys and journals the verdict (`replay.recorded`).
         """
-        result = await self.replayer.replay_run(await self._entries(run_id), inputs)
+        entries, gone = await self._entries(run_id)
+        if gone:  # the recorded inputs are erased with the contact: nothing to re-execute or compare
+            return ReplayResult(False, [], [], erased=True)
+        result = await self.replayer.replay_run(entries, inputs)
         if not dry_run:
             await self._backend.record_replay(run_id, result)
         return result
 
     async def debug(self, run_id: str) -> Debugger:
-        entries = await self._entries(run_id)
+        entries, gone = await self._entries(run_id)
+        if gone:
+            raise ContactErasedError(run_id)
         env = await self.replayer.env_for(start_of(entries))
         return Debugger(entries, lambda _start: env)
 

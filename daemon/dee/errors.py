@@ -149,6 +149,24 @@ class AuditChainError(DeeError):
     """An audit chain could not be loaded or replayed (distinct from a failed verification)."""
 
 
+class ContactErasedError(DeeError):
+    """The run's contact was erased (`erase_contact`): what its audit entries held of the
+    contact, its context included, can no longer be read; the chain still verifies."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"run {run_id}: its contact was erased; the data it ran with can no longer be read")
+
+
+class ErasureReasonError(DeeError, ValueError):
+    """An erasure's reason must be a short code (`gdpr-art17`, `request`): it is journaled in
+    clear, so free text, which could carry personal data, is refused."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__("the reason of an erasure is a code of 1 to 64 characters a-z, 0-9, '.', '_', '-' (no free text)")
+
+
 class ContactSuppressedError(DeeError):
     """The contact is on a suppression list that covers this plan; nothing was enrolled."""
 

@@ -58,6 +58,16 @@ class BulkResult(msgspec.Struct, frozen=True):
     run_ids: list[str] = []
 
 
+class Erasure(msgspec.Struct, frozen=True):
+    """What `erase_contact` did: the contact's runs (every one, ended ones too) scrubbed and
+    journaled, the ones that were still going cancelled; nothing when it was erased before."""
+
+    contact_id: str
+    already_erased: bool
+    runs: int
+    cancelled: list[str]
+
+
 class ConsentRecord(msgspec.Struct, frozen=True, kw_only=True):
     """A consent grant, revocation or expiry for one contact and channel, at a tick."""
 

@@ -20,11 +20,11 @@ from tests.integration.conftest import deployment_config, replace_scheduler
 
 EXPECTED = ["0001_init.sql", "0002_run_indexes.sql", "0003_audit_tick_brin.sql", "0004_runs_inline_state.sql", "0005_bus_identity.sql",
             "0006_contact_sends.sql", "0007_suppressed_numbers.sql", "0008_audit_partitions.sql",
-            "0009_audit_checkpoints.sql"]  # fmt: skip
+            "0009_audit_checkpoints.sql", "0010_contact_keys.sql"]  # fmt: skip
 TABLES = {
     "dee_meta", "dee_migrations", "plans", "partitions", "instances", "contacts", "suppressions", "consents",
     "runs", "received", "inbox", "outbox", "audit_log", "contact_sends", "suppressed_numbers", "contact_phones",
-    "audit_archives", "audit_restored", "audit_checkpoint_leaves", "audit_checkpoints",
+    "audit_archives", "audit_restored", "audit_checkpoint_leaves", "audit_checkpoints", "contact_keys",
     # the audit log's partitions: the default one, and 30 days of run starts each from the manual epoch on
     "audit_log_default", "audit_log_20260105", "audit_log_20260204", "audit_log_20260306",
 }  # fmt: skip

@@ -95,8 +95,10 @@ async def test_a_json_export_holds_the_run_the_chain_and_every_entry_to_verify_i
     # the call (day 7, noon UTC: 07:00 in New York) waited an hour for the calling window to open
     assert data["chain"] == {"valid": True, "entries": len(data["entries"]), "firstTick": 0, "lastTick": 9 * DAY + 3600,
                              "brokenAt": None, "reason": None}  # fmt: skip
-    entries = [msgspec.convert(e, AuditEntry) for e in data["entries"]]
-    assert msgspec.json.encode(entries) == msgspec.json.encode(await engine.audit.get_by_run(run_id))
+    entries = [msgspec.convert(e, AuditEntry) for e in data["entries"]]  # as stored: contact data sealed
+    assert data["opened"] and all(set(parts) <= {"input", "output", "context"} for parts in data["opened"].values())
+    shown = [msgspec.structs.replace(e, **data["opened"].get(str(e.seq), {})) for e in entries]
+    assert msgspec.json.encode(shown) == msgspec.json.encode(await engine.audit.get_by_run(run_id))
     assert verify_chain(entries).valid  # without the engine: the export alone is enough
     entries[3] = msgspec.structs.replace(entries[3], tick=entries[3].tick + 1)
     assert verify_chain(entries).broken_at == 4

@@ -17,12 +17,14 @@ from dee.kernel.contact import Contact
 from dee.kernel.replay import ReplayResult
 from dee.plan.compiled import CompiledPlan
 from dee.plan.model import Plan
-from dee.records import BulkResult, ConsentRecord, ExecutionRun, NumberImport, RunPage, Suppression
+from dee.privacy.vault import Vault
+from dee.records import BulkResult, ConsentRecord, Erasure, ExecutionRun, NumberImport, RunPage, Suppression
 from dee.shell.numbers import Listing
 
 
 class Backend(Protocol):
     config: EngineConfig  # the engine's, with the deployment's link key once started
+    vault: Vault  # opens sealed audit entries for readers (`dee.privacy`); set once started
 
     @property
     def current_tick(self) -> int: ...  # an attribute of MemoryBackend, a property of DaemonBackend
@@ -53,6 +55,9 @@ class Backend(Protocol):
     async def suppress(self, entry: Suppression) -> int: ...
     async def suppress_numbers(self, numbers: Iterable[str], listing: Listing) -> NumberImport: ...
     async def record_consent(self, record: ConsentRecord) -> None: ...
+    async def erase_contact(self, contact_id: str, reason: str) -> Erasure: ...
+    async def run_keys(self, run_ids: list[str]) -> dict[str, tuple[str, bytes | None]]:
+        """Each run's contact and that contact's wrapped key (None: erased, or never made)."""
     async def audit_entries(self, run_id: str) -> list[AuditEntry]: ...
     async def audit_query(
         self, run_id: str | None, actions: list[str] | None, from_tick: int | None, to_tick: int | None

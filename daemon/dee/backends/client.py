@@ -23,7 +23,7 @@ from dee.ids import MonotonicUlid, ulid
 from dee.kernel.contact import Contact
 from dee.kernel.replay import ReplayResult
 from dee.plugin.contracts import ChannelAdapter
-from dee.records import BulkError, BulkResult, ConsentRecord, NumberImport, RunPage, Suppression
+from dee.records import BulkError, BulkResult, ConsentRecord, Erasure, NumberImport, RunPage, Suppression
 from dee.routing import partition_for
 from dee.shell.numbers import Listed, Listing
 
@@ -184,6 +184,11 @@ class Publisher(ABC):
             source=record.source, expires_tick=record.expires_tick, evidence=record.evidence,
         )  # fmt: skip
         await self.ask(partition_for(record.contact_id, self.partitions), message)
+
+    async def erase_contact(self, contact_id: str, reason: str) -> Erasure:
+        message = wire.EraseContact(**self._common(), contact_id=contact_id, reason=reason)
+        reply = await self.ask(partition_for(contact_id, self.partitions), message)
+        return Erasure(contact_id, bool(reply.details.get("alreadyErased")), int(reply.details.get("runs", 0)), list(reply.runs))
 
     async def record_replay(self, run_id: str, result: ReplayResult) -> None:
         """Re-issue the replay's channel actions with their original keys (adapters answer from

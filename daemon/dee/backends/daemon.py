@@ -37,6 +37,8 @@ from dee.plan.model import Plan
 from dee.plan.prepare import prepare_plan
 from dee.plugin.contracts import ChannelAdapter, TemplateStore
 from dee.plugin.manager import CHANNELS, PluginManager
+from dee.privacy.keys import master_key
+from dee.privacy.vault import Vault
 from dee.records import BulkResult, ConsentRecord, ExecutionRun, RunPage, Suppression, run_view
 from dee.routing import partition_for
 from dee.scheduler.clock import DeploymentClock
@@ -97,6 +99,7 @@ class DaemonBackend(Publisher):
         self.redis: aioredis.Redis | None = None
         self.runtime: Any = None
         self.clock: DeploymentClock | None = None
+        self.vault: Vault  # once started: the master key is the deployment's (`dee_meta`, or the configured file)
         self._manual_tick = 0
         self.metrics = Metrics()
         self.outages = Outages()
@@ -113,17 +116,21 @@ class DaemonBackend(Publisher):
             missing = await pending_migrations(conn)
             if missing:
                 raise ConfigError(f"the database needs `dee migrate` first (pending: {', '.join(missing)})")
-            meta = await conn.fetchrow("SELECT epoch_ms, tick_interval_ms, partitions, result_key, link_key FROM dee_meta")
+            meta = await conn.fetchrow(
+                "SELECT epoch_ms, tick_interval_ms, partitions, result_key, link_key, privacy_key FROM dee_meta")
         check_constants(meta["tick_interval_ms"], meta["partitions"], self.config)
         self.result_key = bytes(meta["result_key"])
         self.config = self.config.with_link_key(bytes(meta["link_key"]).hex())
         self.clock = DeploymentClock(self.config, meta["epoch_ms"])
+        master = master_key(self.config.privacy, bytes(meta["privacy_key"]))
+        self.vault = Vault.of(self.config.privacy, master, owner=False)  # reads, and the COPY enrolment path
         self._tasks.append(asyncio.create_task(self._read_replies(), name="dee-replies"))
         if self.scheduler:
             from dee.scheduler.runtime import Runtime
 
             self.runtime = Runtime(self.config, self.pool, self.redis, self.plans, self.clock, self.adapters,
-                                   metrics=self.metrics, outages=self.outages, result_key=self.result_key)  # fmt: skip
+                                   metrics=self.metrics, outages=self.outages, result_key=self.result_key,
+                                   master=master)  # fmt: skip
             await self.runtime.start()
 
     async def stop(self) -> None:
@@ -262,7 +269,7 @@ class DaemonBackend(Publisher):
                 assert self.clock is not None
                 store = PostgresPartitionStore(conn, partition, self.plans, self.clock.epoch_ms)
                 done = await enrol(store, tick, compiled, items, variables, tick, None, stamp, self.new_run_id,
-                                   history_ticks=history, defer_listed=True)  # fmt: skip
+                                   history_ticks=history, defer_listed=True, vault=self.vault)  # fmt: skip
                 inserted = await store.add_runs(done.runs, done.audit)
             created = set(done.created)
             lost = [contact.id for run_id, contact in items if run_id in created and run_id not in inserted]
@@ -290,6 +297,13 @@ class DaemonBackend(Publisher):
         if partition is None:
             raise RunNotFoundError(run_id)
         return int(partition)
+
+    async def run_keys(self, run_ids: list[str]) -> dict[str, tuple[str, bytes | None]]:
+        found = await self.db.fetch(
+            "SELECT r.run_id, r.contact_id, k.wrapped FROM runs r LEFT JOIN contact_keys k ON k.contact_id = r.contact_id "
+            "WHERE r.run_id = ANY($1::text[])", run_ids,
+        )  # fmt: skip
+        return {r["run_id"]: (r["contact_id"], None if r["wrapped"] is None else bytes(r["wrapped"])) for r in found}
 
     async def contacts_of(self, run_ids: list[str]) -> dict[str, Contact]:
         found = await self.db.fetch("SELECT run_id, state FROM runs WHERE run_id = ANY($1::text[])", run_ids)

@@ -32,6 +32,8 @@ from dee.plan.prepare import prepare_plan
 from dee.plan.registry import PlanRegistry
 from dee.plugin.contracts import ChannelAdapter, TemplateStore
 from dee.plugin.manager import PluginManager
+from dee.privacy.keys import master_key
+from dee.privacy.vault import Vault
 from dee.records import ConsentRecord, ExecutionRun, RunPage, Suppression, run_view
 from dee.shell import dispatch
 from dee.shell.envs import KernelEnvs
@@ -67,6 +69,8 @@ class MemoryBackend(Publisher):
         rules = Rules.of(config.policy.deliverability, config.policy.budgets)
         clock = SendClock(self.store.epoch_ms, config.scheduler.tick_interval_ms)  # simulated time, whatever the clock
         self.limits = None if rules is None else MemoryLimiter(rules, clock)
+        # this process owns every partition: one vault seals and opens (a master key of its own, or the file's)
+        self.vault = Vault.of(config.privacy, master_key(config.privacy, None))
 
     @property
     def adapters(self) -> Mapping[str, ChannelAdapter]:
@@ -123,7 +127,7 @@ class MemoryBackend(Publisher):
     async def _take_in(self, partition: int, messages: Sequence[wire.Inbound]) -> dict[str, wire.Reply]:
         store = self.store.partition(partition)
         intake = await accept(store, self.current_tick, messages, now_iso(), self._new_id, self.partitions, self._result_key,
-                              self.envs.history_ticks)  # fmt: skip
+                              self.envs.history_ticks, self.vault)  # fmt: skip
         intake.settle(await store.add_runs(intake.runs, intake.audit))
         await store.store_replies([reply for _, reply in intake.replies])
         await store.queue(intake.inputs)
@@ -131,7 +135,7 @@ class MemoryBackend(Publisher):
 
     async def _tick(self, partition: int) -> Advanced:
         store = self.store.partition(partition)
-        done = await advance_due(store, self.envs, self.current_tick, self.cap, [], now_iso(), self._new_id)
+        done = await advance_due(store, self.envs, self.current_tick, self.cap, [], now_iso(), self._new_id, self.vault)
         await store.append_audit(done.audit)
         await store.add_outbox(done.outbox)
         await store.store_replies([reply for _, reply in done.replies])
@@ -220,6 +224,10 @@ class MemoryBackend(Publisher):
 
     async def chains(self, run_ids: list[str]) -> dict[str, tuple[list[AuditEntry], int, str]]:
         return {run_id: (list(self.store.audit[run_id]), *await self.chain_head(run_id)) for run_id in run_ids}
+
+    async def run_keys(self, run_ids: list[str]) -> dict[str, tuple[str, bytes | None]]:
+        runs = self.store.runs
+        return {r: (c, self.store.contact_keys.get(c)) for r in run_ids if r in runs for c in [runs[r].contact.id]}
 
     async def contacts_of(self, run_ids: list[str]) -> dict[str, Contact]:
         return {run_id: self.store.runs[run_id].contact for run_id in run_ids if run_id in self.store.runs}

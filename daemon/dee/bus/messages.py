@@ -101,6 +101,14 @@ class Consent(Message, tag="consent", frozen=True):
     evidence: dict[str, Any] = {}
 
 
+class EraseContact(Message, tag="eraseContact", frozen=True):
+    """Erase a contact's personal data (`dee.privacy`): applied by the partition that owns the
+    contact, in its tick transaction, like every other write to the contact's runs."""
+
+    contact_id: str
+    reason: str
+
+
 class Result(Message, tag="result", frozen=True):
     """A channel adapter's answer, sent by the dispatcher (internal, but on the same wire)."""
 
@@ -128,7 +136,10 @@ class Wake(Message, tag="wake", frozen=True):
     """Nudges a partition to look at the clock now (sent by `advance_clock`); changes nothing."""
 
 
-Inbound = Execute | ExecuteBatch | Pause | Resume | Cancel | Retry | Event | Suppress | Consent | Result | ReplayVerdict | Wake
+Inbound = (
+    Execute | ExecuteBatch | Pause | Resume | Cancel | Retry | Event | Suppress | Consent | EraseContact | Result | ReplayVerdict
+    | Wake
+)
 
 
 class Reply(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):

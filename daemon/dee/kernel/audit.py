@@ -22,7 +22,7 @@ ACTIONS = (
     "run.started", "run.completed", "run.failed", "run.paused", "run.resumed", "run.cancelled",
     "run.retried", "step.entered", "step.evaluated", "step.dispatched", "step.executed",
     "step.skipped", "wait.started", "wait.completed", "event.received", "policy.evaluated",
-    "error.occurred", "error.retried", "replay.recorded",
+    "error.occurred", "error.retried", "replay.recorded", "contact.erased",
 )  # fmt: skip
 
 

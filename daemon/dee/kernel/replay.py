@@ -58,6 +58,8 @@ class ReplayResult(msgspec.Struct, frozen=True):
     steps: list[ReplayStep]
     diffs: list[ReplayDiff]
     state: RunState | None = None
+    # the run's contact was erased: its recorded inputs are gone, so nothing was replayed or compared
+    erased: bool = False
     dispatches: list[DispatchRequest] = []  # the answered actions a recorded replay re-issues
 
 

@@ -29,9 +29,14 @@ def _camel(fields: dict[str, Any]) -> dict[str, Any]:
     return {camel(k): v for k, v in fields.items()}
 
 
-def export_json(run: ExecutionRun, chain: ChainVerification, entries: Sequence[AuditEntry], plan: Plan) -> bytes:
-    """The run, its chain's verification, every entry, and the plan version it ran (so the run
-    can be replayed from this document alone: `Replayer.replay_export`)."""
+def export_json(
+    run: ExecutionRun, chain: ChainVerification, entries: Sequence[AuditEntry], plan: Plan,
+    opened: Sequence[AuditEntry] | None = None,
+) -> bytes:  # fmt: skip
+    """The run, its chain's verification, every entry as stored (what the checksums cover, its
+    contact data sealed), and the plan version it ran (so the run can be replayed from this
+    document alone: `Replayer.replay_export`). `opened`: the entries as readers see them; the
+    parts that differ (sealed ones, opened or `{"erased": true}`) go under `opened`, by seq."""
     document = {
         "format": FORMAT_VERSION,
         "run": _camel(msgspec.to_builtins(run)),
@@ -39,6 +44,8 @@ def export_json(run: ExecutionRun, chain: ChainVerification, entries: Sequence[A
         "plan": {**plan.content(), "version": plan.version},
         "entries": msgspec.to_builtins(list(entries)),
     }
+    if opened is not None:
+        document["opened"] = opened_parts(entries, opened)
     return msgspec.json.format(msgspec.json.encode(document), indent=2)
 
 
@@ -76,9 +83,23 @@ def export_pdf(run: ExecutionRun, chain: ChainVerification, entries: Sequence[Au
     return text_pdf(lines, f"Audit export {run.id}")
 
 
-def render(fmt: ExportFormat, run: ExecutionRun, chain: ChainVerification, entries: Sequence[AuditEntry], plan: Plan) -> bytes:
+def opened_parts(stored: Sequence[AuditEntry], opened: Sequence[AuditEntry]) -> dict[str, dict[str, Any]]:
+    """Seq -> the parts of that entry that readers are shown otherwise than they are stored."""
+    parts: dict[str, dict[str, Any]] = {}
+    for s, o in zip(stored, opened, strict=True):
+        changed = {f: getattr(o, f) for f in ("input", "output", "context") if getattr(o, f) != getattr(s, f)}
+        if changed:
+            parts[str(s.seq)] = changed
+    return parts
+
+
+def render(
+    fmt: ExportFormat, run: ExecutionRun, chain: ChainVerification, entries: Sequence[AuditEntry], plan: Plan,
+    opened: Sequence[AuditEntry] | None = None,
+) -> bytes:  # fmt: skip
+    """The export of `entries` as stored; `opened`, the same entries as readers see them."""
     if fmt == "json":
-        return export_json(run, chain, entries, plan)
+        return export_json(run, chain, entries, plan, opened)
     if fmt == "pdf":
-        return export_pdf(run, chain, entries)
+        return export_pdf(run, chain, entries if opened is None else opened)
     raise ValueError(f"unknown export format {fmt!r}: json or pdf")

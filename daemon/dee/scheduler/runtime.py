@@ -26,6 +26,7 @@ from dee.limits.rules import Rules
 from dee.limits.shared import RedisLimiter
 from dee.metrics import Metrics
 from dee.plugin.contracts import ChannelAdapter
+from dee.privacy.keys import MasterKey
 from dee.scheduler.backlog import BacklogSampler
 from dee.scheduler.clock import DeploymentClock
 from dee.scheduler.coordinator import Coordinator
@@ -48,7 +49,7 @@ class Runtime:
     def __init__(
         self, config: EngineConfig, pool: asyncpg.Pool, redis: aioredis.Redis, plans: PlanCache,
         clock: DeploymentClock, adapters: Mapping[str, ChannelAdapter], instance: str | None = None,
-        metrics: Metrics | None = None, outages: Outages | None = None, *, result_key: bytes,
+        metrics: Metrics | None = None, outages: Outages | None = None, *, result_key: bytes, master: MasterKey | None = None,
     ) -> None:  # fmt: skip
         self.config = config
         self.pool = pool
@@ -62,6 +63,7 @@ class Runtime:
         self.coordinator = Coordinator(self.instance, config, pool, self._start_worker, self._stop_worker, self.outages, metrics)
         self.keys = Keys(config.namespace)
         self.result_key = result_key
+        self.master = master  # wraps the contacts' keys (`dee.privacy`)
         self.dispatcher = Dispatcher(self.instance, redis, adapters, config.scheduler.lease_ttl_ms, self.keys, metrics, self.outages,
                                      result_key=result_key, limits=self._limiter())  # fmt: skip
         self.census = Census(pool) if metrics is not None else None
@@ -115,7 +117,7 @@ class Runtime:
     async def _start_worker(self, partition: int, epoch: int) -> None:
         worker = PartitionWorker(
             partition, epoch, self.instance, self.config, self.pool, self.redis, self.plans, self.clock, self.metrics,
-            self.outages, result_key=self.result_key, census=self.census,
+            self.outages, result_key=self.result_key, census=self.census, master=self.master,
         )
         self.workers[partition] = (worker, self._task(self._run_worker(worker), f"dee-p{partition}", partition))
 

@@ -39,6 +39,8 @@ from dee.config import EngineConfig
 from dee.errors import LeaseLostError
 from dee.ids import MonotonicUlid, now_iso
 from dee.metrics import Metrics
+from dee.privacy.keys import MasterKey
+from dee.privacy.vault import Vault
 from dee.scheduler import tuning
 from dee.scheduler.clock import DeploymentClock
 from dee.scheduler.observer import WorkerObserver
@@ -120,7 +122,7 @@ class PartitionWorker:
     def __init__(
         self, partition: int, epoch: int, instance: str, config: EngineConfig, pool: asyncpg.Pool,
         redis: aioredis.Redis, plans: PlanCache, clock: DeploymentClock, metrics: Metrics | None = None,
-        outages: Outages | None = None, *, result_key: bytes, census: Census | None = None,
+        outages: Outages | None = None, *, result_key: bytes, census: Census | None = None, master: MasterKey | None = None,
     ) -> None:  # fmt: skip
         self.partition = partition
         self.epoch = epoch
@@ -133,6 +135,8 @@ class PartitionWorker:
         self.observer = WorkerObserver(metrics, partition, clock, census)
         self.outages = outages or Outages()
         self.result_key = result_key
+        # contact keys: the cache lives as long as this ownership of the partition (`dee.privacy`)
+        self.vault = None if master is None else Vault.of(config.privacy, master)
         self.keys = Keys(config.namespace)
         self.reader = GroupReader(redis, self.keys.inbound(partition), GROUP, instance)
         self.envs = KernelEnvs(config, plans.templates, plans.plugins.policy_gates(config).values())
@@ -354,7 +358,7 @@ class PartitionWorker:
 
     async def _intake(self, store: PostgresPartitionStore, tick: int, batch: Batch, report: TickReport) -> Intake:
         intake = await accept(store, tick, batch.messages, now_iso(), self._new_id, self.config.scheduler.partitions,
-                              self.result_key, self.envs.history_ticks)  # fmt: skip
+                              self.result_key, self.envs.history_ticks, self.vault)  # fmt: skip
         inserted = await store.add_runs(intake.runs, intake.audit)
         intake.settle(inserted)
         report.tally.moves["pending"] += len(inserted)  # a new run is pending until its start tick
@@ -370,7 +374,7 @@ class PartitionWorker:
         dropped = len(self._published)
         if dropped:
             await rows.delete_outbox(conn, self._published)
-        done: Advanced = await advance_due(store, self.envs, tick, self.cap, fresh, now_iso(), self._new_id)
+        done: Advanced = await advance_due(store, self.envs, tick, self.cap, fresh, now_iso(), self._new_id, self.vault)
         report.processed = len(done.states)
         report.tally.update(done.tally)
         await store.append_audit(done.audit)

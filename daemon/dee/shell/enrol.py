@@ -18,9 +18,10 @@ from dee.errors import AlreadyEnrolledError, ContactSuppressedError, DeeError
 from dee.kernel.audit import AuditRow, seal_rows
 from dee.kernel.contact import Contact
 from dee.kernel.inputs import Start
-from dee.kernel.machine import start_run
+from dee.kernel.machine import Advance, start_run
 from dee.kernel.policy import PolicyFacts
 from dee.plan.compiled import CompiledPlan
+from dee.privacy.vault import Vault
 from dee.records import Suppression
 from dee.shell.numbers import Listing, channel_scope, e164
 from dee.shell.store import NewRun, PartitionStore
@@ -44,6 +45,7 @@ async def enrol(
     store: PartitionStore, tick: int, compiled: CompiledPlan, items: Sequence[tuple[str, Contact]],
     variables: dict[str, Any], start_tick: int, idempotency_key: str | None, stamp: str, new_id: Callable[[], str],
     already: dict[tuple[str, str], str] | None = None, history_ticks: int = 0, defer_listed: bool = False,
+    vault: Vault | None = None,
 ) -> Enrolment:  # fmt: skip
     """Runs for `(run_id, contact)` items; already enrolled or suppressed contacts are refused.
     A contact's recorded flags (unsubscribed, bounced) come with it into the new run, and so
@@ -55,7 +57,8 @@ async def enrol(
     listing of every channel, the contact is refused as suppressed; `listed` has the
     suppressions for the caller to record. With `defer_listed` such a contact is left in
     `deferred` instead, for the partition to enrol (the COPY path, which cannot tell the
-    contact's other runs).
+    contact's other runs). With a `vault`, each new contact gets its key and the entries are
+    sealed with it.
 
     `already` holds enrolments made earlier in the same batch (and is updated)."""
     plan = compiled.plan
@@ -67,6 +70,7 @@ async def enrol(
     since = tick - history_ticks
     sent = await store.recent_sends([contact.id for _, contact in items], since) if history_ticks else {}
     out = Enrolment()
+    started: list[Advance] = []
     for run_id, contact in items:
         current = already.get((plan.id, contact.id)) or facts.enrolled.get(contact.id)
         if current is not None:
@@ -91,12 +95,15 @@ async def enrol(
         if contact.id in sent:
             policy = policy.noting(sent[contact.id], since)
         start = Start(tick, run_id, plan.id, version, plan.checksum, contact, dict(variables), start_tick, policy, store.epoch_ms)
-        first = start_run(start)
-        entries = seal_rows(first.entries, first.state.audit_head, stamp, new_id)
-        out.runs.append(NewRun(replace(first.state, audit_head=entries[-1].checksum), idempotency_key))
-        out.audit.extend(entries)
+        started.append(start_run(start))
         already[(plan.id, contact.id)] = run_id
         out.created.append(run_id)
+    keys = await vault.keys(store, [first.state.contact.id for first in started], create=True) if vault else {}
+    for first in started:
+        drafts = vault.seal(first.entries, keys.get(first.state.contact.id)) if vault else first.entries
+        entries = seal_rows(drafts, first.state.audit_head, stamp, new_id)
+        out.runs.append(NewRun(replace(first.state, audit_head=entries[-1].checksum), idempotency_key))
+        out.audit.extend(entries)
     return out
 
 

@@ -33,9 +33,11 @@ from dee.kernel.inputs import (
 )  # fmt: skip
 from dee.kernel.machine import contact_flag
 from dee.kernel.policy import Consent, PolicyFacts
+from dee.privacy.vault import Vault
 from dee.records import ConsentRecord, Suppression, SuppressionLevel
 from dee.routing import partition_for
 from dee.shell.enrol import enrol
+from dee.shell.erase import erase_contact
 from dee.shell.numbers import channel_scope
 from dee.shell.store import NewRun, PartitionStore, Queued
 
@@ -72,6 +74,7 @@ class Intake:
     facts_read: set[str] = field(default_factory=set)  # the contacts whose facts were read (`facts` omits those with none)
     enrolments: list[tuple[wire.Execute | wire.ExecuteBatch, list[str]]] = field(default_factory=list)  # and the runs made
     history_ticks: int = 0  # how far back new runs get the contact's sends (`KernelEnvs.history_ticks`)
+    vault: Vault | None = None  # seals new runs' entries with their contacts' keys (`dee.privacy`)
 
     def settle(self, inserted: set[str]) -> None:
         """Once `store.add_runs` returned the runs it inserted: an enrolment whose run lost a
@@ -114,7 +117,7 @@ class Intake:
 
 async def accept(
     store: PartitionStore, tick: int, messages: Sequence[wire.Inbound], stamp: str, new_id: Callable[[], str],
-    partitions: int, result_key: bytes, history_ticks: int = 0,
+    partitions: int, result_key: bytes, history_ticks: int = 0, vault: Vault | None = None,
 ) -> Intake:  # fmt: skip
     """Dedupe a batch by commandId and apply the intake rules to the new messages, in stream
     order. The caller writes `intake.runs` and `intake.audit` (`store.add_runs`) and either
@@ -124,7 +127,7 @@ async def accept(
     result not signed by a dispatcher are refused: neither may use up a commandId or reach a
     run. A commandId seen before with other content is refused (the first accepted wins, like
     an HTTP idempotency key); seen before with the same content, it gets the first reply."""
-    intake = Intake(tick, store.partition, history_ticks=history_ticks)
+    intake = Intake(tick, store.partition, history_ticks=history_ticks, vault=vault)
     keyed: list[wire.Inbound] = []
     for m in messages:
         if isinstance(m, wire.Wake):
@@ -170,7 +173,7 @@ def _misrouted(m: wire.Inbound, partition: int, partitions: int) -> str | None:
         contacts = [m.contact.id]
     elif isinstance(m, wire.ExecuteBatch):
         contacts = [item.contact.id for item in m.items]
-    elif isinstance(m, wire.Event | wire.Suppress | wire.Consent):
+    elif isinstance(m, wire.Event | wire.Suppress | wire.Consent | wire.EraseContact):
         contacts = [m.contact_id]
     else:
         return None
@@ -234,6 +237,10 @@ async def _accept_one(store: PartitionStore, intake: Intake, message: wire.Inbou
         _policy_changed(intake, message.contact_id, lambda f: msgspec.structs.replace(
             f, consents=dict(sorted({**f.consents, message.channel: consent}.items()))))  # fmt: skip
         intake.reply(message, wire.Reply(message.command_id, True))
+    elif isinstance(message, wire.EraseContact):
+        intake.reply(message, await erase_contact(store, intake.tick, message, stamp, new_id, intake.vault))
+        intake.active[message.contact_id] = []  # a later message of the batch reaches none of its runs
+        intake.looked_up.add(message.contact_id)
     elif isinstance(message, wire.Result) and intake.owns(message.run_id):
         intake.give(message.run_id, ChannelResult(
             intake.tick, message.idempotency_key, message.status, message.error_kind, message.error, message.outcome,
@@ -271,7 +278,7 @@ async def _execute(
         return
     pairs = [(item.run_id, item.contact) for item in items]
     done = await enrol(store, intake.tick, compiled, pairs, dict(m.variables), start_tick, key, stamp, new_id, intake.enrolled,
-                      intake.history_ticks)  # fmt: skip
+                      intake.history_ticks, vault=intake.vault)  # fmt: skip
     if done.listed:
         await _listed_at_enrolment(store, intake, done.listed)
     if isinstance(m, wire.Execute) and done.refused:

@@ -19,6 +19,7 @@ import msgspec
 from dee.config import EngineConfig
 from dee.errors import AuditChainError
 from dee.kernel.audit import AuditEntry
+from dee.kernel.erasure import is_erased
 from dee.kernel.inputs import AnyInput, Start
 from dee.kernel.machine import KernelEnv
 from dee.kernel.replay import EntryLike, ReplayResult, replay_entries, start_of
@@ -65,6 +66,10 @@ class Replayer:
         if "plan" not in export:
             raise AuditChainError("this export holds no plan definition (exported before DEE 0.1.0's plan field)")
         entries = msgspec.convert(export["entries"], list[AuditEntry])
+        opened = export.get("opened") or {}
+        if any(is_erased(part) for parts in opened.values() for part in parts.values()):
+            return ReplayResult(False, [], [], erased=True)
+        entries = [msgspec.structs.replace(e, **opened[str(e.seq)]) if str(e.seq) in opened else e for e in entries]
         compiled = self._compile(export["plan"])
 
         async def lookup(plan_id: str, version: int) -> CompiledPlan:

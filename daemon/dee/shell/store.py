@@ -9,8 +9,8 @@ side at a few statements per tick.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import NamedTuple, Protocol
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Literal, NamedTuple, Protocol
 
 import msgspec
 
@@ -23,6 +23,8 @@ from dee.kernel.state import RunState
 from dee.plan.compiled import CompiledPlan
 from dee.records import ConsentRecord, Suppression
 from dee.shell.numbers import Listing
+
+KeyStatus = Literal["live", "erased", "none"]  # a contact's key: kept, destroyed by an erasure, never made
 
 
 class Queued(NamedTuple):
@@ -152,6 +154,23 @@ class PartitionStore(Protocol):
 
     async def runs_of_contact(self, contact_id: str) -> list[str]:
         """The contact's non-terminal run ids (all in this partition: runs are partitioned by contact)."""
+
+    async def contact_runs(self, contact_id: str) -> list[RunState]:
+        """Every run of the contact (ended ones too), by run id."""
+
+    # ---- contact keys and erasure (dee.privacy) ------------------------------------------
+    async def contact_keys(self, contact_ids: Sequence[str]) -> dict[str, bytes]:
+        """The wrapped keys of these contacts (an erased contact has none)."""
+
+    async def add_contact_keys(self, wrapped: Mapping[str, bytes]) -> dict[str, bytes]:
+        """Store new wrapped keys where a contact has none; returns the keys stored afterwards."""
+
+    async def key_status(self, contact_id: str) -> KeyStatus: ...
+
+    async def forget_contact(self, contact_id: str, run_ids: Sequence[str], tick: int, reason: str) -> None:
+        """Destroy the contact's key (keeping a tombstone: id, tick, reason code) and drop its
+        personal data outside run states and the audit log: its runs' queued inputs, its phone
+        numbers, its consents' evidence."""
 
     # ---- what a tick wrote --------------------------------------------------------------
     async def append_audit(self, rows: Sequence[AuditRow]) -> None: ...

@@ -25,12 +25,13 @@ import msgspec
 
 from dee.bus import messages as wire
 from dee.errors import error_fields
-from dee.kernel.audit import AuditRow, seal_rows
+from dee.kernel.audit import AuditRow, EntryDraft, seal_rows
 from dee.kernel.effects import ContactFlagged, DispatchRequest
 from dee.kernel.inputs import AnyInput, ContactChanged, SendsNoted
 from dee.kernel.machine import Advance, advance, quarantine
 from dee.kernel.policy import SentMark
 from dee.kernel.state import RunState
+from dee.privacy.vault import Vault
 from dee.shell.envs import KernelEnvs
 from dee.shell.store import OutboxItem, PartitionStore, Queued
 from dee.shell.tally import Tally
@@ -52,10 +53,11 @@ class Advanced:
 
 async def advance_due(
     store: PartitionStore, envs: KernelEnvs, tick: int, cap: int, fresh: Sequence[Queued], stamp: str,
-    new_id: Callable[[], str],
+    new_id: Callable[[], str], vault: Vault | None = None,
 ) -> Advanced:  # fmt: skip
     """Advance the due runs and store them. `fresh`: inputs accepted in this same batch, applied
-    after the queued ones of their run (and queued themselves when their run is over the cap)."""
+    after the queued ones of their run (and queued themselves when their run is over the cap).
+    With a `vault`, each run's entries are sealed with its contact's key (one that has a key)."""
     due, queued = await store.due(tick, cap, sorted({q.run_id for q in fresh}))
     pending = await store.queued(sorted(queued)) if queued else []
     by_run: dict[str, list[Queued]] = defaultdict(list)
@@ -65,6 +67,7 @@ async def advance_due(
     over_cap: list[Queued] = []
     for item in fresh:
         (by_run[item.run_id] if item.run_id in chosen else over_cap).append(item)
+    keys = await vault.keys(store, [s.contact.id for s in due], create=False) if vault and due else {}
     done = Advanced()
     flagged: list[ContactFlagged] = []
     sends = _Sends(envs.history_ticks)
@@ -79,7 +82,8 @@ async def advance_due(
         except Exception as exc:  # a kernel or plugin bug must stop this run, not the partition
             log.exception("run %s: advance raised; the run is stopped", state.run_id, extra={"run_id": state.run_id})
             result = quarantine(state, f"{type(exc).__name__}: {exc}", tick)
-        _collect(done, state, result, items, stamp, new_id, store.partition, flagged)
+        entries = vault.seal(result.entries, keys.get(state.contact.id)) if vault else result.entries
+        _collect(done, state, result, entries, items, stamp, new_id, store.partition, flagged)
         done.tally.add(result, env.plan)
         if sends.horizon:
             sends.sent_by(state, result)
@@ -129,11 +133,12 @@ class _Sends:
 
 
 def _collect(
-    done: Advanced, state: RunState, result: Advance, items: list[Queued], stamp: str, new_id: Callable[[], str],
-    partition: int, flagged: list[ContactFlagged],
+    done: Advanced, state: RunState, result: Advance, entries: Sequence[EntryDraft], items: list[Queued], stamp: str,
+    new_id: Callable[[], str], partition: int, flagged: list[ContactFlagged],
 ) -> None:  # fmt: skip
-    """Seal one run's entries, answer the commands it applied, stage its effects."""
-    sealed = seal_rows(result.entries, state.audit_head, stamp, new_id)
+    """Chain one run's entries (`result`'s, sealed or not), answer the commands it applied,
+    stage its effects."""
+    sealed = seal_rows(entries, state.audit_head, stamp, new_id)
     done.states.append(msgspec.structs.replace(result.state, audit_head=sealed[-1].checksum) if sealed else result.state)
     done.audit.extend(sealed)
     if result.rejected or any(item.reply_to for item in items):

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict, deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from itertools import count
+
+import msgspec
 
 from dee.bus import messages as wire
 from dee.errors import RunNotFoundError
@@ -21,7 +23,7 @@ from dee.kernel.state import RunState
 from dee.plan.compiled import CompiledPlan
 from dee.records import ConsentRecord, Suppression
 from dee.shell.numbers import Listed, Listing, channel_scope
-from dee.shell.store import EnrolmentFacts, NewRun, OutboxItem, Queued, policy_facts
+from dee.shell.store import EnrolmentFacts, KeyStatus, NewRun, OutboxItem, Queued, policy_facts
 
 FLAGS = ("unsubscribed", "bounced")
 
@@ -52,6 +54,7 @@ class MemoryStore:
         self.received: dict[str, wire.Reply | None] = {}
         self.digests: dict[str, bytes] = {}
         self.seq = count(1)
+        self.contact_keys: dict[str, bytes | None] = {}  # contact id -> wrapped key (None: erased, a tombstone)
 
     def state(self, run_id: str) -> RunState:
         try:
@@ -278,6 +281,34 @@ class MemoryPartitionStore:
 
     async def runs_of_contact(self, contact_id: str) -> list[str]:
         return self._live(contact_id)
+
+    async def contact_runs(self, contact_id: str) -> list[RunState]:
+        return [self.store.runs[r] for r in self.store.by_contact.get(contact_id, ()) if self.store.partition_of[r] == self.partition]
+
+    # ---- contact keys and erasure (dee.privacy) ------------------------------------------
+    async def contact_keys(self, contact_ids: Sequence[str]) -> dict[str, bytes]:
+        return {c: key for c in contact_ids if (key := self.store.contact_keys.get(c)) is not None}
+
+    async def add_contact_keys(self, wrapped: Mapping[str, bytes]) -> dict[str, bytes]:
+        for contact_id, key in wrapped.items():
+            if self.store.contact_keys.get(contact_id) is None:
+                self.store.contact_keys[contact_id] = key
+        return await self.contact_keys(list(wrapped))
+
+    async def key_status(self, contact_id: str) -> KeyStatus:
+        if contact_id not in self.store.contact_keys:
+            return "none"
+        return "erased" if self.store.contact_keys[contact_id] is None else "live"
+
+    async def forget_contact(self, contact_id: str, run_ids: Sequence[str], tick: int, reason: str) -> None:
+        store = self.store
+        store.contact_keys[contact_id] = None
+        inbox = store.inbox[self.partition]
+        for run_id in run_ids:
+            inbox.pop(run_id, None)
+        for number in [n for n, contacts in store.phones.items() if contact_id in contacts]:
+            del store.phones[number][contact_id]
+        store.consents = [msgspec.structs.replace(c, evidence={}) if c.contact_id == contact_id else c for c in store.consents]
 
     # ---- what a tick wrote --------------------------------------------------------------
     async def append_audit(self, rows: Sequence[AuditRow]) -> None:

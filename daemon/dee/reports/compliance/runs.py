@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import msgspec
 
 from dee.kernel.audit import AuditEntry
+from dee.kernel.erasure import is_erased
 from dee.plan.compiled import CompiledPlan
 
 PASSES = ("step.entered", "step.dispatched")
@@ -41,6 +42,9 @@ def run_facts(log: Sequence[AuditEntry]) -> RunFacts | None:
     if not log or log[0].action != "run.started" or not log[0].input:
         return None
     start = log[0].input
+    if is_erased(start):  # the contact was erased: its erasure journaled what the start held of the run
+        start = next((e.output or {} for e in log if e.action == "contact.erased"), {})
+        start = {**start, "planId": log[0].plan_id}
     passes = tuple((e.seq, e.action, e.step_id, e.tick) for e in log if e.action in PASSES and e.step_id is not None)
     return RunFacts(str(start.get("planId")), int(start.get("planVersion") or 0), int(start.get("epochMs") or 0), passes)
 

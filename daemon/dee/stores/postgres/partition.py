@@ -3,7 +3,7 @@ transaction of a partition's single writer (or of the client's bulk enrolment)."
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import asyncpg
 import msgspec
@@ -16,8 +16,8 @@ from dee.kernel.state import RunState
 from dee.plan.compiled import CompiledPlan
 from dee.records import ConsentRecord, Suppression
 from dee.shell.numbers import Listing
-from dee.shell.store import EnrolmentFacts, NewRun, OutboxItem, Queued, policy_facts
-from dee.stores.postgres import numbers, rows
+from dee.shell.store import EnrolmentFacts, KeyStatus, NewRun, OutboxItem, Queued, policy_facts
+from dee.stores.postgres import contact_keys, numbers, rows
 from dee.stores.postgres.numbers import CHANNEL_SCOPED, EVERY_CHANNEL
 from dee.stores.postgres.plans import PlanCache
 
@@ -217,6 +217,25 @@ class PostgresPartitionStore:
             f"SELECT run_id FROM runs WHERE contact_id = $1 AND status NOT IN {rows.TERMINAL_SQL} ORDER BY run_id", contact_id
         )
         return [r["run_id"] for r in found]
+
+    async def contact_runs(self, contact_id: str) -> list[RunState]:
+        found = await self.conn.fetch(
+            "SELECT state FROM runs WHERE contact_id = $1 AND partition = $2 ORDER BY run_id", contact_id, self.partition
+        )
+        return [rows.decode_state(r["state"]) for r in found]
+
+    # ---- contact keys and erasure (dee.privacy) ------------------------------------------
+    async def contact_keys(self, contact_ids: Sequence[str]) -> dict[str, bytes]:
+        return await contact_keys.contact_keys(self.conn, contact_ids)
+
+    async def add_contact_keys(self, wrapped: Mapping[str, bytes]) -> dict[str, bytes]:
+        return await contact_keys.add_contact_keys(self.conn, self.partition, wrapped)
+
+    async def key_status(self, contact_id: str) -> KeyStatus:
+        return await contact_keys.key_status(self.conn, contact_id)
+
+    async def forget_contact(self, contact_id: str, run_ids: Sequence[str], tick: int, reason: str) -> None:
+        await contact_keys.forget_contact(self.conn, self.partition, contact_id, run_ids, tick, reason)
 
     # ---- what a tick wrote --------------------------------------------------------------
     async def append_audit(self, audit: Sequence[AuditRow]) -> None:

@@ -1,0 +1,47 @@
+"""Erasing a contact (`eraseContact`), in the tick transaction of the partition that owns it.
+
+In one transaction: every run of the contact is scrubbed and journaled by the kernel's
+`erase_run` (those not ended are cancelled, outcome `erased`), the `contact.erased` entries are
+chained unsealed (they hold the contact id, the reason code and the tick: nothing personal), and
+the store destroys the key and the contact's data outside runs and the log. The entries sealed
+under the key stay, verifiable and unreadable. A contact erased before, and not enrolled since,
+is left as it is: the reply says so, and nothing is journaled twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import msgspec
+
+from dee.bus import messages as wire
+from dee.kernel.audit import AuditRow, seal_rows
+from dee.kernel.erasure import erase_run
+from dee.kernel.state import RunState
+from dee.privacy.vault import Vault
+from dee.shell.store import PartitionStore
+
+
+async def erase_contact(
+    store: PartitionStore, tick: int, m: wire.EraseContact, stamp: str, new_id: Callable[[], str], vault: Vault | None
+) -> wire.Reply:  # fmt: skip
+    if vault is not None:
+        vault.forget(m.contact_id)
+    if await store.key_status(m.contact_id) == "erased":
+        return wire.Reply(m.command_id, True, details={"contactId": m.contact_id, "alreadyErased": True, "runs": 0, "cancelled": 0})
+    states: list[RunState] = []
+    audit: list[AuditRow] = []
+    cancelled: list[str] = []
+    runs = await store.contact_runs(m.contact_id)
+    for state in runs:
+        scrubbed, drafts = erase_run(state, tick, m.reason)
+        rows = seal_rows(drafts, state.audit_head, stamp, new_id)
+        states.append(msgspec.structs.replace(scrubbed, audit_head=rows[-1].checksum))  # erase_run journals every run
+        audit.extend(rows)
+        if not state.terminal:
+            cancelled.append(state.run_id)
+    await store.save_runs(states)
+    await store.append_audit(audit)
+    await store.forget_contact(m.contact_id, [s.run_id for s in runs], tick, m.reason)
+    details = {"contactId": m.contact_id, "alreadyErased": False, "runs": len(runs), "cancelled": len(cancelled)}
+    return wire.Reply(m.command_id, True, runs=cancelled, details=details)
