@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from dee.privacy.seal import ContactKey
 
 
 class KeyCache:
@@ -18,12 +18,12 @@ class KeyCache:
         if capacity < 0:
             raise ValueError("privacy.key_cache: zero or more keys")
         self.capacity = capacity
-        self._keys: OrderedDict[str, tuple[bytes, AESGCM]] = OrderedDict()
+        self._keys: OrderedDict[str, tuple[bytes, ContactKey]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._keys)
 
-    def get(self, contact_id: str, wrapped: bytes | None = None) -> AESGCM | None:
+    def get(self, contact_id: str, wrapped: bytes | None = None) -> ContactKey | None:
         """The cached key of a contact (with `wrapped`: only if it was unwrapped from these bytes,
         so a reader that re-read the row never uses a key that was since replaced)."""
         found = self._keys.get(contact_id)
@@ -32,7 +32,7 @@ class KeyCache:
         self._keys.move_to_end(contact_id)
         return found[1]
 
-    def put(self, contact_id: str, wrapped: bytes, key: AESGCM) -> None:
+    def put(self, contact_id: str, wrapped: bytes, key: ContactKey) -> None:
         if self.capacity == 0:
             return
         self._keys[contact_id] = (wrapped, key)

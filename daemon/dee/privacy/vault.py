@@ -17,7 +17,7 @@ from dee.config import PrivacyConfig
 from dee.kernel.audit import AuditEntry, EntryDraft
 from dee.privacy.cache import KeyCache
 from dee.privacy.keys import MasterKey, new_data_key
-from dee.privacy.seal import open_entries, seal_drafts
+from dee.privacy.seal import ContactKey, key_id, open_entries, seal_drafts
 
 
 class KeyStore(Protocol):
@@ -47,12 +47,12 @@ class Vault:
     def __repr__(self) -> str:
         return f"Vault(enabled={self.enabled}, cached={len(self.cache)})"
 
-    async def keys(self, store: KeyStore, contact_ids: Sequence[str], create: bool) -> dict[str, AESGCM]:
+    async def keys(self, store: KeyStore, contact_ids: Sequence[str], create: bool) -> dict[str, ContactKey]:
         """The keys of these contacts; `create` makes one for each contact that has none
         (enrolment). Nothing is read when encryption is off."""
         if not self.enabled:
             return {}
-        found: dict[str, AESGCM] = {}
+        found: dict[str, ContactKey] = {}
         missing: list[str] = []
         for contact_id in sorted(set(contact_ids)):
             key = self.cache.get(contact_id) if self.owner else None
@@ -70,15 +70,15 @@ class Vault:
             found[contact_id] = self.unwrapped(contact_id, blob)
         return found
 
-    def unwrapped(self, contact_id: str, wrapped: bytes) -> AESGCM:
+    def unwrapped(self, contact_id: str, wrapped: bytes) -> ContactKey:
         """The key these bytes wrap (from the cache when it unwrapped the same bytes before)."""
         key = self.cache.get(contact_id, wrapped)
         if key is None:
-            key = AESGCM(self.master.unwrap(contact_id, wrapped))
+            key = ContactKey(AESGCM(self.master.unwrap(contact_id, wrapped)), key_id(wrapped))
             self.cache.put(contact_id, wrapped, key)
         return key
 
-    def seal(self, drafts: Sequence[EntryDraft], key: AESGCM | None) -> Sequence[EntryDraft]:
+    def seal(self, drafts: Sequence[EntryDraft], key: ContactKey | None) -> Sequence[EntryDraft]:
         """The drafts to chain: sealed under the contact's key, as they are without one."""
         return drafts if key is None or not drafts else seal_drafts(drafts, key)
 

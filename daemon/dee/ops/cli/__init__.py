@@ -7,6 +7,7 @@ line on standard error, credentials removed, and a documented exit code:
   contradicts the deployment, a database that needs `dee migrate`, an unknown run);
 - 3: a service is unreachable (PostgreSQL or Redis down or refusing the connection, a wrong
   database name, role or password, a daemon that did not answer);
+- 4: a replay of a run whose contact was erased (`dee contacts erase`): nothing to compare;
 - 70: an internal error (a bug: its traceback is logged at debug level, `DEE_LOG_LEVEL=debug`);
 - 130: interrupted (Ctrl-C); 141: the reader of the output went away (`dee schema | head`).
 
@@ -25,7 +26,7 @@ from typing import NoReturn
 
 from dee.config import EngineConfig
 from dee.errors import DeeError, EngineUnavailableError, ServiceUnavailableError
-from dee.ops.cli import audit, deployment, project, runs, suppress, tools
+from dee.ops.cli import audit, contacts, deployment, project, runs, suppress, tools
 from dee.ops.logs import configure
 from dee.redact import redact_text
 
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="dee", description="DEE, the Deterministic Execution Engine", parents=[common])
     parser.add_argument("--version", action="version", version=f"dee {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
-    for module in (project, deployment, runs, audit, suppress, tools):
+    for module in (project, deployment, runs, audit, suppress, contacts, tools):
         module.add_commands(sub, common)
     return parser
 

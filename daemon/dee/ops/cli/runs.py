@@ -21,6 +21,8 @@ from dee.records import BulkResult
 from dee.redact import redact_text
 from dee.shell.replayer import Replayer
 
+ERASED = 4  # the exit code of a replay of a run whose contact was erased (`dee contacts erase`)
+
 
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     runs = sub.add_parser("runs", parents=[common], help="start, inspect and steer runs").add_subparsers(dest="runs_command", required=True)
@@ -148,6 +150,11 @@ def cmd_replay(args: argparse.Namespace, config: EngineConfig) -> int:
         else:
             async with client(config) as engine:
                 result = await engine.replay(args.run_id, dry_run=not args.record)
+
+        if result.erased:
+            emit({"identical": False, "erased": True, "steps": [], "diffs": []}, args.json,
+                 lambda: "erased: the run's contact was erased; its recorded inputs are gone, nothing to compare")  # fmt: skip
+            return ERASED
 
         def text() -> str:
             lines = ["identical" if result.identical else f"{len(result.diffs)} difference(s)"]
