@@ -169,8 +169,8 @@ class PartitionStore(Protocol):
 
     async def forget_contact(self, contact_id: str, run_ids: Sequence[str], tick: int, reason: str) -> None:
         """Destroy the contact's key (keeping a tombstone: id, tick, reason code) and drop its
-        personal data outside run states and the audit log: its runs' queued inputs, its phone
-        numbers, its consents' evidence."""
+        personal data outside run states and the audit log: its runs' queued inputs, its channel
+        actions in the outbox, its phone numbers, its consents' evidence."""
 
     # ---- what a tick wrote --------------------------------------------------------------
     async def append_audit(self, rows: Sequence[AuditRow]) -> None: ...

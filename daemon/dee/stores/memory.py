@@ -308,6 +308,7 @@ class MemoryPartitionStore:
             inbox.pop(run_id, None)
         for number in [n for n, contacts in store.phones.items() if contact_id in contacts]:
             del store.phones[number][contact_id]
+        store.outbox = deque((seq, item) for seq, item in store.outbox if item.contact_id != contact_id)
         store.consents = [msgspec.structs.replace(c, evidence={}) if c.contact_id == contact_id else c for c in store.consents]
 
     # ---- what a tick wrote --------------------------------------------------------------

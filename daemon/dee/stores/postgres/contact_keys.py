@@ -4,7 +4,8 @@ A key row is written by the partition that owns the contact (in its tick transac
 fencing epoch), so two writers never race for one contact's key except across a lease change;
 `ON CONFLICT` settles that one. Erasure turns the row into a tombstone (no key, the tick and the
 reason code) and, in the same transaction, drops or scrubs the contact's personal data in the
-other tables: queued inputs of its runs, its phone numbers, the evidence of its consents.
+other tables: queued inputs of its runs, channel actions in the outbox, its phone numbers,
+the evidence of its consents.
 """
 
 from __future__ import annotations
@@ -62,4 +63,8 @@ async def forget_contact(
     )  # fmt: skip
     await conn.execute("DELETE FROM inbox WHERE partition = $1 AND run_id = ANY($2::text[])", partition, list(run_ids))
     await conn.execute("DELETE FROM contact_phones WHERE contact_id = $1", contact_id)
+    # channel actions not yet published, or published and not yet deleted: a rendered message each
+    await conn.execute(
+        "DELETE FROM outbox WHERE partition = $1 AND convert_from(body, 'UTF8')::jsonb ->> 'contactId' = $2", partition, contact_id
+    )
     await conn.execute("UPDATE consents SET evidence = '{}' WHERE contact_id = $1 AND evidence <> '{}'", contact_id)
