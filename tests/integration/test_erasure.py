@@ -66,10 +66,15 @@ def encodings(value: str) -> set[str]:
     return forms | {f.encode().hex() for f in list(forms)}  # bytea columns are dumped as hex
 
 
-async def pg_dump(database: str) -> str:
+def pg_dump_binary() -> str:
     binary = shutil.which("pg_dump") or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_dump"))), None)
     assert binary is not None, "pg_dump is installed with PostgreSQL"
-    process = await asyncio.create_subprocess_exec(str(binary), "--no-owner", database, stdout=asyncio.subprocess.PIPE)
+    return str(binary)
+
+
+async def pg_dump(database: str) -> str:
+    binary = await asyncio.to_thread(pg_dump_binary)
+    process = await asyncio.create_subprocess_exec(binary, "--no-owner", database, stdout=asyncio.subprocess.PIPE)
     out, _ = await process.communicate()
     assert process.returncode == 0
     return out.decode()
