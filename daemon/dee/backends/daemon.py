@@ -47,8 +47,8 @@ from dee.shell.enrol import enrol
 from dee.shell.envs import history_ticks
 from dee.shell.numbers import Listed, Listing
 from dee.stores.postgres import connect as postgres
+from dee.stores.postgres import contact_keys, rows
 from dee.stores.postgres import numbers as numbers_sql
-from dee.stores.postgres import rows
 from dee.stores.postgres.migrate import check_constants, pending_migrations
 from dee.stores.postgres.partition import PostgresPartitionStore
 from dee.stores.postgres.plans import PlanCache, register_plan
@@ -299,11 +299,8 @@ class DaemonBackend(Publisher):
         return int(partition)
 
     async def run_keys(self, run_ids: list[str]) -> dict[str, tuple[str, bytes | None]]:
-        found = await self.db.fetch(
-            "SELECT r.run_id, r.contact_id, k.wrapped FROM runs r LEFT JOIN contact_keys k ON k.contact_id = r.contact_id "
-            "WHERE r.run_id = ANY($1::text[])", run_ids,
-        )  # fmt: skip
-        return {r["run_id"]: (r["contact_id"], None if r["wrapped"] is None else bytes(r["wrapped"])) for r in found}
+        async with self.db.acquire() as conn:
+            return await contact_keys.run_keys(conn, "r.run_id = ANY($1::text[])", run_ids)
 
     async def contacts_of(self, run_ids: list[str]) -> dict[str, Contact]:
         found = await self.db.fetch("SELECT run_id, state FROM runs WHERE run_id = ANY($1::text[])", run_ids)

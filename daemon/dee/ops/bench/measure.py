@@ -15,12 +15,15 @@ import uvloop
 
 from dee.config import EngineConfig
 from dee.engine import template_store
-from dee.kernel.audit import AuditRow, entry_of, verify_chain
+from dee.kernel.audit import AuditEntry, AuditRow, entry_of, verify_chain
 from dee.ops import gc_tuning
 from dee.ops.bench.report import Correctness
 from dee.ops.bench.workload import PATHS, path_of
 from dee.plugin.manager import PluginManager
+from dee.privacy.keys import master_key
+from dee.privacy.vault import Vault
 from dee.shell.replayer import Replayer
+from dee.stores.postgres import contact_keys
 from dee.stores.postgres.plans import PlanCache
 from dee.stores.postgres.rows import AUDIT_COLUMNS, AUDIT_COPY_COLUMNS
 
@@ -127,6 +130,10 @@ async def _replay_runs(config: EngineConfig, first: str, end: str | None) -> tup
         replayer = Replayer(config, plugins, templates, lambda plan_id, version: cache.get(conn, plan_id, version))
         heads = {r["run_id"]: (r["seq"], r["head"]) for r in await conn.fetch(
             f"SELECT run_id, seq, head FROM runs WHERE status = 'completed' AND {_IN_RANGE}", first, end)}  # fmt: skip
+        # the entries' contact data is sealed: replay opens it, as `Engine.replay` does
+        master = master_key(config.privacy, bytes(await conn.fetchval("SELECT privacy_key FROM dee_meta")))
+        opener = Opener(Vault.of(config.privacy, master, owner=False),
+                        await contact_keys.run_keys(conn, f"r.status = 'completed' AND r.{_IN_RANGE}", first, end))  # fmt: skip
         columns = ", ".join(AUDIT_COLUMNS)
         for chunk in _chunks(sorted(heads), heads):
             current: list[AuditRow] = []
@@ -134,11 +141,11 @@ async def _replay_runs(config: EngineConfig, first: str, end: str | None) -> tup
                 f"SELECT {columns} FROM audit_log WHERE run_id >= $1 AND run_id <= $2 ORDER BY run_id, seq", chunk[0], chunk[-1]
             ):  # fmt: skip
                 if current and current[-1].run_id != row[0]:
-                    await _replay_one(current, heads, replayer, tally)
+                    await _replay_one(current, heads, replayer, tally, opener)
                     current = []
                 current.append(AuditRow(*row))
             if current:
-                await _replay_one(current, heads, replayer, tally)
+                await _replay_one(current, heads, replayer, tally, opener)
     finally:
         await conn.close()
     return tally.runs, tally.identical, tally.chains_valid
@@ -163,14 +170,25 @@ def _chunks(ids: list[str], heads: dict[str, tuple[int, str]]) -> list[list[str]
     return chunks
 
 
-async def _replay_one(rows: list[AuditRow], heads: dict[str, tuple[int, str]], replayer: Replayer, tally: ReplayTally) -> None:
+@dataclass
+class Opener:
+    vault: Vault
+    keys: dict[str, tuple[str, bytes | None]]  # run id -> its contact and wrapped key
+
+    def open(self, entries: list[AuditEntry]) -> list[AuditEntry]:
+        return self.vault.open(entries, *self.keys.get(entries[0].run_id, (None, None)))[0]
+
+
+async def _replay_one(
+    rows: list[AuditRow], heads: dict[str, tuple[int, str]], replayer: Replayer, tally: ReplayTally, opener: Opener
+) -> None:  # fmt: skip
     head = heads.get(rows[0].run_id)
     if head is None:  # not completed
         return
     tally.runs += 1
     if verify_chain(rows, *head).valid:
         tally.chains_valid += 1
-    if (await replayer.replay_run([entry_of(row, with_context=False) for row in rows])).identical:
+    if (await replayer.replay_run(opener.open([entry_of(row, with_context=False) for row in rows]))).identical:
         tally.identical += 1
 
 

@@ -44,6 +44,15 @@ async def add_contact_keys(conn: asyncpg.Connection, partition: int, wrapped: Ma
     return stored | (await contact_keys(conn, lost) if lost else {})
 
 
+async def run_keys(conn: asyncpg.Connection, where: str, *args: object) -> dict[str, tuple[str, bytes | None]]:
+    """The contact and its wrapped key (None: erased, or never made) of each run `where` picks."""
+    found = await conn.fetch(
+        "SELECT r.run_id, r.contact_id, k.wrapped FROM runs r LEFT JOIN contact_keys k ON k.contact_id = r.contact_id "
+        f"WHERE {where}", *args,
+    )  # fmt: skip
+    return {r["run_id"]: (r["contact_id"], None if r["wrapped"] is None else bytes(r["wrapped"])) for r in found}
+
+
 async def key_status(conn: asyncpg.Connection, contact_id: str) -> KeyStatus:
     row = await conn.fetchrow("SELECT wrapped IS NOT NULL AS live FROM contact_keys WHERE contact_id = $1", contact_id)
     return "none" if row is None else "live" if row["live"] else "erased"
