@@ -19,7 +19,7 @@ from dee.kernel.audit import AuditRow, seal_rows
 from dee.kernel.erasure import erase_run
 from dee.kernel.state import RunState
 from dee.privacy.vault import Vault
-from dee.shell.store import PartitionStore
+from dee.shell.store import NewRun, PartitionStore
 
 
 async def erase_contact(
@@ -45,3 +45,16 @@ async def erase_contact(
     await store.forget_contact(m.contact_id, [s.run_id for s in runs], tick, m.reason)
     details = {"contactId": m.contact_id, "alreadyErased": False, "runs": len(runs), "cancelled": len(cancelled)}
     return wire.Reply(m.command_id, True, runs=cancelled, details=details)
+
+
+def erase_enrolled(runs: list[NewRun], audit: list[AuditRow], m: wire.EraseContact, tick: int, stamp: str,
+                   new_id: Callable[[], str]) -> None:  # fmt: skip
+    """Erase the contact's runs enrolled earlier in the same batch (not stored yet, so not
+    among `contact_runs`): scrubbed and journaled in place, as if stored first."""
+    for i, new in enumerate(runs):
+        if new.state.contact.id != m.contact_id:
+            continue
+        scrubbed, drafts = erase_run(new.state, tick, m.reason)
+        rows = seal_rows(drafts, new.state.audit_head, stamp, new_id)
+        runs[i] = NewRun(msgspec.structs.replace(scrubbed, audit_head=rows[-1].checksum), new.idempotency_key)
+        audit.extend(rows)

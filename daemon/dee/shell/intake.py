@@ -37,7 +37,7 @@ from dee.privacy.vault import Vault
 from dee.records import ConsentRecord, Suppression, SuppressionLevel
 from dee.routing import partition_for
 from dee.shell.enrol import enrol
-from dee.shell.erase import erase_contact
+from dee.shell.erase import erase_contact, erase_enrolled
 from dee.shell.numbers import channel_scope
 from dee.shell.store import NewRun, PartitionStore, Queued
 
@@ -239,6 +239,7 @@ async def _accept_one(store: PartitionStore, intake: Intake, message: wire.Inbou
         intake.reply(message, wire.Reply(message.command_id, True))
     elif isinstance(message, wire.EraseContact):
         intake.reply(message, await erase_contact(store, intake.tick, message, stamp, new_id, intake.vault))
+        erase_enrolled(intake.runs, intake.audit, message, intake.tick, stamp, new_id)
         intake.active[message.contact_id] = []  # a later message of the batch reaches none of its runs
         intake.looked_up.add(message.contact_id)
     elif isinstance(message, wire.Result) and intake.owns(message.run_id):
