@@ -16,7 +16,7 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from dee import EngineConfig, load_plan
+from dee import Engine, EngineConfig, load_plan
 from dee.bus import messages as wire
 from dee.bus.streams import FIELD, GROUP, Keys, ensure_group
 from dee.engine import as_contact
@@ -66,9 +66,10 @@ async def footprint(db: asyncpg.Connection, partition: int, run_ids: list[str], 
     }
 
 
-async def events_received(db: asyncpg.Connection, run_id: str, event_id: str) -> int:
-    rows = await db.fetch("SELECT input FROM audit_log WHERE run_id = $1 AND action = 'event.received'", run_id)
-    return sum(1 for r in rows if r["input"] and event_id in r["input"])
+async def events_received(client: Engine, run_id: str, event_id: str) -> int:
+    """Read through the engine: the entries' inputs are sealed in the table."""
+    entries = await client.audit.query(run_id=run_id, actions=["event.received"])
+    return sum(1 for e in entries if e.input and e.input.get("eventId") == event_id)
 
 
 async def pending_by_consumer(redis: aioredis.Redis, stream: str) -> dict[bytes, str]:
@@ -155,7 +156,7 @@ async def test_a_stale_partition_worker_cannot_commit_and_the_new_owner_processe
             assert await footprint(db, partition, [run_b_id], ["split-exec-1", "split-evt-1"]) == {
                 "runs": 0, "audit": 0, "inbox": 0, "received": 0,
             }  # fmt: skip
-            assert await events_received(db, run_a.id, "split-evt-1") == 0
+            assert await events_received(client, run_a.id, "split-evt-1") == 0
             assert await redis.xlen(reply_to) == 0, "the stale writer replied to a write it did not commit"
             row = (await lease_table(config.database))[partition]
             assert (row["owner"], row["epoch"]) == ("other", new_epoch)
@@ -187,7 +188,7 @@ async def test_a_stale_partition_worker_cannot_commit_and_the_new_owner_processe
             assert await db.fetchval("SELECT count(*) FROM runs WHERE contact_id = $1", second) == 1
             started = await db.fetchval("SELECT count(*) FROM audit_log WHERE run_id = $1 AND action = 'run.started'", run_b_id)
             assert started == 1
-            assert await events_received(db, run_a.id, "split-evt-1") == 1
+            assert await events_received(client, run_a.id, "split-evt-1") == 1
             assert await db.fetchval(
                 "SELECT count(*) FROM received WHERE message_id = ANY($1::text[])", ["split-exec-1", "split-evt-1"]
             ) == 2  # fmt: skip
@@ -239,7 +240,7 @@ async def test_a_runtime_whose_lease_was_taken_stops_writing_and_retakes_the_par
             row = (await lease_table(config.database))[partition]
             assert (row["owner"], row["epoch"]) == ("thief", thief_epoch)
             assert partition not in runtime.owned and not ingest.done()
-            assert await events_received(db, run.id, "steal-evt-1") == 0
+            assert await events_received(client, run.id, "steal-evt-1") == 0
             assert await db.fetchval("SELECT count(*) FROM received WHERE message_id = 'steal-evt-1'") == 0
 
             # the thief goes away (its lease is released): the runtime takes p back with a new epoch
@@ -249,7 +250,7 @@ async def test_a_runtime_whose_lease_was_taken_stops_writing_and_retakes_the_par
             assert (row["owner"], row["epoch"]) == ("r1", thief_epoch + 1)
             assert partition in runtime.owned
             await client.run_until_idle()
-            assert await events_received(db, run.id, "steal-evt-1") == 1
+            assert await events_received(client, run.id, "steal-evt-1") == 1
             assert (await client.verify_audit_chain(run.id)).valid
             assert (await client.replay(run.id)).identical
         finally:
