@@ -19,7 +19,7 @@ import msgspec
 import pytest
 
 from dee import Engine, EngineConfig, MetricsConfig, SchedulerConfig, load_plan
-from dee.config import PolicyConfig
+from dee.config import PolicyConfig, PrivacyConfig
 from dee.ops.scratch import scratch_deployment
 from dee.plan.model import Plan
 from dee.plugin.manager import PluginManager
@@ -44,13 +44,14 @@ def with_email_adapter(config: EngineConfig, adapter: str) -> EngineConfig:
 @asynccontextmanager
 async def open_engine(
     backend: str, *, plugins: PluginManager | None = None, email_adapter: str | None = None,
-    policy: PolicyConfig | None = None, **scheduler: Any,
+    policy: PolicyConfig | None = None, privacy: PrivacyConfig | None = None, **scheduler: Any,
 ) -> AsyncIterator[Engine]:  # fmt: skip
     """An entered engine of `backend` (a fresh deployment for `daemon`) with these scheduler
     options, plugins, email adapter and policy."""
 
     def chosen(config: EngineConfig) -> EngineConfig:
         config = with_email_adapter(config, email_adapter) if email_adapter else config
+        config = msgspec.structs.replace(config, privacy=privacy) if privacy is not None else config
         return msgspec.structs.replace(config, policy=policy) if policy is not None else config
 
     if backend == "memory":

@@ -11,9 +11,11 @@ import json
 import pytest
 
 from dee import Engine
+from dee.config import PrivacyConfig
 from dee.errors import ContactErasedError, ErasureReasonError
 from dee.plan.model import Plan
 from dee.records import Erasure
+from tests.contract.conftest import open_engine
 from tests.contract.scenarios import DAY, VARS, contact
 
 EMAIL = "erin.erasable@acme.test"
@@ -94,3 +96,17 @@ async def test_an_erasure_reason_is_a_code_and_never_free_text(engine: Engine) -
     with pytest.raises(ErasureReasonError):
         await engine.erase_contact("c-erin", "asked by erin.erasable@acme.test")
     assert await engine.erase_contact("c-nobody", "gdpr-art17") == Erasure("c-nobody", False, 0, [])
+
+
+async def test_with_encryption_off_an_erasure_still_scrubs_and_a_contact_enrolled_again_can_be_erased_again(
+    backend: str, outreach: Plan
+) -> None:  # fmt: skip
+    async with open_engine(backend, privacy=PrivacyConfig(encrypt_contact_data=False)) as engine:
+        first = (await engine.execute(outreach, contact("c-erin", EMAIL), VARS)).id
+        await engine.run_until_idle()
+        assert await engine.erase_contact("c-erin", "request") == Erasure("c-erin", False, 1, [first])
+        assert (await engine.get_run(first)).outcome == "erased" and (await engine.verify_audit_chain(first)).valid
+        again = (await engine.execute(outreach, contact("c-erin", EMAIL), VARS)).id
+        await engine.run_until_idle()
+        assert await engine.erase_contact("c-erin", "request") == Erasure("c-erin", False, 2, [again])
+        assert (await engine.erase_contact("c-erin", "request")).already_erased

@@ -16,6 +16,7 @@ import msgspec
 
 from dee.bus import messages as wire
 from dee.kernel.audit import AuditRow, seal_rows
+from dee.kernel.contact import Contact
 from dee.kernel.erasure import erase_run
 from dee.kernel.state import RunState
 from dee.privacy.vault import Vault
@@ -27,12 +28,15 @@ async def erase_contact(
 ) -> wire.Reply:  # fmt: skip
     if vault is not None:
         vault.forget(m.contact_id)
-    if await store.key_status(m.contact_id) == "erased":
+    runs = await store.contact_runs(m.contact_id)
+    # erased before, and nothing since (a contact enrolled again with encryption off has no key,
+    # but its new run holds its data)
+    scrubbed_all = all(s.terminal and s.contact == Contact(id=m.contact_id) for s in runs)
+    if scrubbed_all and await store.key_status(m.contact_id) == "erased":
         return wire.Reply(m.command_id, True, details={"contactId": m.contact_id, "alreadyErased": True, "runs": 0, "cancelled": 0})
     states: list[RunState] = []
     audit: list[AuditRow] = []
     cancelled: list[str] = []
-    runs = await store.contact_runs(m.contact_id)
     for state in runs:
         scrubbed, drafts = erase_run(state, tick, m.reason)
         rows = seal_rows(drafts, state.audit_head, stamp, new_id)
