@@ -40,9 +40,9 @@ def erase_run(state: RunState, tick: int, reason: str) -> tuple[RunState, list[E
         "channel_wait": None,
     }  # fmt: skip
 
-    def entry(action: str, **fields: object) -> None:
+    def entry(action: str, output: dict[str, Any]) -> None:
         seq = state.seq + len(entries) + 1
-        entries.append(EntryDraft(state.run_id, seq, state.plan_id, state.current_step, at, action, **fields))  # type: ignore[arg-type]
+        entries.append(EntryDraft(state.run_id, seq, state.plan_id, state.current_step, at, action, output=output))
 
     if not state.terminal:
         changes.update(status="cancelled", outcome=ERASED_OUTCOME, wake_tick=None, timer=None, completed_tick=at,
