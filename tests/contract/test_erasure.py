@@ -43,8 +43,8 @@ async def test_erasing_a_contact_cancels_its_run_and_leaves_verifiable_chains_th
     assert [e.checksum for e in after[: len(before)]] == [e.checksum for e in before]
     assert after[0].input == {"erased": True}
     assert [(e.action, e.output) for e in after[-2:]] == [
-        ("run.cancelled", {"reason": "erased"}),
-        ("contact.erased", {"contactId": "c-erin", "reason": "gdpr-art17", "cancelled": True, "planVersion": 1,
+        ("run.cancelled", {"reason": "erased", "outcome": "erased"}),
+        ("contact.erased", {"contactId": "c-erin", "reason": "gdpr-art17", "cancelled": True, "outcome": "erased", "planVersion": 1,
                             "epochMs": after[-1].output["epochMs"] if after[-1].output else None}),
     ]  # fmt: skip
     timeline = await engine.get_timeline(run)

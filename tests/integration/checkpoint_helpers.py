@@ -14,11 +14,14 @@ import asyncpg
 import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from dee import Duration, Engine, EngineConfig, create_plan, steps, transitions
 from dee.config import AuditConfig
 from dee.kernel.audit import AuditRow, row_checksum
+from dee.privacy.keys import MasterKey
+from dee.privacy.seal import ContactKey, key_id, open_value, seal_value
 from dee.stores.postgres.rows import AUDIT_COLUMNS, decode_state, encode_state
 from tests.integration.archive_helpers import DAY, contact, dee
 
@@ -107,3 +110,19 @@ async def edit_row(conn: asyncpg.Connection, run_id: str, **changes: Any) -> Non
     state = msgspec.structs.replace(state, **changes)
     sets = ", ".join(f"{column} = ${i + 3}" for i, column in enumerate(changes))
     await conn.execute(f"UPDATE runs SET state = $2, {sets} WHERE run_id = $1", run_id, encode_state(state), *changes.values())
+
+
+async def insider_key(conn: asyncpg.Connection, run_id: str) -> ContactKey:
+    """The run's contact key as an insider with the database unwraps it: the master key is kept
+    in the database when no master key file is configured (as in these tests)."""
+    master = MasterKey(await conn.fetchval("SELECT privacy_key FROM dee_meta"))
+    contact_id, wrapped = await conn.fetchrow(
+        "SELECT k.contact_id, k.wrapped FROM runs r JOIN contact_keys k USING (contact_id) WHERE r.run_id = $1", run_id)
+    return ContactKey(AESGCM(master.unwrap(contact_id, wrapped)), key_id(wrapped))
+
+
+def resealed(key: ContactKey, row: AuditRow, change: Callable[[dict[str, Any]], dict[str, Any]]) -> AuditRow:
+    """The row with its sealed output opened, changed and sealed again: a careful insider's edit."""
+    assert row.output is not None
+    opened = open_value(key, row.run_id, row.seq, "output", json.loads(row.output))
+    return row._replace(output=json.dumps(seal_value(key, row.run_id, row.seq, "output", change(opened))))

@@ -18,8 +18,10 @@ from tests.integration.checkpoint_helpers import (
     cli_environment,
     dee,
     edit_row,
+    insider_key,
     new_key,
     rechain,
+    resealed,
     rows_of,
     start,
     superuser,
@@ -44,7 +46,7 @@ async def signed(deployment: EngineConfig, tmp_path: Path, monkeypatch: pytest.M
 
 async def test_an_untouched_database_verifies(signed: Signed) -> None:
     code, report = await verify(signed.checkpoint)
-    assert (code, report["findings"], report["valid"]) == (0, [], True)
+    assert (code, report["findings"], report["valid"]) == (0, [], True), report["findings"]
     assert (report["checkpoint"]["committed"], report["checkpoint"]["checked"], report["checkpoint"]["newer"]) == (3, 3, 0)
     code, out = await dee("audit", "verify")
     assert code == 0, out
@@ -53,7 +55,8 @@ async def test_an_untouched_database_verifies(signed: Signed) -> None:
 async def test_an_edited_entry_breaks_its_chain(signed: Signed) -> None:
     run = signed.runs[0]
     async with superuser(signed.config) as conn:
-        await conn.execute("UPDATE audit_log SET output = replace(output, 'no_response', 'replied') "
+        # contact data is sealed: without the key an insider can only alter the ciphertext
+        await conn.execute("""UPDATE audit_log SET output = replace(output, '"sealed":"', '"sealed":"AAAA') """
                            "WHERE run_id = $1 AND action = 'run.completed'", run)  # fmt: skip
     code, report = await verify(signed.checkpoint)
     assert code == 1 and ("chain", run) in checks(report)
@@ -102,13 +105,31 @@ async def test_a_deleted_run_is_missing(signed: Signed) -> None:
 async def test_a_consistent_rewrite_is_caught_by_the_checkpoint(signed: Signed) -> None:
     run = signed.runs[2]
     async with superuser(signed.config) as conn:
-        await rechain(conn, run, lambda row: row._replace(output=row.output.replace("no_response", "replied"))
-                      if row.action == "run.completed" and row.output else row)  # fmt: skip
+        key = await insider_key(conn, run)  # with the master key the database keeps: sealed anew
+        await rechain(conn, run, lambda row: resealed(key, row, lambda output: {**output, "outcome": "replied"})
+                      if row.action == "run.completed" else row)  # fmt: skip
         await edit_row(conn, run, outcome="replied")
+    async with Engine(signed.config, scheduler=False) as engine:
+        assert (await engine.audit.get_by_run(run))[-1].output["outcome"] == "replied"  # type: ignore[index]  # it reads as rewritten
     code, out = await dee("audit", "verify")
     assert code == 0, out  # the chain verifies and the row agrees with it
     code, report = await verify(signed.checkpoint)
     assert code == 1 and checks(report) == {("checkpoint.rewritten", run)}
+
+
+async def test_a_sealed_part_moved_to_another_entry_does_not_open(signed: Signed) -> None:
+    """Without the key an insider may still move ciphertext: the blob of the last entry's output
+    put on the first's, the chain re-made around it. Each blob is bound to its run, seq and
+    field, so plain verify names it (`sealed`), and the checkpoint sees the rewrite."""
+    run = signed.runs[1]
+    async with superuser(signed.config) as conn:
+        rows = await rows_of(conn, run)
+        moved = rows[-1].output
+        await rechain(conn, run, lambda row: row._replace(output=moved) if row.seq == 1 else row)
+    code, out = await dee("audit", "verify", "--json")
+    assert code == 1 and {(f["check"], f["run_id"]) for f in json.loads(out)["findings"]} == {("sealed", run)}
+    code, report = await verify(signed.checkpoint)
+    assert code == 1 and ("checkpoint.rewritten", run) in checks(report)
 
 
 async def test_a_moved_timestamp_is_caught_by_the_checkpoint(signed: Signed) -> None:

@@ -4,8 +4,10 @@ entries imply; a row edited away from them does not."""
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
+from dee.kernel.erasure import erase_run, erased
 from dee.kernel.run_row import implied, row_problems
 from tests.unit.kernel_helpers import Driver
 from tests.unit.test_kernel_commands import ALLOWED_COMMANDS, COMMANDS, STATUSES
@@ -40,3 +42,15 @@ def test_an_edited_row_disagrees() -> None:
     assert len(row_problems(s.status, s.outcome, "elsewhere", d.entries)) == 1
     waiting = STATUSES["waiting"]()
     assert row_problems("completed", None, waiting.state.current_step, waiting.entries) != []
+
+
+@pytest.mark.parametrize("status", list(STATUSES))
+def test_an_erased_run_agrees_with_its_chain_once_its_entries_are_unreadable(status: str) -> None:
+    """After an erasure every sealed part reads `{"erased": true}`, the outcome of `run.completed`
+    too: the erasure's own entries, in clear, say what the row's outcome is."""
+    d = STATUSES[status]()
+    scrubbed, journaled = erase_run(d.state, d.state.current_tick, "gdpr-request")
+    unreadable = [msgspec.structs.replace(e, input=erased(), output=erased(), context=erased()) for e in d.entries]
+    entries = [*unreadable, *journaled]
+    assert row_problems(scrubbed.status, scrubbed.outcome, scrubbed.current_step, entries) == []
+    assert row_problems(scrubbed.status, "replied", scrubbed.current_step, entries) != []

@@ -4,7 +4,7 @@ The run's state keeps nothing of the contact but its id: the contact snapshot, t
 the visible events, a held or pending message (a rendered body) are dropped. A run not yet
 ended is cancelled with the outcome `erased` (`run.cancelled`, so reports count its end), and
 every run journals `contact.erased` with the contact id, the reason code and the tick (and
-the plan version and epoch its sealed start held), nothing personal:
+the plan version and epoch its sealed start held, and the run's outcome), nothing personal:
 those entries are never sealed, so the log still says what happened once the key is gone.
 """
 
@@ -47,9 +47,12 @@ def erase_run(state: RunState, tick: int, reason: str) -> tuple[RunState, list[E
     if not state.terminal:
         changes.update(status="cancelled", outcome=ERASED_OUTCOME, wake_tick=None, timer=None, completed_tick=at,
                        current_tick=at, paused_from=None)  # fmt: skip
-        entry("run.cancelled", output={"reason": ERASED_OUTCOME})
+        entry("run.cancelled", output={"reason": ERASED_OUTCOME, "outcome": ERASED_OUTCOME})
     # the plan version and epoch are what readers took from `run.started`, now unreadable
+    # and the outcome, which a sealed `run.completed` no longer shows (`dee audit verify` checks
+    # the run's row against it)
     entry("contact.erased", output={"contactId": state.contact.id, "reason": reason, "cancelled": not state.terminal,
+                                    "outcome": state.outcome if state.terminal else ERASED_OUTCOME,
                                     "planVersion": state.plan_version, "epochMs": state.epoch_ms})  # fmt: skip
     scrubbed = msgspec.structs.replace(state, seq=state.seq + len(entries), **changes)
     return scrubbed, entries

@@ -5,8 +5,10 @@ run shown as completed, another outcome, another step) disagrees with its own ch
 The chain records every status change that matters to a reader: `run.completed`,
 `run.failed`, `run.cancelled` and `run.paused` set the status; `run.started`, `run.resumed` and
 `run.retried` leave the run live (pending, active or waiting, which the chain does not tell
-apart entry by entry). The outcome is the last `run.completed`'s; the current step is the step
-of the last `step.entered`.
+apart entry by entry). The outcome is the last `run.completed`'s (or an erasure's: its
+`run.cancelled` and `contact.erased` name it, in clear, where the sealed `run.completed` no
+longer can); the current step is the step of the last `step.entered`. The entries are read
+opened (`engine.audit.opened`): an outcome is sealed with the rest of its entry.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ def implied(entries: Sequence[EntryLike]) -> Implied:
     for e in entries:
         if e.action in SETS:
             statuses = SETS[e.action]
-            outcome = (e.output or {}).get("outcome") if e.action == "run.completed" else None
+            outcome = (e.output or {}).get("outcome") if e.action in ("run.completed", "run.cancelled") else None
+        elif e.action == "contact.erased":
+            outcome = (e.output or {}).get("outcome", outcome)
         elif e.action == "step.entered":
             step = e.step_id
     return Implied(statuses, outcome, step)

@@ -13,7 +13,7 @@ import msgspec
 from dee.checkpoint.verify import CheckpointReport, Finding
 from dee.config import EngineConfig
 from dee.engine import Engine
-from dee.errors import ConfigError
+from dee.errors import AuditChainError, ConfigError
 from dee.kernel.run_row import row_problems
 from dee.ops.cli import checkpoint, retention
 from dee.ops.cli.output import emit
@@ -63,9 +63,15 @@ def cmd_verify(args: argparse.Namespace, config: EngineConfig) -> int:
             async for run_id, entries, verdict in engine.read_chains([i for i in ids if not (args.archive and i in archived)]):
                 live[run_id] = verdict
                 run = runs.get(run_id)
-                if run is not None and entries and entries[0].seq == 1:  # a whole chain (not the live segment of an archived one)
-                    problems = row_problems(run.status, run.outcome, run.current_step, entries)
-                    findings += [Finding("run_row", why, run_id) for why in problems]
+                # a whole, unbroken chain (not the live segment of an archived one; a broken one is
+                # reported as such): its row against it, read opened (an outcome is sealed with its entry)
+                if run is not None and entries and entries[0].seq == 1 and verdict.valid:
+                    try:
+                        opened, _ = await engine.audit.opened(run_id, entries)
+                    except AuditChainError as exc:  # a sealed part moved or altered, the chain re-made around it
+                        findings.append(Finding("sealed", str(exc), run_id))
+                        continue
+                    findings += [Finding("run_row", why, run_id) for why in row_problems(run.status, run.outcome, run.current_step, opened)]
         ckpt = await checkpoint.verify_against(config, args.checkpoint, args.public_key) if args.checkpoint else None
         found = live | across.chains
         verdicts = {i: found[i] for i in ids if i in found}
