@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from itertools import groupby
 from pathlib import Path
@@ -52,6 +52,14 @@ def as_contact(contact: ContactLike) -> Contact:
     return contact if isinstance(contact, Contact) else msgspec.convert(dict(contact), Contact)
 
 
+OpenRun = Callable[[str, list[AuditEntry]], tuple[list[AuditEntry], bool]]  # `AuditAccess.opener`'s
+
+
+def open_chains(open_run: OpenRun, entries: list[AuditEntry]) -> list[AuditEntry]:
+    """Entries of many runs (each run's together, in chain order) opened run by run."""
+    return [e for run_id, group in groupby(entries, key=lambda e: e.run_id) for e in open_run(run_id, list(group))[0]]
+
+
 class AuditAccess:
     """`engine.audit`: read access to audit chains."""
 
@@ -64,20 +72,24 @@ class AuditAccess:
         entries, _ = await self.opened(run_id, await self._backend.audit_entries(run_id))
         return entries
 
+    async def opener(self, run_ids: Iterable[str]) -> OpenRun:
+        """Opens entries of these runs as readers see them (and says whether the run's contact
+        was erased), their keys read in one query: for readers that walk many runs."""
+        keys = await self._backend.run_keys(sorted(set(run_ids)))
+        vault = self._backend.vault
+
+        def open_run(run_id: str, entries: list[AuditEntry]) -> tuple[list[AuditEntry], bool]:
+            return vault.open(entries, *keys.get(run_id, (None, None)))
+
+        return open_run
+
     async def opened(self, run_id: str, entries: list[AuditEntry]) -> tuple[list[AuditEntry], bool]:
         """A run's entries as readers see them, and whether its contact was erased."""
-        contact_id, wrapped = (await self._backend.run_keys([run_id])).get(run_id, (None, None))
-        return self._backend.vault.open(entries, contact_id, wrapped)
+        return (await self.opener([run_id]))(run_id, entries)
 
     async def opened_many(self, entries: list[AuditEntry]) -> list[AuditEntry]:
         """Entries of many runs (in runs' chain order) as readers see them."""
-        keys = await self._backend.run_keys(sorted({e.run_id for e in entries}))
-        out: list[AuditEntry] = []
-        for _, group in groupby(entries, key=lambda e: e.run_id):
-            chain = list(group)
-            contact_id, wrapped = keys.get(chain[0].run_id, (None, None))
-            out += self._backend.vault.open(chain, contact_id, wrapped)[0]
-        return out
+        return open_chains(await self.opener(e.run_id for e in entries), entries)
 
     async def query(
         self,
@@ -138,11 +150,11 @@ class ComplianceAccess:
         suppressions = await backend.suppressions_between(period_from, period_to)
         chains: dict[str, ChainVerification] = {}
         runs: dict[str, RunFacts] = {}
-        entries = await self._engine.audit.opened_many(entries)
-        endings = await self._engine.audit.opened_many(endings)
+        open_run = await self._engine.audit.opener([*run_ids, *(e.run_id for e in endings)])
+        entries, endings = open_chains(open_run, entries), open_chains(open_run, endings)
         async for run_id, log, verdict in self._engine.read_chains(run_ids):  # the epoch and later sends are there
             chains[run_id] = verdict
-            facts = run_facts((await self._engine.audit.opened(run_id, log))[0])
+            facts = run_facts(open_run(run_id, log)[0])
             if facts is not None:
                 runs[run_id] = facts
         plans = sorted({(f.plan_id, f.plan_version) for f in runs.values()})

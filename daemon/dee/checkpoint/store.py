@@ -39,13 +39,15 @@ async def load_leaves(conn: asyncpg.Connection, size: int | None = None) -> list
     return [Leaf(*list(r.values())[1:]) for r in found]
 
 
-async def stored_checkpoints(conn: asyncpg.Connection) -> list[Stored]:
-    found = await conn.fetch("SELECT size, root, note, created_at FROM audit_checkpoints ORDER BY size")
-    return [Stored(r["size"], r["root"], r["note"], r["created_at"].isoformat(timespec="seconds")) for r in found]
+async def stored_checkpoints(conn: asyncpg.Connection, last_only: bool = False) -> list[Stored]:
+    found = await conn.fetch("SELECT size, root, note, created_at FROM audit_checkpoints ORDER BY size DESC "
+                             "LIMIT CASE WHEN $1 THEN 1 END", last_only)  # fmt: skip
+    return [Stored(r["size"], r["root"], r["note"], r["created_at"].isoformat(timespec="seconds")) for r in reversed(found)]
 
 
 async def latest(conn: asyncpg.Connection) -> Stored | None:
-    found = await stored_checkpoints(conn)
+    """The last checkpoint stored (the periodic loop asks each time: one row, not them all)."""
+    found = await stored_checkpoints(conn, last_only=True)
     return found[-1] if found else None
 
 

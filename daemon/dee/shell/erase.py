@@ -38,9 +38,8 @@ async def erase_contact(
     audit: list[AuditRow] = []
     cancelled: list[str] = []
     for state in runs:
-        scrubbed, drafts = erase_run(state, tick, m.reason)
-        rows = seal_rows(drafts, state.audit_head, stamp, new_id)
-        states.append(msgspec.structs.replace(scrubbed, audit_head=rows[-1].checksum))  # erase_run journals every run
+        scrubbed, rows = _erased(state, tick, m.reason, stamp, new_id)
+        states.append(scrubbed)
         audit.extend(rows)
         if not state.terminal:
             cancelled.append(state.run_id)
@@ -58,7 +57,13 @@ def erase_enrolled(runs: list[NewRun], audit: list[AuditRow], m: wire.EraseConta
     for i, new in enumerate(runs):
         if new.state.contact.id != m.contact_id:
             continue
-        scrubbed, drafts = erase_run(new.state, tick, m.reason)
-        rows = seal_rows(drafts, new.state.audit_head, stamp, new_id)
-        runs[i] = NewRun(msgspec.structs.replace(scrubbed, audit_head=rows[-1].checksum), new.idempotency_key)
+        scrubbed, rows = _erased(new.state, tick, m.reason, stamp, new_id)
+        runs[i] = NewRun(scrubbed, new.idempotency_key)
         audit.extend(rows)
+
+
+def _erased(state: RunState, tick: int, reason: str, stamp: str, new_id: Callable[[], str]) -> tuple[RunState, list[AuditRow]]:
+    """The run scrubbed, and its erasure's entries chained (`erase_run` journals every run)."""
+    scrubbed, drafts = erase_run(state, tick, reason)
+    rows = seal_rows(drafts, state.audit_head, stamp, new_id)
+    return msgspec.structs.replace(scrubbed, audit_head=rows[-1].checksum), rows

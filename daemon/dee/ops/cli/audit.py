@@ -60,6 +60,7 @@ def cmd_verify(args: argparse.Namespace, config: EngineConfig) -> int:
             ids = list(runs)
             archived, across = await retention.archived_share(config, ids, args.archive)
             live = {}
+            open_run = await engine.audit.opener(ids)  # the contacts' keys, read once
             async for run_id, entries, verdict in engine.read_chains([i for i in ids if not (args.archive and i in archived)]):
                 live[run_id] = verdict
                 run = runs.get(run_id)
@@ -67,7 +68,7 @@ def cmd_verify(args: argparse.Namespace, config: EngineConfig) -> int:
                 # reported as such): its row against it, read opened (an outcome is sealed with its entry)
                 if run is not None and entries and entries[0].seq == 1 and verdict.valid:
                     try:
-                        opened, _ = await engine.audit.opened(run_id, entries)
+                        opened, _ = open_run(run_id, entries)
                     except AuditChainError as exc:  # a sealed part moved or altered, the chain re-made around it
                         findings.append(Finding("sealed", str(exc), run_id))
                         continue
